@@ -1,0 +1,3 @@
+from jaffnet.decoders.jaff_decoder import JAFFDecoder
+
+__all__ = ["JAFFDecoder"]

@@ -1,0 +1,3 @@
+from jaffnet.encoders.resnet import ResNetEncoder
+
+__all__ = ["ResNetEncoder"]

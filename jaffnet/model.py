@@ -1,0 +1,90 @@
+"""JAFFNet: wiring of encoder, DRF bridge, JAFF decoder and side-output heads.
+
+The constructor arguments are the whole config (``model.config``); ``jaffnet.io`` saves
+them as JSON beside the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from jaffnet.decoders import JAFFDecoder
+from jaffnet.encoders import ResNetEncoder
+from jaffnet.heads import SideOutputs
+from jaffnet.layers.drf import DenseReceptiveField, validate_dilation_rates
+
+INPUT_MULTIPLE = 32  # five 2x downsamplings between the input and the DRF bridge
+
+
+class JAFFNet(nn.Module):
+    """Joint Attention-guided Feature Fusion Network (Jiang et al., arXiv 2402.02797).
+
+    ``JAFFNet()`` is the faithful full-size model (ResNet-18, width 1.0, 41,938,313
+    parameters). ``width`` scales every channel count, for cheap CPU runs.
+
+    ``forward`` returns logits. With ``side_outputs`` True (the default in training
+    mode) it returns the five side outputs, prediction first:
+    ``(H/2 stage, H/4, H/8, H/16, bridge)``, all at the input size; otherwise (the
+    default in eval mode) only the prediction, shape ``(N, 1, H, W)``.
+    """
+
+    def __init__(
+        self,
+        encoder_depth: int = 18,
+        width: float = 1.0,
+        in_channels: int = 3,
+        dilation_rates: Sequence[int] = (1, 2, 4),
+    ):
+        super().__init__()
+        if not (isinstance(width, (int, float)) and 0 < width <= 4):
+            raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
+        dilation_rates = validate_dilation_rates(dilation_rates)
+        self.config: dict[str, Any] = {
+            "encoder_depth": int(encoder_depth),
+            "width": float(width),
+            "in_channels": int(in_channels),
+            "dilation_rates": list(dilation_rates),
+        }
+        self.encoder = ResNetEncoder(encoder_depth, width, in_channels)
+        _, c2, c3, c4, c5 = self.encoder.out_channels
+        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.bridge = DenseReceptiveField(c5, dilation_rates)
+        self.decoder = JAFFDecoder(skip_channels=(c5, c4, c3, c2), bridge_channels=c5)
+        self.heads = SideOutputs(self.decoder.out_channels)
+
+    @property
+    def in_channels(self) -> int:
+        return self.config["in_channels"]
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+            raise ValueError(
+                f"input height and width must be multiples of {INPUT_MULTIPLE}, got {height}x{width}; "
+                "resize or pad the image first"
+            )
+        channels = x.shape[1]
+        if channels == self.in_channels:
+            return x
+        if channels == 1 and self.in_channels == 3:  # grayscale frame into an RGB model
+            return x.expand(-1, 3, -1, -1)
+        raise ValueError(f"model takes {self.in_channels}-channel input (or 1-channel), got {channels} channels")
+
+    def forward(self, x: Tensor, side_outputs: bool | None = None) -> Tensor | tuple[Tensor, ...]:
+        x = self._check_input(x)
+        size = (x.shape[-2], x.shape[-1])
+        features = self.encoder(x)
+        bridge = self.bridge(self.pool(features[-1]))
+        decoded = self.decoder(bridge, features[:0:-1])  # skips at H/16, H/8, H/4, H/2
+        if side_outputs is None:
+            side_outputs = self.training
+        if not side_outputs:
+            return self.heads.finest(decoded[-1], size)  # skip the four unused heads
+        return tuple(reversed(self.heads(decoded, size)))

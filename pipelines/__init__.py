@@ -1,0 +1,1 @@
+"""Ray pipelines: data ingestion/augmentation, distributed training, the model registry."""

@@ -1,0 +1,118 @@
+"""MLflow tracking and model registry for JAFFNet models.
+
+A registered version is an MLflow pyfunc "model from code" whose ``jaffnet`` artifact
+holds ``config.json`` + ``model.safetensors``; loading rebuilds the model from those and
+never unpickles anything. Registry aliases (``candidate``, ``champion``) replace the
+deprecated stages.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaffnet.io import CONFIG_FILE, load_pretrained, read_config, save_pretrained
+from jaffnet.model import JAFFNet
+
+DEFAULT_MODEL_NAME = "jaffnet"
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+_PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
+_ARTIFACT_KEY = "jaffnet"
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite database in the working directory
+    (the registry works with no server; artifacts go to ./mlruns)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def configure_tracking(tracking_uri: str | None = None) -> str:
+    import mlflow
+
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+@dataclass
+class LoadedModel:
+    model: JAFFNet
+    metadata: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    source: str = ""
+
+
+def log_model(model: JAFFNet, metadata: dict[str, Any], name: str = "model"):
+    """Log the model into the active MLflow run; returns MLflow's ``ModelInfo``."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, Path(tmp) / _ARTIFACT_KEY, metadata=metadata)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(_PYFUNC_CODE),
+            artifacts={_ARTIFACT_KEY: str(Path(tmp) / _ARTIFACT_KEY)},
+            pip_requirements=["jaffnet", "torch", "safetensors"],
+        )
+
+
+def register(model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: dict[str, str] | None = None,
+             aliases: tuple[str, ...] = (CANDIDATE_ALIAS,)):
+    """Register ``model_uri`` as a new version of ``name`` and point ``aliases`` at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
+    client = MlflowClient()
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version.version)
+    return version
+
+
+def _find_saved_dir(root: Path) -> Path:
+    """The saved-model directory inside a local path or a downloaded MLflow model."""
+    for candidate in (root, root / "artifacts" / _ARTIFACT_KEY, root / _ARTIFACT_KEY):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{root} holds no JAFFNet model ({CONFIG_FILE} not found)")
+
+
+def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
+    """Load from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or a local path."""
+    uri = str(uri)
+    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
+        saved = _find_saved_dir(Path(uri))
+        return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"], source=uri)
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = version = run_id = None
+    if uri.startswith("models:/"):
+        client = MlflowClient()
+        spec = uri[len("models:/"):]
+        try:
+            if "@" in spec:
+                name, alias = spec.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                name, number = spec.rsplit("/", 1)
+                mv = client.get_model_version(name, number)
+        except (MlflowException, ValueError) as exc:
+            raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: {exc}") from exc
+        version, run_id = str(mv.version), mv.run_id
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as exc:
+        raise LookupError(f"cannot download {uri}: {exc}") from exc
+    saved = _find_saved_dir(local)
+    return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"],
+                       name=name, version=version, run_id=run_id, source=uri)
