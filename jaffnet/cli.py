@@ -13,10 +13,11 @@ import importlib
 import sys
 
 _COMMAND_MODULES = (
-    "jaffnet.commands",
-    "pipelines.commands",
-    "tuning.commands",
-    "serving.commands",
+    "jaffnet.commands",  # export, bench model
+    "pipelines.data.commands",  # synth, ingest, bench data
+    "pipelines.training.commands",  # train, evaluate, demo
+    "tuning.commands",  # tune
+    "serving.commands",  # serve, inspect, bench serve
 )
 
 

@@ -10,3 +10,18 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole suite (ray.init costs 4-7 s here).
+
+    More logical CPUs than the 2 cores: training workers holding every CPU would leave
+    none for Ray Data, which then waits forever.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
