@@ -1,0 +1,103 @@
+"""Paired augmentation with OpenCV: geometry moves image and mask together, photometry
+changes the image only.
+
+Every draw comes from the ``rng`` passed in; :func:`sample_rng` makes it a function of
+``(seed, epoch, sample id)``, so an epoch is reproducible, epochs differ, and the result
+does not depend on which Ray worker handles the sample or in what order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).with_name("augment.yaml")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_p: float
+    crop_scale: tuple[float, float]
+    hflip_p: float
+    vflip_p: float
+    rot90: bool
+    brightness: float
+    contrast: tuple[float, float]
+    gamma: tuple[float, float]
+    noise_p: float
+    noise_std: tuple[float, float]
+    blur_p: float
+    blur_sigma: tuple[float, float]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path = DEFAULT_CONFIG) -> AugmentConfig:
+        raw = yaml.safe_load(Path(path).read_text())
+        flat = {**raw.get("geometric", {}), **raw.get("photometric", {})}
+        unknown = set(flat) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown augmentation settings {sorted(unknown)}")
+        missing = set(cls.__dataclass_fields__) - set(flat)
+        if missing:
+            raise ValueError(f"{path}: missing augmentation settings {sorted(missing)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
+
+
+def sample_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, zlib.crc32(sample_id.encode())])
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both to ``size`` x ``size`` with the same interpolation, then re-binarise the mask."""
+    shrinking = size < max(mask.shape)
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    image = cv2.resize(image, (size, size), interpolation=interpolation)
+    mask = cv2.resize(mask, (size, size), interpolation=interpolation)
+    return image, np.where(mask >= 128, np.uint8(255), np.uint8(0))
+
+
+def geometric(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+              config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Scale-crop, resize, flips and 90-degree rotations: one draw for both arrays."""
+    height, width = mask.shape
+    if rng.random() < config.crop_p:
+        fraction = rng.uniform(*config.crop_scale)
+        crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        image = image[top:top + crop_h, left:left + crop_w]
+        mask = mask[top:top + crop_h, left:left + crop_w]
+    image, mask = resize_pair(image, mask, size)
+    if rng.random() < config.hflip_p:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if rng.random() < config.vflip_p:
+        image, mask = image[::-1], mask[::-1]
+    if config.rot90:
+        turns = int(rng.integers(4))
+        image, mask = np.rot90(image, turns), np.rot90(mask, turns)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Brightness, contrast, gamma, noise and blur on a uint8 image; returns a new array."""
+    x = image.astype(np.float32) / 255.0
+    contrast = rng.uniform(*config.contrast)
+    x = (x - x.mean()) * contrast + x.mean() + rng.uniform(-config.brightness, config.brightness)
+    x = np.clip(x, 0.0, 1.0) ** rng.uniform(*config.gamma)
+    if rng.random() < config.noise_p:
+        noise = rng.normal(0.0, rng.uniform(*config.noise_std), x.shape[:2]).astype(np.float32)
+        x = x + (noise[:, :, None] if x.ndim == 3 else noise)  # same grain on every channel
+    if rng.random() < config.blur_p:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*config.blur_sigma))
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def augment_pair(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+                 config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 image (HxW or HxWx3) and 0/255 mask -> augmented ``size`` x ``size`` pair."""
+    image, mask = geometric(image, mask, size, rng, config)
+    return photometric(image, rng, config), mask

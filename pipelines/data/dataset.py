@@ -1,0 +1,118 @@
+"""Reading an ingested dataset: Ray Data batches for training, plain samples for evaluation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaffnet.preprocess import normalize, to_rgb
+from pipelines.data.augment import AugmentConfig, augment_pair, resize_pair, sample_rng
+from pipelines.data.codec import decode_image, decode_mask
+from pipelines.data.ingest import DATA_FOLDER, MANIFEST
+from pipelines.data.splits import SPLITS
+
+_COLUMNS = ["id", "defect_class", "split", "image", "mask"]
+
+
+@dataclass
+class Sample:
+    id: str
+    defect_class: str
+    image: np.ndarray  # uint8 RGB (height, width, 3), original resolution
+    mask: np.ndarray  # uint8 (height, width) in {0, 255}
+    height: int
+    width: int
+
+
+def _data_dir(dataset_dir: str | Path) -> Path:
+    data = Path(dataset_dir) / DATA_FOLDER
+    if not data.is_dir() or not (Path(dataset_dir) / MANIFEST).is_file():
+        raise FileNotFoundError(f"{dataset_dir} is not an ingested dataset "
+                                f"(expected {MANIFEST} and {DATA_FOLDER}/); run `jaffnet ingest`")
+    return data
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+
+
+def read_manifest(dataset_dir: str | Path) -> dict:
+    _data_dir(dataset_dir)
+    return json.loads((Path(dataset_dir) / MANIFEST).read_text())
+
+
+def manifest_hash(dataset_dir: str | Path) -> str:
+    """A short, stable id of the dataset's content and splits (for MLflow tags).
+
+    It hashes sample ids, classes, splits and pixel data, not paths or timestamps, so
+    re-ingesting the same files with the same seed gives the same value.
+    """
+    return read_manifest(dataset_dir)["content_hash"][:16]
+
+
+def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, seed: int,
+                  epoch: int, config: AugmentConfig | None) -> dict[str, np.ndarray]:
+    """Ray Data UDF: encoded rows -> model-ready float tensors (new arrays, never in-place)."""
+    images, masks = [], []
+    for sample_id, image_bytes, mask_bytes in zip(batch["id"], batch["image"], batch["mask"]):
+        image, mask = decode_image(image_bytes), decode_mask(mask_bytes)
+        if augment:
+            image, mask = augment_pair(image, mask, image_size, sample_rng(seed, epoch, sample_id), config)
+        else:
+            image, mask = resize_pair(image, mask, image_size)
+        images.append(to_rgb(image))
+        masks.append(mask)
+    return {
+        "image": normalize(np.stack(images)),
+        "mask": (np.stack(masks)[:, None] >= 128).astype(np.float32),
+        "id": np.asarray(batch["id"], dtype=object).copy(),
+        "defect_class": np.asarray(batch["defect_class"], dtype=object).copy(),
+    }
+
+
+def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augment: bool,
+                  seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
+                  num_cpus: float = 0.25, batch_size: int = 16):
+    """A lazy Ray Dataset of one split with columns ``image`` float32 (3, S, S) normalised,
+    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``.
+
+    ``augment=True`` applies the training augmentation drawn from ``(seed, epoch, id)``;
+    build one dataset per epoch. Nothing executes until the dataset is consumed; the
+    fractional ``num_cpus`` leaves room beside training workers.
+    """
+    import ray
+    from ray.data.expressions import col
+
+    _check_split(split)
+    if image_size < 32 or image_size % 32:
+        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+    if augment and config is None:
+        config = AugmentConfig.from_yaml()
+    # The split predicate is pushed down into the Parquet scan.
+    rows = ray.data.read_parquet(str(_data_dir(dataset_dir)), columns=_COLUMNS)
+    return rows.filter(expr=col("split") == split).map_batches(
+        prepare_batch,
+        fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,
+                   "config": config},
+        batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus,
+    )
+
+
+def iter_samples(dataset_dir: str | Path, split: str) -> Iterator[Sample]:
+    """Decoded originals of one split, without Ray, in a stable order."""
+    import pyarrow.dataset as pads
+
+    _check_split(split)
+    source = pads.dataset(str(_data_dir(dataset_dir)), format="parquet")
+    for batch in source.to_batches(columns=_COLUMNS, filter=pads.field("split") == split,
+                                   batch_size=64):
+        columns = batch.to_pydict()
+        for i, sample_id in enumerate(columns["id"]):
+            image = to_rgb(decode_image(columns["image"][i]))
+            yield Sample(sample_id, columns["defect_class"][i], image,
+                         decode_mask(columns["mask"][i]), image.shape[0], image.shape[1])

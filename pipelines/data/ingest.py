@@ -1,0 +1,211 @@
+"""`jaffnet ingest`: an original download layout -> a validated Parquet dataset.
+
+Ray Data decodes and validates the pairs in parallel (``map_batches``) and writes the
+rows with ``write_parquet``. Output appears atomically: everything is written into a
+hidden temporary folder beside the destination, which is renamed into place only once
+complete, so an interrupted run never leaves half a dataset behind.
+
+Dataset layout::
+
+    DATASET/manifest.json
+    DATASET/data/*.parquet   # id, source_format, defect_class, split, height, width,
+                             # image (PNG bytes), mask (PNG bytes, 0/255), has_defect
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data.codec import InvalidSample, encode_png, validate_pair
+from pipelines.data.layouts import Rejection, discover
+from pipelines.data.splits import SPLITS, assign_splits
+
+DATA_FOLDER = "data"
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class IngestError(RuntimeError):
+    """Nothing could be ingested, or the destination is not writable as asked."""
+
+
+@dataclass
+class IngestResult:
+    dataset_dir: Path
+    manifest: dict
+
+    @property
+    def num_rejected(self) -> int:
+        return len(self.manifest["rejected"])
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def decode_and_validate(batch: dict[str, np.ndarray], source_format: str) -> dict[str, np.ndarray]:
+    """Ray Data UDF: file paths -> encoded, validated rows (``error`` says why not)."""
+    columns = {name: [] for name in ("id", "source_format", "defect_class", "official_split",
+                                     "height", "width", "image", "mask", "has_defect",
+                                     "digest", "error", "file")}
+    for i, sample_id in enumerate(batch["id"]):
+        image_path, mask_path = batch["image_path"][i], batch["mask_path"][i]
+        defect_class, official = batch["defect_class"][i], batch["official_split"][i]
+        try:
+            image_bytes = _read(image_path)
+            mask_bytes = _read(mask_path) if mask_path else None
+            image, mask = validate_pair(image_bytes, mask_bytes)
+            image_png, mask_png = encode_png(image), encode_png(mask)
+            has_defect, error, file = bool(mask.any()), "", ""
+        except (InvalidSample, OSError) as exc:
+            image_png = mask_png = b""
+            image, has_defect = np.zeros((0, 0), np.uint8), False
+            error = str(exc) if isinstance(exc, InvalidSample) else f"unreadable: {exc.strerror or exc}"
+            file = mask_path if "mask" in error and mask_path else image_path
+        if not defect_class:  # no class given by the layout: name it from the mask
+            defect_class = "defect" if has_defect else "none"
+        columns["id"].append(sample_id)
+        columns["source_format"].append(source_format)
+        columns["defect_class"].append(defect_class)
+        columns["official_split"].append(official)
+        columns["height"].append(image.shape[0])
+        columns["width"].append(image.shape[1])
+        columns["image"].append(image_png)
+        columns["mask"].append(mask_png)
+        columns["has_defect"].append(has_defect)
+        columns["digest"].append(hashlib.sha256(image_png + mask_png).hexdigest())
+        columns["error"].append(error)
+        columns["file"].append(file)
+    out = {name: np.array(values, dtype=object) for name, values in columns.items()}
+    out["height"] = out["height"].astype(np.int32)
+    out["width"] = out["width"].astype(np.int32)
+    out["has_defect"] = out["has_defect"].astype(bool)
+    return out
+
+
+def keep_valid_with_split(batch: dict[str, np.ndarray], splits: dict[str, str]) -> dict[str, np.ndarray]:
+    """Ray Data UDF: drop rejected rows, attach the split, drop bookkeeping columns."""
+    keep = batch["error"] == ""
+    out = {name: batch[name][keep] for name in ("id", "source_format", "defect_class", "height",
+                                                 "width", "image", "mask", "has_defect")}
+    out["split"] = np.array([splits[i] for i in out["id"]], dtype=object)
+    return out
+
+
+def _content_hash(rows: list[dict]) -> str:
+    """Identifies the dataset's content and splits, not where or when it was written."""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r["id"]):
+        digest.update(f"{row['id']}\t{row['defect_class']}\t{row['split']}\t{row['digest']}\n".encode())
+    return digest.hexdigest()
+
+
+def _counts(rows: list[dict]) -> dict:
+    per_split = {split: Counter() for split in SPLITS}
+    for row in rows:
+        per_split[row["split"]][row["defect_class"]] += 1
+    return {split: dict(sorted(counter.items())) for split, counter in per_split.items()}
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``out``; an old dataset is swapped out, then deleted."""
+    if out.exists():
+        if not overwrite:
+            raise IngestError(f"{out} already exists; pass --overwrite to replace it")
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(trash)
+        tmp.rename(out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 0,
+           val_fraction: float = 0.15, test_fraction: float = 0.15, overwrite: bool = False,
+           num_cpus: float = 0.5, batch_size: int = 16) -> IngestResult:
+    """Read ``src`` in ``source_format`` layout and write the Parquet dataset ``out``.
+
+    Bad files are rejected (listed in the manifest), never fatal; :class:`IngestError`
+    only when nothing valid remains or ``out`` exists without ``overwrite``.
+    Needs Ray (``ray.init`` is called if it has not been).
+    """
+    import ray
+
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if out.exists() and not overwrite:
+        raise IngestError(f"{out} already exists; pass --overwrite to replace it")
+    start = time.perf_counter()
+    found = discover(source_format, src)
+    rejected = list(found.rejected)
+    # Empty strings, not None: an all-None column would reach the UDF as NaN floats.
+    records = [{key: value or "" for key, value in asdict(r).items()} for r in found.records]
+
+    valid_rows: list[dict] = []
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if records:
+            if not ray.is_initialized():
+                ray.init()
+            blocks = max(1, min(len(records) // batch_size, 64))
+            decoded = (
+                ray.data.from_items(records, override_num_blocks=blocks)
+                .map_batches(decode_and_validate, fn_kwargs={"source_format": source_format},
+                             batch_size=batch_size, num_cpus=num_cpus)
+                .materialize()  # decode once; read the small columns, then write
+            )
+            summary = decoded.select_columns(
+                ["id", "defect_class", "official_split", "has_defect", "digest", "error", "file"]).take_all()
+            rejected += [Rejection(r["file"], r["error"]) for r in summary if r["error"]]
+            valid_rows = [r for r in summary if not r["error"]]
+        if not valid_rows:
+            raise IngestError(f"no valid samples in {src} ({len(rejected)} files rejected)")
+
+        splits = assign_splits(((r["id"], r["defect_class"], r["official_split"] or None)
+                                for r in valid_rows),
+                               val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        for row in valid_rows:
+            row["split"] = splits[row["id"]]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        decoded.map_batches(keep_valid_with_split, fn_kwargs={"splits": splits},
+                            num_cpus=num_cpus).write_parquet(str(tmp / DATA_FOLDER))
+
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "source_format": source_format,
+            "arguments": {"src": str(src), "out": str(out), "format": source_format, "seed": seed,
+                          "val_fraction": val_fraction, "test_fraction": test_fraction},
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "content_hash": _content_hash(valid_rows),
+            "num_samples": len(valid_rows),
+            "num_defect_free": sum(1 for r in valid_rows if not r["has_defect"]),
+            "totals": {split: sum(1 for r in valid_rows if r["split"] == split) for split in SPLITS},
+            "counts": _counts(valid_rows),
+            "num_rejected": len(rejected),
+            "rejected": [_relative(r, src) for r in rejected],
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(tmp, out, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return IngestResult(out, manifest)
+
+
+def _relative(rejection: Rejection, src: Path) -> dict:
+    path = Path(rejection.file)
+    try:
+        path = path.relative_to(src)
+    except ValueError:
+        pass
+    return {"file": str(path), "reason": rejection.reason}
