@@ -1,0 +1,33 @@
+"""Fast inference for trained JAFFNet models.
+
+``build_predictor(model, backend)`` gives a ``Predictor`` (numpy in, probabilities out)
+for any backend in ``BACKENDS``; ``export_onnx`` writes the ONNX file the ``onnx``
+backend and ``jaffnet export`` use.
+"""
+
+from jaffnet.inference.fusion import fold_batchnorm
+from jaffnet.inference.onnx_export import export_onnx, read_onnx_config
+from jaffnet.inference.predictor import (
+    BACKENDS,
+    CPU_BACKENDS,
+    OnnxPredictor,
+    Predictor,
+    TorchPredictor,
+    backend_options,
+    build_predictor,
+)
+from jaffnet.inference.probability import ProbabilityMap
+
+__all__ = [
+    "BACKENDS",
+    "CPU_BACKENDS",
+    "OnnxPredictor",
+    "Predictor",
+    "ProbabilityMap",
+    "TorchPredictor",
+    "backend_options",
+    "build_predictor",
+    "export_onnx",
+    "fold_batchnorm",
+    "read_onnx_config",
+]

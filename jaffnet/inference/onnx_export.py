@@ -1,0 +1,89 @@
+"""Export JAFFNet to ONNX with the torch.export-based exporter (``dynamo=True``).
+
+The legacy TorchScript exporter is deprecated since torch 2.9; the dynamo exporter needs
+``onnxscript``. The file maps a float32 ``image`` ``(N, C, H, W)`` to ``probability``
+``(N, H, W)`` (the sigmoid is part of the graph), with batch, height and width dynamic
+(height and width stay multiples of 32). The model config is stored in the file's
+metadata so a reader can tell which network it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from jaffnet.inference.probability import ProbabilityMap
+from jaffnet.model import INPUT_MULTIPLE
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probability"
+MAX_SIDE = 8192  # upper bound the exporter needs for the dynamic height/width
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256, dynamic: bool = True,
+                metadata: dict | None = None) -> Path:
+    """Write ``model`` (eval mode, on CPU) as an ONNX file at ``path``; returns the path.
+
+    ``image_size`` is the example input's side; with ``dynamic`` False the file only
+    accepts batch 1 at that size.
+    """
+    import onnx
+
+    if image_size <= 0 or image_size % INPUT_MULTIPLE:
+        raise ValueError(f"image_size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = getattr(model, "config", {})
+    wrapped = ProbabilityMap(_cpu_eval_copy(model)).eval()
+    example = torch.zeros(2 if dynamic else 1, config.get("in_channels", 3), image_size, image_size)
+    dynamic_shapes = None
+    if dynamic:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        # Five 2x poolings: the exporter must know height and width are multiples of 32.
+        height = torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // INPUT_MULTIPLE)
+        width = torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // INPUT_MULTIPLE)
+        dynamic_shapes = {"image": {0: batch, 2: INPUT_MULTIPLE * height, 3: INPUT_MULTIPLE * width}}
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            wrapped, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes, verbose=False,
+        )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {
+        "jaffnet_config": json.dumps(config, sort_keys=True),
+        "jaffnet_metadata": json.dumps(metadata or {}, sort_keys=True, default=str),
+        "output": "sigmoid probabilities (N, H, W)",
+    })
+    # One self-contained file: the full model's weights (~170 MB) are far below protobuf's 2 GB cap.
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def read_onnx_config(path: str | Path) -> dict:
+    """The JAFFNet config stored by ``export_onnx`` ({} for files written elsewhere)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(props.get("jaffnet_config", "{}"))
+
+
+def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model).float().cpu().eval()
+
+
+class _quiet_exporter:
+    """The exporter logs progress and a torchvision warning at INFO/WARNING; keep the CLI readable."""
+
+    def __enter__(self):
+        self._logger = logging.getLogger("torch.onnx")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)

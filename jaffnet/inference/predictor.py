@@ -1,0 +1,244 @@
+"""Predictors: one call signature over several inference backends.
+
+``build_predictor(model, backend)`` returns a ``Predictor`` mapping an ImageNet-normalised
+float32 ``(N, C, H, W)`` numpy batch to float32 ``(N, H, W)`` probabilities. Every backend
+runs the same weights; they differ in how:
+
+========== ======= ===========================================================
+backend    device  what it does
+========== ======= ===========================================================
+eager      any     plain eval-mode PyTorch, float32: the reference
+fused      any     BatchNorm folded into convs, channels-last, inference mode
+compile    any     ``fused`` compiled by ``torch.compile`` (Inductor; compiles per shape)
+onnx       cpu     ONNX export run by ONNX Runtime with all graph optimisations
+cpu-bf16   cpu     ``fused`` in bfloat16; needs a CPU with native bf16 (AVX512-BF16/AMX)
+cuda-fp16  cuda    ``fused`` in float16 on the GPU, replayed through CUDA graphs
+cuda-bf16  cuda    the same in bfloat16
+========== ======= ===========================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from jaffnet.inference.checks import check_batch
+from jaffnet.inference.fusion import fold_batchnorm
+from jaffnet.inference.probability import ProbabilityMap
+
+
+class Predictor(ABC):
+    """``predictor(batch)``: float32 ``(N, C, H, W)`` -> float32 ``(N, H, W)`` in [0, 1]."""
+
+    def __init__(self, backend: str, device: str, in_channels: int):
+        self.backend = backend
+        self.device = device
+        self.in_channels = in_channels
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._predict(check_batch(batch, self.in_channels))
+
+    @abstractmethod
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` is already validated and float32."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, device={self.device!r})"
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], backend: str, device: str,
+                 in_channels: int, dtype: torch.dtype = torch.float32, channels_last: bool = False):
+        super().__init__(backend, device, in_channels)
+        self.forward = forward
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+            return self.forward(x).float().cpu().numpy()
+
+
+class OnnxPredictor(Predictor):
+    """Runs an ONNX file written by ``export_onnx`` with ONNX Runtime."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnx"):
+        import onnxruntime as ort
+
+        from jaffnet.inference.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if INPUT_NAME not in inputs:
+            raise ValueError(f"{path} has no '{INPUT_NAME}' input; was it written by `jaffnet export`?")
+        channels = inputs[INPUT_NAME].shape[1]
+        super().__init__(backend, "cpu", channels if isinstance(channels, int) else 3)
+        self._input, self._output = INPUT_NAME, OUTPUT_NAME
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: batch})[0]
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
+
+
+def _eval_copy(model: nn.Module, device: str) -> nn.Module:
+    return copy.deepcopy(model).to(device).eval()
+
+
+def _build_eager(model, device, threads: int | None = None):
+    _threads(threads)
+    return TorchPredictor(ProbabilityMap(_eval_copy(model, device)), "eager", device, model.in_channels)
+
+
+def _fused_module(model: nn.Module, device: str, dtype: torch.dtype = torch.float32) -> ProbabilityMap:
+    folded = fold_batchnorm(model).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    return ProbabilityMap(folded).eval()
+
+
+def _build_fused(model, device, threads: int | None = None):
+    _threads(threads)
+    return TorchPredictor(_fused_module(model, device), "fused", device, model.in_channels, channels_last=True)
+
+
+def _build_compile(model, device, threads: int | None = None, mode: str | None = None, dynamic: bool | None = False):
+    _threads(threads)
+    # Freezing turns weights into constants so Inductor can pre-pack them for oneDNN.
+    compiled = torch.compile(_fused_module(model, device), mode=mode, dynamic=dynamic,
+                             options={"freezing": True} if mode is None else None)
+    return TorchPredictor(compiled, "compile", device, model.in_channels, channels_last=True)
+
+
+def _build_onnx(model, device, threads: int | None = None, image_size: int = 256):
+    from jaffnet.inference.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:  # ORT reads the whole file into memory
+        path = export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
+        return OnnxPredictor(path, threads=threads)
+
+
+def _build_cpu_bf16(model, device, threads: int | None = None):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RuntimeError("backend 'cpu-bf16' needs a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+                           "this one would emulate it slowly: use 'fused' or 'onnx'")
+    _threads(threads)
+    module = _fused_module(model, device, torch.bfloat16)
+    return TorchPredictor(module, "cpu-bf16", device, model.in_channels, torch.bfloat16, channels_last=True)
+
+
+def _cuda_builder(name: str, dtype: torch.dtype):
+    def build(model, device, cuda_graphs: bool = True):
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"backend '{name}' needs a GPU with bfloat16 support; use 'cuda-fp16'")
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+        module = _fused_module(model, device, dtype)
+        forward = module
+        if cuda_graphs:
+            from jaffnet.inference.cuda_graphs import CudaGraphRunner
+
+            forward = CudaGraphRunner(module)
+        return TorchPredictor(forward, name, device, model.in_channels, dtype, channels_last=True)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    build: Callable[..., Predictor]
+    needs_cuda: bool = False
+    cpu_only: bool = False
+
+
+_BACKENDS = {
+    backend.name: backend
+    for backend in (
+        Backend("eager", _build_eager),
+        Backend("fused", _build_fused),
+        Backend("compile", _build_compile),
+        Backend("onnx", _build_onnx, cpu_only=True),
+        Backend("cpu-bf16", _build_cpu_bf16, cpu_only=True),
+        Backend("cuda-fp16", _cuda_builder("cuda-fp16", torch.float16), needs_cuda=True),
+        Backend("cuda-bf16", _cuda_builder("cuda-bf16", torch.bfloat16), needs_cuda=True),
+    )
+}
+BACKENDS: tuple[str, ...] = tuple(_BACKENDS)
+CPU_BACKENDS: tuple[str, ...] = tuple(name for name, b in _BACKENDS.items() if not b.needs_cuda)
+
+
+def backend_options(backend: str) -> tuple[str, ...]:
+    """The keyword options ``build_predictor`` accepts for ``backend``."""
+    params = inspect.signature(_get_backend(backend).build).parameters
+    return tuple(name for name in params if name not in ("model", "device"))
+
+
+def build_predictor(model: nn.Module, backend: str = "eager", device: str | None = None, **options) -> Predictor:
+    """A ``Predictor`` running ``model``'s weights through ``backend`` (see ``BACKENDS``).
+
+    ``device`` defaults to "cuda" for the ``cuda-*`` backends and "cpu" otherwise. The
+    model itself is not modified. ``options`` are backend-specific (``threads`` for CPU
+    backends, ``mode``/``dynamic`` for ``compile``, ``image_size`` for ``onnx``,
+    ``cuda_graphs`` for ``cuda-*``); ``backend_options(name)`` lists them.
+    """
+    spec = _get_backend(backend)
+    if not isinstance(model, nn.Module) or not hasattr(model, "in_channels"):
+        raise TypeError(f"expected a JAFFNet model, got {type(model).__name__}")
+    device = _resolve_device(spec, device)
+    allowed = backend_options(backend)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"backend '{backend}' does not take {unknown}; it takes {list(allowed) or 'no options'}")
+    return spec.build(model, device, **options)
+
+
+def _get_backend(backend: str) -> Backend:
+    try:
+        return _BACKENDS[backend]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
+
+
+def _resolve_device(spec: Backend, device: str | None) -> str:
+    if device is None:
+        device = "cuda" if spec.needs_cuda else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if spec.needs_cuda and kind != "cuda":
+        raise ValueError(f"backend '{spec.name}' runs on a CUDA device, not {device!r}")
+    if spec.cpu_only and kind != "cpu":
+        raise ValueError(f"backend '{spec.name}' runs on the CPU only, not {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"backend '{spec.name}' on {device!r} needs a CUDA GPU, but torch sees none "
+            f"(torch {torch.__version__}); CPU backends: {', '.join(CPU_BACKENDS)}"
+        )
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use 'cpu' or 'cuda[:index]'")
+    return device
