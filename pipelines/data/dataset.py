@@ -103,16 +103,23 @@ def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augme
     )
 
 
-def iter_samples(dataset_dir: str | Path, split: str) -> Iterator[Sample]:
-    """Decoded originals of one split, without Ray, in a stable order."""
+def iter_encoded_batches(dataset_dir: str | Path, split: str,
+                         batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """Rows of one split as encoded column batches, without Ray, in a stable order."""
     import pyarrow.dataset as pads
 
     _check_split(split)
     source = pads.dataset(str(_data_dir(dataset_dir)), format="parquet")
     for batch in source.to_batches(columns=_COLUMNS, filter=pads.field("split") == split,
-                                   batch_size=64):
-        columns = batch.to_pydict()
-        for i, sample_id in enumerate(columns["id"]):
-            image = to_rgb(decode_image(columns["image"][i]))
-            yield Sample(sample_id, columns["defect_class"][i], image,
-                         decode_mask(columns["mask"][i]), image.shape[0], image.shape[1])
+                                   batch_size=batch_size):
+        if batch.num_rows:
+            yield {name: np.array(values, dtype=object) for name, values in batch.to_pydict().items()}
+
+
+def iter_samples(dataset_dir: str | Path, split: str) -> Iterator[Sample]:
+    """Decoded originals of one split, without Ray, in a stable order."""
+    for batch in iter_encoded_batches(dataset_dir, split):
+        for i, sample_id in enumerate(batch["id"]):
+            image = to_rgb(decode_image(batch["image"][i]))
+            yield Sample(sample_id, batch["defect_class"][i], image, decode_mask(batch["mask"][i]),
+                         image.shape[0], image.shape[1])

@@ -36,7 +36,11 @@ MANIFEST_VERSION = 1
 
 
 class IngestError(RuntimeError):
-    """Nothing could be ingested, or the destination is not writable as asked."""
+    """Nothing was written: no valid sample, rejections under ``strict``, or ``out`` exists."""
+
+    def __init__(self, message: str, rejected: list[dict] | None = None):
+        super().__init__(message)
+        self.rejected = rejected or []
 
 
 @dataclass
@@ -47,6 +51,14 @@ class IngestResult:
     @property
     def num_rejected(self) -> int:
         return len(self.manifest["rejected"])
+
+
+def ensure_ray() -> None:
+    """Start a local Ray instance unless the caller (a test fixture, a job) already did."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def _read(path: str) -> bytes:
@@ -133,11 +145,12 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
 
 def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 0,
            val_fraction: float = 0.15, test_fraction: float = 0.15, overwrite: bool = False,
-           num_cpus: float = 0.5, batch_size: int = 16) -> IngestResult:
+           strict: bool = False, num_cpus: float = 0.5, batch_size: int = 16) -> IngestResult:
     """Read ``src`` in ``source_format`` layout and write the Parquet dataset ``out``.
 
     Bad files are rejected (listed in the manifest), never fatal; :class:`IngestError`
-    only when nothing valid remains or ``out`` exists without ``overwrite``.
+    only when nothing valid remains, ``out`` exists without ``overwrite``, or ``strict``
+    is set and any file was rejected (then nothing is written).
     Needs Ray (``ray.init`` is called if it has not been).
     """
     import ray
@@ -155,8 +168,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         if records:
-            if not ray.is_initialized():
-                ray.init()
+            ensure_ray()
             blocks = max(1, min(len(records) // batch_size, 64))
             decoded = (
                 ray.data.from_items(records, override_num_blocks=blocks)
@@ -168,8 +180,13 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
                 ["id", "defect_class", "official_split", "has_defect", "digest", "error", "file"]).take_all()
             rejected += [Rejection(r["file"], r["error"]) for r in summary if r["error"]]
             valid_rows = [r for r in summary if not r["error"]]
+        rejected_rows = [_relative(r, src) for r in rejected]
         if not valid_rows:
-            raise IngestError(f"no valid samples in {src} ({len(rejected)} files rejected)")
+            raise IngestError(f"no valid samples in {src} ({len(rejected)} files rejected)",
+                              rejected_rows)
+        if strict and rejected:
+            raise IngestError(f"--strict: {len(rejected)} files rejected, nothing written",
+                              rejected_rows)
 
         splits = assign_splits(((r["id"], r["defect_class"], r["official_split"] or None)
                                 for r in valid_rows),
@@ -192,7 +209,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             "totals": {split: sum(1 for r in valid_rows if r["split"] == split) for split in SPLITS},
             "counts": _counts(valid_rows),
             "num_rejected": len(rejected),
-            "rejected": [_relative(r, src) for r in rejected],
+            "rejected": rejected_rows,
             "seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -29,6 +29,11 @@ def _photo(name: str) -> np.ndarray:
     return image.astype(np.float32)
 
 
+def load_photos() -> None:
+    for name in PHOTO_TEXTURES:
+        _photo(name)
+
+
 def _contrast_shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mean = float(image.mean())
     gain = rng.uniform(0.5, 1.3)

@@ -1,0 +1,117 @@
+"""CLI: ``jaffnet synth``, ``jaffnet ingest`` and ``jaffnet bench data``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines.data.layouts import FORMATS
+
+_SHOWN_REJECTIONS = 20
+
+
+def add_commands(subparsers, bench_subparsers) -> None:
+    synth = subparsers.add_parser("synth", help="generate the built-in synthetic defect dataset")
+    synth.add_argument("--out", required=True, help="folder to write images/, masks/, classes.csv")
+    synth.add_argument("--count", type=int, default=500)
+    synth.add_argument("--size", type=int, default=256, help="frame side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    synth.set_defaults(func=run_synth)
+
+    ingest = subparsers.add_parser("ingest", help="convert a dataset download into Parquet (Ray Data)")
+    ingest.add_argument("src", help="the dataset folder, in its original layout")
+    ingest.add_argument("--format", required=True, choices=FORMATS, dest="source_format")
+    ingest.add_argument("--out", required=True, help="dataset folder to create")
+    ingest.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
+    ingest.add_argument("--val-fraction", type=float, default=0.15)
+    ingest.add_argument("--test-fraction", type=float, default=0.15,
+                        help="ignored for samples with an official split (DAGM)")
+    ingest.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    ingest.add_argument("--strict", action="store_true",
+                        help="fail (exit 1, write nothing) if any file is rejected")
+    ingest.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per decode task")
+    ingest.set_defaults(func=run_ingest)
+
+    bench = bench_subparsers.add_parser("data", help="decode+augment throughput: Ray Data vs a plain loop")
+    bench.add_argument("--dataset", default=None, help="an ingested dataset (default: synthesize one)")
+    bench.add_argument("--count", type=int, default=128, help="synthetic frames when no --dataset")
+    bench.add_argument("--size", type=int, default=256, help="training image size")
+    bench.add_argument("--batch-size", type=int, default=16)
+    bench.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per Ray Data task")
+    bench.set_defaults(func=run_bench)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from pipelines.data.synth import synthesize
+
+    try:
+        summary = synthesize(args.out, args.count, args.size, args.seed, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as exc:
+        return _error(str(exc))
+    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    print(f"wrote {summary.count} frames of {summary.size}x{summary.size} to {summary.out_dir} "
+          f"in {summary.seconds:.2f} s ({summary.images_per_s:.0f} images/s)")
+    print(f"classes: {classes}")
+    return 0
+
+
+def _print_rejections(rejected: list[dict]) -> None:
+    if not rejected:
+        return
+    print(f"rejected {len(rejected)} files:")
+    for item in rejected[:_SHOWN_REJECTIONS]:
+        print(f"  {item['file']}: {item['reason']}")
+    if len(rejected) > _SHOWN_REJECTIONS:
+        print(f"  ... and {len(rejected) - _SHOWN_REJECTIONS} more (see manifest.json)")
+
+
+def format_counts(manifest: dict) -> str:
+    classes = sorted({name for split in manifest["counts"].values() for name in split})
+    width = max([len("class")] + [len(name) for name in classes])
+    splits = list(manifest["counts"])
+    lines = [f"{'class':<{width}} " + " ".join(f"{s:>6}" for s in splits)]
+    for name in classes:
+        lines.append(f"{name:<{width}} " + " ".join(f"{manifest['counts'][s].get(name, 0):>6}"
+                                                     for s in splits))
+    lines.append(f"{'total':<{width}} " + " ".join(f"{manifest['totals'][s]:>6}" for s in splits))
+    return "\n".join(lines)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from pipelines.data.ingest import IngestError, ingest
+    from pipelines.data.layouts import SourceError
+
+    try:
+        result = ingest(args.src, args.out, args.source_format, seed=args.seed,
+                        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                        overwrite=args.overwrite, strict=args.strict, num_cpus=args.num_cpus)
+    except IngestError as exc:
+        _print_rejections(exc.rejected)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if exc.rejected else 2
+    except (SourceError, ValueError) as exc:
+        return _error(str(exc))
+    manifest = result.manifest
+    print(f"ingested {manifest['num_samples']} samples ({args.source_format}) into "
+          f"{result.dataset_dir} in {manifest['seconds']:.1f} s")
+    print(format_counts(manifest))
+    _print_rejections(manifest["rejected"])
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from pipelines.data.bench import bench_data
+
+    try:
+        result = bench_data(args.dataset, count=args.count, image_size=args.size,
+                            batch_size=args.batch_size, num_cpus=args.num_cpus)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(str(exc))
+    print(result.report())
+    return 0
