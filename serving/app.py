@@ -1,0 +1,70 @@
+"""The Serve application: ``serving.app:build_app`` (the ``import_path`` in serve_config.yaml).
+
+The builder resolves a registry alias to a concrete version once, so every replica
+(and every autoscaled replica started later) serves the same version even if the alias
+moves; redeploy to pick up a new champion. A missing model or alias fails here, at
+deploy time, with a message naming the URI and the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from pipelines.registry import configure_tracking
+from serving.api import InspectionAPI
+from serving.config import ServingConfig
+from serving.model_deployment import JAFFNetModel, ModelLoadError
+
+
+def resolve_model_uri(model_uri: str) -> str:
+    """``models:/NAME@ALIAS`` -> ``models:/NAME/VERSION``; other URIs are checked and kept.
+
+    Needs the tracking/registry URI configured (``configure_tracking``).
+    """
+    if not model_uri.startswith("models:/"):
+        if "://" not in model_uri and not model_uri.startswith("runs:/"):
+            path = Path(model_uri).expanduser()
+            if not path.exists():
+                raise ModelLoadError(f"model directory {model_uri!r} does not exist")
+            return str(path.resolve())  # replicas need not share the driver's working directory
+        return model_uri
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    spec = model_uri[len("models:/"):]
+    client = MlflowClient()
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = spec.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot resolve {model_uri} in the model registry at {mlflow.get_registry_uri()}: {exc}. "
+            "Register a model and set the alias first (e.g. with `jaffnet train`), or pass --model"
+        ) from exc
+    return f"models:/{name}/{version.version}"
+
+
+def build_app(args: dict[str, Any] | None = None,
+              deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """Application builder: ``args`` are ``ServingConfig`` fields.
+
+    ``deployment_options`` (keyed by deployment name) are for callers that are not
+    ``serve run``/``serve deploy``, which apply the YAML's ``deployments:`` themselves.
+    """
+    settings = ServingConfig(**(args or {}))
+    tracking_uri = configure_tracking(settings.tracking_uri)
+    settings = settings.model_copy(update={"tracking_uri": tracking_uri,
+                                           "model_uri": resolve_model_uri(settings.model_uri)})
+    config = settings.model_dump()
+    options = deployment_options or {}
+    model = JAFFNetModel.options(**options.get("JAFFNetModel", {})).bind(config)
+    return InspectionAPI.options(**options.get("InspectionAPI", {})).bind(model, config)

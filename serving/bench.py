@@ -1,0 +1,174 @@
+"""``jaffnet bench serve``: the HTTP service against the raw batched forward, same run, same machine.
+
+Starts the application on 127.0.0.1 with one model replica, drives ``/v1/inspect`` with
+a bounded number of concurrent clients for a bounded time (and request count), then
+times the predictor alone on full batches of the same tiles, with as many threads as
+the replica has CPUs. The figure we track is service frames/s over raw frames/s.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serving.config import application_section, deployment_options, read_serve_config
+from serving.tiling import TileGrid
+
+MAX_CONCURRENCY = 64
+MAX_DURATION_S = 300.0
+
+
+@dataclass
+class LoadResult:
+    latencies_s: list[float]
+    errors: int
+    elapsed_s: float
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_s) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+
+
+def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_requests: int,
+          content_type: str = "image/png", timeout_s: float = 60.0) -> LoadResult:
+    """``concurrency`` clients posting ``body`` back to back until the time or request budget runs out."""
+    import requests
+
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be in [1, {MAX_CONCURRENCY}], got {concurrency}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise ValueError(f"duration must be in (0, {MAX_DURATION_S}] s, got {duration_s}")
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.perf_counter() + duration_s
+
+    def client() -> None:
+        nonlocal errors, issued
+        with requests.Session() as session:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if issued >= max_requests:
+                        return
+                    issued += 1
+                start = time.perf_counter()
+                try:
+                    ok = session.post(url, data=body, headers={"Content-Type": content_type},
+                                      timeout=timeout_s).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                with lock:
+                    if ok:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        errors += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(client) for _ in range(concurrency)]:
+            future.result()
+    return LoadResult(latencies, errors, time.perf_counter() - started)
+
+
+def raw_forward_rate(predictor, tiles: np.ndarray, batch_size: int, duration_s: float) -> float:
+    """Tiles per second through ``predictor`` on full batches (after one warm-up batch)."""
+    from jaffnet.preprocess import normalize
+
+    reps = -(-batch_size // len(tiles))
+    batch = normalize(np.concatenate([tiles] * reps)[:batch_size])
+    predictor(batch)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < duration_s or done == 0:
+        predictor(batch)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def _random_model_dir(width: float, image_size: int, directory: Path) -> str:
+    from jaffnet import JAFFNet
+    from jaffnet.io import save_pretrained
+
+    return str(save_pretrained(JAFFNet(width=width), directory / "model",
+                               metadata={"image_size": image_size, "threshold": 0.5, "model_name": "random"}))
+
+
+def run(args) -> int:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    application = application_section(read_serve_config(args.config))
+    settings = dict(application.get("args") or {})
+    options = deployment_options(application)
+    model_options = options.setdefault("JAFFNetModel", {})
+    # One model replica, so the ratio compares the service with one forward loop.
+    model_options.pop("autoscaling_config", None)
+    model_options["num_replicas"] = 1
+    replica_cpus = float(model_options.get("ray_actor_options", {}).get("num_cpus", 1))
+    for key in ("backend", "max_batch_size", "batch_wait_timeout_s"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    model_options["max_ongoing_requests"] = max(int(model_options.get("max_ongoing_requests", 0)),
+                                                 2 * int(settings.get("max_batch_size", 8)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings["model_uri"] = args.model or _random_model_dir(args.random_width, args.image_size, Path(tmp))
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        try:
+            serve.run(build_app(settings, options), name="jaffnet-bench", route_prefix="/")
+            return _measure(args, settings, replica_cpus)
+        finally:
+            serve.shutdown()
+
+
+def _measure(args, settings: dict, replica_cpus: float) -> int:
+    import requests
+    import torch
+
+    from jaffnet.inference import build_predictor
+    from pipelines.registry import load_model
+
+    base = f"http://127.0.0.1:{args.port}"
+    card = requests.get(base + "/v1/model", timeout=60).json()
+    size = card["image_size"]
+    height, width = args.frame_height or size, args.frame_width or size
+    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    body = cv2.imencode(".png", frame)[1].tobytes()
+    grid = TileGrid.plan(height, width, size, card["tiling"]["overlap_px"])
+
+    drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8)  # warm-up
+    load = drive(base + "/v1/inspect", body, args.concurrency, args.duration, args.max_requests)
+
+    torch.set_num_threads(max(1, int(replica_cpus)))  # what the replica gets (Ray sets OMP_NUM_THREADS)
+    model = load_model(settings["model_uri"]).model
+    predictor = build_predictor(model, backend=card["backend"], **(
+        {"image_size": size} if card["backend"] == "onnx" else {}))
+    batch_size = int(settings.get("max_batch_size", 8))
+    tiles = np.stack(grid.split(frame))
+    tile_rate = raw_forward_rate(predictor, tiles, batch_size, duration_s=min(args.duration, 10))
+    raw_frames = tile_rate / len(grid)
+
+    print(f"jaffnet bench serve: model {card['name']}/{card['version']} ({card['backend']}, {card['device']}), "
+          f"frame {width}x{height} = {len(grid)} tile(s) of {size}px, max_batch_size {batch_size}, "
+          f"{args.concurrency} clients for {load.elapsed_s:.1f} s, torch threads {torch.get_num_threads()}")
+    print(f"{'':<24}{'frames/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
+    print(f"{'HTTP service':<24}{load.throughput:>10.2f}{load.percentile_ms(50):>10.1f}{load.percentile_ms(95):>10.1f}"
+          f"{load.percentile_ms(99):>10.1f}{len(load.latencies_s):>10}{load.errors:>8}")
+    print(f"{'raw batched forward':<24}{raw_frames:>10.2f}{'':>10}{'':>10}{'':>10}")
+    ratio = load.throughput / raw_frames if raw_frames else float("nan")
+    print(f"service / raw forward throughput: {ratio:.3f}")
+    return 0 if load.latencies_s and not load.errors else 1

@@ -1,0 +1,112 @@
+"""A small client for the inspection endpoint (``jaffnet inspect``); standard library + OpenCV.
+
+    from serving.client import inspect_file
+    result = inspect_file("frame.png", "http://127.0.0.1:8000")
+    print(result["decision"], result["defect_score"])
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serving.decoding import sniff_format
+from serving.postprocess import png_base64_to_mask
+
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}
+OVERLAY_COLOUR = (0, 0, 255)  # BGR red
+
+
+class InspectionFailed(RuntimeError):
+    def __init__(self, status: int, body: dict | str):
+        message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Result:
+    path: Path
+    response: dict
+
+    def summary(self) -> str:
+        r = self.response
+        return (f"{self.path}  {r['decision']}  score={r['defect_score']:.4f}  threshold={r['threshold']:.3f}  "
+                f"area={r['defect_area_px']}px ({r['defect_area_ratio']:.4%})  regions={r['region_count']}  "
+                f"{r['timings_ms']['total']:.1f} ms  model={r['model']['name']}/{r['model']['version']}")
+
+
+def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool = False,
+               timeout: float = 60.0) -> dict:
+    """POST raw image bytes to ``{url}/v1/inspect``; returns the JSON answer or raises ``InspectionFailed``."""
+    query = {"mask": "true"} if mask else {}
+    if threshold is not None:
+        query["threshold"] = str(threshold)
+    endpoint = url.rstrip("/") + "/v1/inspect" + ("?" + urllib.parse.urlencode(query) if query else "")
+    content_type = CONTENT_TYPES.get(sniff_format(data) or "", "application/octet-stream")
+    request = urllib.request.Request(endpoint, data=data, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode("utf-8", "replace")
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError:
+            body = text
+        raise InspectionFailed(exc.code, body) from None
+
+
+def inspect_file(path: str | Path, url: str, threshold: float | None = None, mask: bool = False,
+                 timeout: float = 60.0) -> dict:
+    return post_frame(Path(path).read_bytes(), url, threshold=threshold, mask=mask, timeout=timeout)
+
+
+def draw_overlay(image_bgr: np.ndarray, response: dict, alpha: float = 0.5) -> np.ndarray:
+    """The frame with defect pixels tinted red and each region boxed."""
+    out = image_bgr.copy()
+    if "mask_png_base64" in response:
+        mask = png_base64_to_mask(response["mask_png_base64"])
+        out[mask] = ((1 - alpha) * out[mask] + alpha * np.array(OVERLAY_COLOUR)).astype(np.uint8)
+    for region in response["regions"]:
+        box = region["bbox"]
+        cv2.rectangle(out, (box["x"], box["y"]), (box["x"] + box["width"] - 1, box["y"] + box["height"] - 1),
+                      OVERLAY_COLOUR, 1)
+    return out
+
+
+def write_overlay(path: Path, response: dict, directory: Path) -> Path:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR whatever the file holds
+    if image is None:
+        raise ValueError(f"{path} cannot be read for the overlay")
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{path.stem}_overlay.png"
+    cv2.imwrite(str(target), draw_overlay(image, response))
+    return target
+
+
+def run(paths: list[str], url: str, threshold: float | None = None, overlay_dir: str | None = None,
+        as_json: bool = False, timeout: float = 60.0) -> int:
+    """Inspect each file and print one line (or one JSON object) per file; 1 if any failed."""
+    failures = 0
+    for name in paths:
+        path = Path(name)
+        try:
+            response = inspect_file(path, url, threshold=threshold, mask=overlay_dir is not None, timeout=timeout)
+        except (OSError, InspectionFailed) as exc:  # unreadable file, refused frame, unreachable service
+            failures += 1
+            print(json.dumps({"path": str(path), "error": str(exc)}) if as_json else f"{path}  ERROR  {exc}")
+            continue
+        if overlay_dir is not None:
+            written = write_overlay(path, response, Path(overlay_dir))
+            response = {k: v for k, v in response.items() if k != "mask_png_base64"} | {"overlay": str(written)}
+        print(json.dumps({"path": str(path), **response}) if as_json else Result(path, response).summary())
+    return 1 if failures else 0

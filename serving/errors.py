@@ -1,0 +1,19 @@
+"""The one error type the HTTP layer turns into a 4xx JSON answer."""
+
+from __future__ import annotations
+
+
+class InspectionError(ValueError):
+    """A request the service refuses, with the HTTP status and a machine-readable code.
+
+    The message says what is wrong in words a line engineer can act on.
+    """
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}

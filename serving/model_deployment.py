@@ -1,0 +1,110 @@
+"""The model deployment: one registry version, batched tile forwards, a health check.
+
+Each call carries one ``tile x tile x 3`` uint8 RGB tile; ``@serve.batch`` gathers
+tiles from concurrent frames (and the many tiles of one large frame) into one forward.
+Batches only fill if the deployment's ``max_ongoing_requests`` is at least
+``max_batch_size`` (set in ``serve_config.yaml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import torch
+from ray import serve
+
+from jaffnet.inference import backend_options, build_predictor
+from jaffnet.io import WeightsError
+from jaffnet.preprocess import normalize
+from pipelines.registry import configure_tracking, load_model
+from serving.config import DEFAULT_IMAGE_SIZE, DEFAULT_THRESHOLD, ServingConfig
+
+logger = logging.getLogger("ray.serve")
+
+UNHEALTHY_AFTER_FAILED_BATCHES = 3
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be loaded; the replica (and the deployment) fails to start."""
+
+
+def _default_device(settings: ServingConfig) -> str | None:
+    """The configured device; else the GPU when the replica has one and the backend can use it.
+
+    ``cuda-*`` backends pick the GPU themselves and ``onnx``/``cpu-*`` run on the CPU only.
+    """
+    if settings.device:
+        return settings.device
+    if torch.cuda.is_available() and settings.backend in ("eager", "fused", "compile"):
+        return "cuda"
+    return None
+
+
+@serve.deployment(max_ongoing_requests=32, health_check_period_s=10, health_check_timeout_s=30)
+class JAFFNetModel:
+    def __init__(self, config: dict):
+        settings = ServingConfig(**config)
+        configure_tracking(settings.tracking_uri)
+        try:
+            loaded = load_model(settings.model_uri)
+        except (LookupError, FileNotFoundError, WeightsError) as exc:
+            raise ModelLoadError(f"cannot load model {settings.model_uri!r}: {exc}") from exc
+        metadata = loaded.metadata
+        image_size = int(settings.image_size or metadata.get("image_size", DEFAULT_IMAGE_SIZE))
+        if image_size % 32:
+            raise ModelLoadError(f"the model's image_size {image_size} is not a multiple of 32; set image_size")
+        options = dict(settings.backend_options)
+        try:
+            if "image_size" in backend_options(settings.backend):  # e.g. onnx exports at the tile size
+                options.setdefault("image_size", image_size)
+            self.predictor = build_predictor(loaded.model, backend=settings.backend,
+                                             device=_default_device(settings), **options)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"cannot build the {settings.backend!r} predictor: {exc}") from exc
+        self.card = {
+            "name": loaded.name or metadata.get("model_name") or "jaffnet",
+            "version": loaded.version or "local",
+            "run_id": loaded.run_id,
+            "source": settings.model_uri,
+            "threshold": float(settings.threshold if settings.threshold is not None
+                               else metadata.get("threshold", DEFAULT_THRESHOLD)),
+            "image_size": image_size,
+            "metrics": metadata.get("metrics", {}),
+            "architecture": loaded.model.config,
+            "backend": settings.backend,
+            "device": self.predictor.device,
+        }
+        self.predict_tile.set_max_batch_size(settings.max_batch_size)
+        self.predict_tile.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._failed_batches = 0
+        self._warm_up()
+        logger.info("serving %s version %s on %s (%s backend)", self.card["name"], self.card["version"],
+                    self.card["device"], settings.backend)
+
+    def _warm_up(self) -> None:
+        """One forward before taking traffic, so the first request does not pay for it."""
+        size = self.card["image_size"]
+        self.predictor(np.zeros((1, 3, size, size), dtype=np.float32))
+
+    def info(self) -> dict:
+        return self.card
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def predict_tile(self, tiles: list[np.ndarray]) -> list[dict]:
+        """uint8 RGB tiles -> ``{"probability": float32 tile x tile, "batch_size": n}`` each."""
+        batch = normalize(np.stack(tiles))
+        try:
+            # A worker thread keeps the replica's event loop free for health checks and
+            # for queueing the next batch while this one runs.
+            probabilities = await asyncio.to_thread(self.predictor, batch)
+        except Exception:
+            self._failed_batches += 1
+            raise
+        self._failed_batches = 0
+        return [{"probability": p, "batch_size": len(tiles)} for p in probabilities]
+
+    def check_health(self) -> None:
+        if self._failed_batches >= UNHEALTHY_AFTER_FAILED_BATCHES:
+            raise RuntimeError(f"the last {self._failed_batches} model batches failed")
