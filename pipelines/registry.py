@@ -116,3 +116,58 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
     saved = _find_saved_dir(local)
     return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"],
                        name=name, version=version, run_id=run_id, source=uri)
+
+
+# Version tags the promotion rule reads.
+MANIFEST_TAG = "dataset_manifest"
+SELECTION_METRIC_TAG = "selection_metric"
+
+
+@dataclass
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def compare_with_champion(candidate_tags: dict[str, str], champion_tags: dict[str, str] | None, metric: str,
+                          lower_is_better: bool, force: bool = False) -> PromotionDecision:
+    """Whether a candidate (by its version tags) should take the ``champion`` alias.
+
+    Scores are only comparable on the same validation data, so a champion trained on a
+    different dataset manifest is never replaced implicitly (``force`` overrides).
+    """
+    if force:
+        return PromotionDecision(True, "promotion forced")
+    if champion_tags is None:
+        return PromotionDecision(True, "no champion yet")
+    if champion_tags.get(MANIFEST_TAG) != candidate_tags.get(MANIFEST_TAG):
+        return PromotionDecision(False, "champion was validated on other data (dataset manifest differs); "
+                                        "use --promote to replace it")
+    try:
+        new, old = float(candidate_tags[metric]), float(champion_tags[metric])
+    except (KeyError, ValueError):
+        return PromotionDecision(False, f"champion has no comparable {metric!r} tag; use --promote to replace it")
+    better = new < old if lower_is_better else new > old
+    relation = "beats" if better else "does not beat"
+    return PromotionDecision(better, f"{metric} {new:.4f} {relation} champion's {old:.4f}")
+
+
+def promote_if_better(name: str, version: str, metric: str, lower_is_better: bool,
+                      force: bool = False) -> PromotionDecision:
+    """Move ``champion`` to ``version`` when it beats the current champion (see above)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    candidate = client.get_model_version(name, version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        champion = None
+    if champion is not None and str(champion.version) == str(version):
+        return PromotionDecision(True, "already champion")
+    decision = compare_with_champion(dict(candidate.tags), dict(champion.tags) if champion else None, metric,
+                                     lower_is_better, force)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    return decision

@@ -1,0 +1,77 @@
+"""What one epoch's checkpoint holds, and how training resumes from it.
+
+A checkpoint directory is a ``jaffnet.io.save_pretrained`` model (``config.json`` with the
+training config, epoch and metrics as metadata, ``model.safetensors``) plus
+``training_state.pt`` (optimiser, LR scheduler and AMP scaler state, read back with
+``weights_only=True``: nothing arbitrary is unpickled) and ``overlays/`` PNGs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jaffnet.io import load_pretrained, read_config, save_pretrained
+from jaffnet.model import JAFFNet
+
+TRAINING_STATE_FILE = "training_state.pt"
+OVERLAY_DIR = "overlays"
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands after a finished epoch."""
+
+    epoch: int = -1  # last finished epoch; -1: none yet
+    history: list[dict[str, float]] = field(default_factory=list)  # reported metrics, one dict per epoch
+
+    @property
+    def next_epoch(self) -> int:
+        return self.epoch + 1
+
+
+def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """The metadata a saved model carries; ``serving`` reads threshold and image_size."""
+    return {
+        "model_name": train_config["model_name"],
+        "image_size": int(train_config["image_size"]),
+        "threshold": float(metrics["val_threshold"]),
+        "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
+        "epoch": int(epoch),
+        "train_config": train_config,
+    }
+
+
+def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[str, Any], optimizer, scheduler,
+                    scaler, state: TrainingState) -> Path:
+    directory = Path(directory)
+    save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1]))
+    torch.save(
+        {
+            "epoch": state.epoch,
+            "history": state.history,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+        },
+        directory / TRAINING_STATE_FILE,
+    )
+    return directory
+
+
+def restore_checkpoint(directory: str | Path, model: JAFFNet, optimizer, scheduler, scaler) -> TrainingState:
+    """Load weights and optimiser/scheduler/scaler state in place; returns the run's progress."""
+    directory = Path(directory)
+    model.load_state_dict(load_pretrained(directory).state_dict())
+    saved = torch.load(directory / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    return TrainingState(epoch=int(saved["epoch"]), history=list(saved["history"]))
+
+
+def read_checkpoint_metadata(directory: str | Path) -> dict[str, Any]:
+    return read_config(directory)["metadata"]

@@ -1,0 +1,105 @@
+"""``jaffnet train``, ``jaffnet evaluate`` and ``jaffnet demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_commands(subparsers, bench_subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train JAFFNet with Ray Train DDP, log to MLflow, register the best model",
+        description="Train on an ingested dataset. Config: the packaged defaults, then --config, then --set.")
+    train.add_argument("--data", help="ingested dataset directory (from `jaffnet ingest`)")
+    _add_config_arguments(train)
+    train.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run named by --run-name (default: the newest) from its last checkpoint")
+    train.add_argument("--run-name", help="Ray Train run name (default: a fresh unique name)")
+    train.add_argument("--promote", action="store_true",
+                       help="make the new version the champion even if it does not beat the current one")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    train.set_defaults(func=train_command)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="paper-style metrics of a model on a dataset split, per defect class and overall")
+    evaluate.add_argument("--model", required=True,
+                          help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory")
+    evaluate.add_argument("--data", required=True, help="ingested dataset directory")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON ('-' for stdout)")
+    evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    evaluate.set_defaults(func=evaluate_command)
+
+    demo = subparsers.add_parser(
+        "demo", help="end to end on 2 CPU cores: synth -> ingest -> train -> register -> evaluate")
+    demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
+    demo.add_argument("--count", type=int, default=None, help="synthetic images (default from demo.yaml)")
+    _add_config_arguments(demo)
+    demo.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    demo.set_defaults(func=demo_command)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with any subset of the config keys")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set width=0.25 --set dilation_rates=[1,3,5]")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def train_command(args) -> int:
+    from pipelines.training.config import dump_config, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    if not args.data:
+        return _fail("--data DATASET is required (an ingested dataset directory)")
+    from pipelines.training.reporting import print_training_summary
+    from pipelines.training.run import train
+
+    try:
+        outcome = train(cfg, args.data, run_name=args.run_name, resume=args.resume, promote=args.promote,
+                        tracking_uri=args.tracking_uri)
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        return _fail(str(exc))
+    print_training_summary(outcome)
+    return 0
+
+
+def evaluate_command(args) -> int:
+    from pipelines.training.evaluation import evaluate
+
+    try:
+        evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size,
+                              tracking_uri=args.tracking_uri)
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        return _fail(str(exc))
+    print(evaluation.table())
+    if args.json == "-":
+        print(evaluation.to_json())
+    elif args.json:
+        Path(args.json).write_text(evaluation.to_json() + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def demo_command(args) -> int:
+    from pipelines.training.demo import run_demo
+
+    try:
+        run_demo(args.out, count=args.count, config_path=args.config, overrides=args.overrides,
+                 tracking_uri=args.tracking_uri)
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        return _fail(str(exc))
+    return 0

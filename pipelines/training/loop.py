@@ -1,0 +1,208 @@
+"""``train_loop_per_worker``: the plain function every Ray Train worker runs.
+
+Per epoch: train on this worker's shard of ``train_<epoch>`` (a fresh augmentation draw
+per epoch) under DDP; validate on this worker's share of ``val``; gather the validation
+probabilities on rank 0, which scores them at the original image sizes, calibrates the
+threshold, writes overlays and the checkpoint; every rank then calls ``ray.train.report``
+(a barrier) with the same metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
+from pipelines.training.config import TrainConfig
+from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
+from pipelines.training.inference import batch_ids, batch_tensor, probability_maps
+from pipelines.training.scoring import score_predictions
+
+
+def train_dataset_name(epoch: int) -> str:
+    return f"train_{epoch}"
+
+
+VAL_DATASET = "val"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by ``debug_fail_once_at_epoch`` to test recovery from a worker failure."""
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """``loop_config``: ``{"config": TrainConfig.to_dict(), "dataset_dir": str, "run_dir": str | None}``."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    # Ray sets OMP_NUM_THREADS=1 in workers; match the CPUs this worker reserved instead.
+    torch.set_num_threads(cfg.torch_threads or max(1, math.floor(cfg.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    use_amp = cfg.mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    state = TrainingState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = restore_checkpoint(directory, model, optimizer, scheduler, scaler)
+    resumed_at = state.next_epoch
+    ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
+    loss_fn = build_loss(cfg)
+    val_shard = ray.train.get_dataset_shard(VAL_DATASET)
+
+    for epoch in range(state.next_epoch, cfg.epochs):
+        _maybe_inject_failure(cfg, epoch, rank, world, loop_config.get("run_dir"))
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_shard = ray.train.get_dataset_shard(train_dataset_name(epoch))
+        train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
+        val_loss, probabilities = _validate(model, val_shard, loss_fn, cfg, device, rank, world)
+        scheduler.step()
+
+        metrics: dict[str, float] | None = None
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                scores = score_predictions(probabilities, _val_samples(loop_config["dataset_dir"]), per_class=False,
+                                           overlay_dir=Path(tmp) / OVERLAY_DIR, num_overlays=cfg.num_overlays)
+                metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                           **{f"val_{k}": v for k, v in scores.overall.items()},
+                           "val_threshold": scores.threshold, "lr": lr,
+                           "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
+                state.epoch, state.history = epoch, [*state.history, metrics]
+                save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state)
+                print(format_epoch_line(metrics, cfg.epochs), flush=True)
+            metrics = _broadcast(metrics)
+            if rank != 0:
+                state.epoch, state.history = epoch, [*state.history, metrics]
+            report_checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+
+def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:
+    return (f"epoch {int(metrics['epoch']) + 1}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  MAE {metrics['val_mae']:.4f}  wF {metrics['val_weighted_f']:.4f}  "
+            f"Sm {metrics['val_s_measure']:.4f}  mEm {metrics['val_mean_e']:.4f}  maxF {metrics['val_max_f']:.4f}  "
+            f"thr {metrics['val_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s)")
+
+
+def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool) -> float:
+    model.train()
+    total, count = 0.0, 0
+    # drop_last: a 1-image batch breaks BatchNorm, and every DDP rank must step equally
+    # often (Ray's training split gives each rank the same number of rows).
+    for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
+        images, masks = batch_tensor(batch["image"], device), batch_tensor(batch["mask"], device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            outputs = model(images, side_outputs=True)
+        loss = loss_fn(outputs, masks)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(images)
+        count += len(images)
+    total, count = _sum_across_ranks([total, count], device)
+    if count == 0:
+        raise ValueError(f"the train split gave no full batch of {cfg.batch_size} images per worker "
+                         f"with {cfg.num_workers} workers; lower batch_size or num_workers")
+    return total / count
+
+
+def owns_sample(sample_id: str, rank: int, world: int) -> bool:
+    """Validation sharding by a stable hash of the id: every image scored exactly once,
+    whatever order Ray Data delivers rows in."""
+    return zlib.crc32(sample_id.encode()) % world == rank
+
+
+@torch.inference_mode()
+def _validate(model, shard, loss_fn, cfg: TrainConfig, device, rank: int, world: int):
+    """This rank's share of the validation split: loss (image-weighted) and probabilities.
+
+    Runs the unwrapped model in float32 (no autocast), like ``evaluate``.
+    Returns the mean loss over all ranks and, on rank 0, every rank's probabilities.
+    """
+    model.eval()
+    total, count = 0.0, 0
+    probabilities: dict[str, np.ndarray] = {}
+    for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy"):
+        ids = batch_ids(batch)
+        mine = [i for i, sample_id in enumerate(ids) if owns_sample(sample_id, rank, world)]
+        if not mine:
+            continue
+        images = batch_tensor(batch["image"][mine], device)
+        masks = batch_tensor(batch["mask"][mine], device)
+        outputs = model(images, side_outputs=True)
+        total += loss_fn(outputs, masks).item() * len(mine)
+        count += len(mine)
+        probabilities.update(zip((ids[i] for i in mine), probability_maps(outputs[0])))
+    total, count = _sum_across_ranks([total, count], device)
+    if count == 0:
+        raise ValueError("the validation split is empty")
+    return total / count, _gather_to_rank0(probabilities, rank, world)
+
+
+def _val_samples(dataset_dir: str):
+    from pipelines.data import iter_samples
+
+    return iter_samples(dataset_dir, VAL_DATASET)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _sum_across_ranks(values: list[float], device) -> list[float]:
+    if not _distributed():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _gather_to_rank0(probabilities: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+    if not _distributed():
+        return probabilities
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(probabilities, gathered, dst=0)
+    merged: dict[str, np.ndarray] = {}
+    for part in gathered or []:
+        merged.update(part)
+    return merged
+
+
+def _broadcast(metrics: dict[str, float] | None) -> dict[str, float]:
+    if not _distributed():
+        return metrics
+    box = [metrics]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, world: int, run_dir: str | None) -> None:
+    """Testing aid: the last rank raises once at ``debug_fail_once_at_epoch``; a marker
+    file in the run directory makes the restarted worker group carry on."""
+    if cfg.debug_fail_once_at_epoch != epoch or rank != world - 1 or run_dir is None:
+        return
+    marker = Path(run_dir) / f"injected_failure_epoch_{epoch}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    raise InjectedFailure(f"injected failure on rank {rank} at epoch {epoch} (debug_fail_once_at_epoch)")

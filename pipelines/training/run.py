@@ -1,0 +1,71 @@
+"""``train``: one tracked training run, from config to a registered model version.
+
+MLflow run (params, tags) -> Ray Train ``fit`` (per-epoch metrics logged by the Train
+controller) -> the best checkpoint logged as the run's model, registered, aliased.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines import registry
+from pipelines.training.config import TrainConfig
+from pipelines.training.tracking import (RAY_RUN_TAG, MLflowEpochLogger, Publication, find_run, git_commit,
+                                         log_config_params, publish_best)
+from pipelines.training.trainer import build_run_config, build_trainer, local_run_dir
+
+
+@dataclass
+class TrainingOutcome:
+    run_name: str  # the Ray Train run (checkpoints under storage_path/run_name)
+    mlflow_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    publication: Publication
+    result: Any  # ray.train.Result
+
+
+def new_run_name() -> str:
+    return f"jaffnet-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = None, resume: bool = False,
+          promote: bool = False, tracking_uri: str | None = None, callbacks: tuple = ()) -> TrainingOutcome:
+    """Train, log and register. ``resume`` continues the named (default: newest) run from
+    its last checkpoint, in the same MLflow run."""
+    import mlflow
+
+    from pipelines.data import manifest_hash
+
+    dataset_dir = Path(dataset_dir).resolve()
+    manifest = manifest_hash(dataset_dir)  # fails clearly on a missing or un-ingested dataset
+    uri = registry.configure_tracking(tracking_uri)
+    experiment = mlflow.set_experiment(cfg.experiment)
+
+    previous = find_run(cfg.experiment, run_name) if resume else None
+    if resume and previous is None:
+        which = f"named {run_name!r}" if run_name else "at all"
+        raise ValueError(f"--resume: no training run {which} in MLflow experiment {cfg.experiment!r} at {uri}")
+    if previous is not None:
+        run_name = previous.data.tags[RAY_RUN_TAG]
+    else:
+        run_name = run_name or new_run_name()
+        run_dir = local_run_dir(cfg, run_name)
+        if run_dir and Path(run_dir).exists():  # Ray would silently resume it
+            raise ValueError(f"run {run_name!r} already exists in {run_dir}; pass --resume to continue it")
+
+    with mlflow.start_run(run_id=previous.info.run_id if previous else None,
+                          run_name=None if previous else run_name) as run:
+        mlflow.set_tags({RAY_RUN_TAG: run_name, registry.MANIFEST_TAG: manifest, "git_commit": git_commit()})
+        log_config_params(cfg, {"dataset_dir": str(dataset_dir)}, existing=previous.data.params if previous else None)
+        logger = MLflowEpochLogger(uri, run.info.run_id)
+        trainer = build_trainer(cfg, dataset_dir, run_config=build_run_config(cfg, run_name, [logger, *callbacks]))
+        result = trainer.fit()
+        publication = publish_best(result, cfg, dataset_manifest=manifest, promote=promote)
+    return TrainingOutcome(run_name=run_name, mlflow_run_id=run.info.run_id,
+                           experiment_id=experiment.experiment_id, tracking_uri=uri,
+                           publication=publication, result=result)

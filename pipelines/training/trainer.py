@@ -1,0 +1,89 @@
+"""The Ray Train ``TorchTrainer`` for JAFFNet: datasets, scaling, checkpoints, failures.
+
+DDP runs over gloo on CPUs and NCCL on GPUs (Ray's ``TorchConfig`` picks by device); the
+training loop is ``pipelines.training.loop.train_loop_per_worker``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.training.config import TrainConfig
+from pipelines.training.loop import VAL_DATASET, train_dataset_name, train_loop_per_worker
+
+
+def resolve_storage_path(storage_path: str) -> str:
+    """Ray needs an absolute path or a URI (``s3://``, ``gs://``, ...)."""
+    if "://" in storage_path:
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve())
+
+
+def local_run_dir(cfg: TrainConfig, run_name: str) -> str | None:
+    """The run's folder when checkpoints live on a local/shared filesystem, else None."""
+    storage = resolve_storage_path(cfg.storage_path)
+    return None if "://" in storage else str(Path(storage) / run_name)
+
+
+def build_datasets(cfg: TrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
+    """One lazy train dataset per epoch (``train_<e>``: a fresh, reproducible augmentation
+    draw each epoch; only the epochs that run are ever executed) plus ``val``,
+    materialised once: it never changes, and every worker reads all of it each epoch."""
+    from pipelines.data import build_dataset
+
+    datasets = {
+        train_dataset_name(epoch): build_dataset(dataset_dir, "train", cfg.image_size, augment=True,
+                                                 seed=cfg.seed, epoch=epoch)
+        for epoch in range(cfg.epochs)
+    }
+    datasets[VAL_DATASET] = build_dataset(dataset_dir, "val", cfg.image_size, augment=False).materialize()
+    return datasets
+
+
+def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] = ()):
+    """Keep the best checkpoint (by ``cfg.best_metric``) and, always, the latest one;
+    restart a failed worker group from the latest checkpoint up to ``max_failures`` times."""
+    import ray.train
+
+    return ray.train.RunConfig(
+        name=run_name,
+        storage_path=resolve_storage_path(cfg.storage_path),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=cfg.best_metric, checkpoint_score_order=cfg.best_mode
+        ),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        callbacks=list(callbacks),
+    )
+
+
+def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, datasets: dict[str, Any] | None = None):
+    """A ``TorchTrainer`` running ``train_loop_per_worker`` on ``cfg.num_workers`` workers."""
+    import ray.train
+    from ray.data import DataContext
+    from ray.train.torch import TorchTrainer
+
+    # Per-operator progress bars from every worker's data stream drown the per-epoch
+    # lines; the trainer hands this context to its workers.
+    DataContext.get_current().enable_progress_bars = False
+    dataset_dir = str(Path(dataset_dir).resolve())
+    datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir)
+    train_names = [name for name in datasets if name != VAL_DATASET]
+    loop_config = {
+        "config": cfg.to_dict(),
+        "dataset_dir": dataset_dir,
+        "run_dir": local_run_dir(cfg, run_config.name) if run_config.name else None,
+    }
+    resources = {"GPU": 1, "CPU": cfg.cpus_per_worker} if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker=resources),
+        datasets=datasets,
+        # Split each epoch's train data across workers; every worker reads the whole
+        # validation stream and scores its hash share of it (see loop.owns_sample).
+        dataset_config=ray.train.DataConfig(datasets_to_split=train_names),
+        run_config=run_config,
+    )
