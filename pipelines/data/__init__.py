@@ -3,7 +3,7 @@ into Parquet with Ray Data, and the paired-augmentation training input."""
 
 from pipelines.data.augment import AugmentConfig
 from pipelines.data.dataset import Sample, build_dataset, iter_samples, manifest_hash, read_manifest
-from pipelines.data.ingest import IngestError, IngestResult, ingest
+from pipelines.data.ingestion import IngestError, IngestResult, ingest
 from pipelines.data.layouts import FORMATS, SourceError
 from pipelines.data.synth import synthesize
 

@@ -53,7 +53,7 @@ def _ray_pass(dataset_dir: Path, image_size: int, batch_size: int, epoch: int,
 def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image_size: int = 256,
                batch_size: int = 16, passes: int = 2, num_cpus: float = 0.5) -> DataBenchmark:
     """Benchmark on ``dataset_dir``'s train split, or on ``count`` fresh synthetic frames."""
-    from pipelines.data.ingest import ensure_ray, ingest
+    from pipelines.data.ingestion import ensure_ray, ingest
     from pipelines.data.synth import synthesize
 
     ensure_ray()

@@ -84,7 +84,7 @@ def format_counts(manifest: dict) -> str:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from pipelines.data.ingest import IngestError, ingest
+    from pipelines.data.ingestion import IngestError, ingest
     from pipelines.data.layouts import SourceError
 
     try:

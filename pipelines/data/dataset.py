@@ -12,7 +12,7 @@ import numpy as np
 from jaffnet.preprocess import normalize, to_rgb
 from pipelines.data.augment import AugmentConfig, augment_pair, resize_pair, sample_rng
 from pipelines.data.codec import decode_image, decode_mask
-from pipelines.data.ingest import DATA_FOLDER, MANIFEST
+from pipelines.data.ingestion import DATA_FOLDER, MANIFEST
 from pipelines.data.splits import SPLITS
 
 _COLUMNS = ["id", "defect_class", "split", "image", "mask"]
@@ -93,8 +93,8 @@ def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augme
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
     if augment and config is None:
         config = AugmentConfig.from_yaml()
-    # The split predicate is pushed down into the Parquet scan.
-    rows = ray.data.read_parquet(str(_data_dir(dataset_dir)), columns=_COLUMNS)
+    # Column selection and the split predicate are pushed down into the Parquet scan.
+    rows = ray.data.read_parquet(str(_data_dir(dataset_dir))).select_columns(_COLUMNS)
     return rows.filter(expr=col("split") == split).map_batches(
         prepare_batch,
         fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,

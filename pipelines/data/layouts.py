@@ -1,7 +1,7 @@
 """Finding image/mask pairs in the original download layouts, as they are.
 
 Each reader walks one layout and returns the pairs it found plus every file it had to
-reject (with the reason); decoding happens later, in parallel, in :mod:`pipelines.data.ingest`.
+reject (with the reason); decoding happens later, in parallel, in :mod:`pipelines.data.ingestion`.
 
 Canonical (lower-case) class names per format:
 

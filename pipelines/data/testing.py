@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.data.ingest import ingest
+from pipelines.data.ingestion import ingest
 from pipelines.data.synth import synthesize
 
 

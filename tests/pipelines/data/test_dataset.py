@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from pipelines.data import build_dataset, iter_samples, manifest_hash, read_manifest
+from pipelines.data.augment import resize_pair
+from pipelines.data.ingestion import ingest
+from pipelines.data.testing import make_tiny_dataset
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny(ray_session, tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"), count=24, size=48, seed=0)
+
+
+def take(dataset) -> dict[str, np.ndarray]:
+    batches = list(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    merged = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    order = np.argsort(merged["id"])
+    return {key: value[order] for key, value in merged.items()}
+
+
+def test_every_split_is_populated_and_matches_the_manifest(tiny):
+    totals = read_manifest(tiny)["totals"]
+    assert min(totals.values()) > 0 and sum(totals.values()) == 24
+    for split, count in totals.items():
+        assert len(list(iter_samples(tiny, split))) == count
+    assert build_dataset(tiny, "val", SIZE, augment=False).count() == totals["val"]
+
+
+def test_training_batches_are_model_ready(tiny):
+    batch = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=0))
+    n = read_manifest(tiny)["totals"]["train"]
+    assert batch["image"].shape == (n, 3, SIZE, SIZE) and batch["image"].dtype == np.float32
+    assert batch["mask"].shape == (n, 1, SIZE, SIZE) and batch["mask"].dtype == np.float32
+    assert set(np.unique(batch["mask"])) <= {0.0, 1.0} and batch["mask"].any()
+    assert -3 < batch["image"].min() < 0 < batch["image"].max() < 3  # ImageNet-normalised
+    assert set(batch["defect_class"]) <= {"scratch", "inclusion", "patch", "crack", "blowhole", "none"}
+
+
+def test_epochs_differ_and_a_seed_reproduces(tiny):
+    epoch0 = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=0))
+    again = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=0))
+    epoch1 = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=1))
+    assert np.array_equal(epoch0["image"], again["image"])
+    assert np.array_equal(epoch0["mask"], again["mask"])
+    assert not np.allclose(epoch0["image"], epoch1["image"])
+
+
+def test_evaluation_splits_are_not_augmented(tiny):
+    batch = take(build_dataset(tiny, "val", SIZE, augment=False, epoch=3))
+    samples = sorted(iter_samples(tiny, "val"), key=lambda s: s.id)
+    assert list(batch["id"]) == [s.id for s in samples]
+    for row_mask, sample in zip(batch["mask"], samples):
+        _, expected = resize_pair(sample.image, sample.mask, SIZE)
+        assert np.array_equal(row_mask[0], expected / 255.0)
+
+
+def test_iter_samples_gives_decoded_originals(tiny):
+    samples = list(iter_samples(tiny, "test"))
+    assert len(samples) == read_manifest(tiny)["totals"]["test"]
+    for sample in samples:
+        assert sample.image.shape == (sample.height, sample.width, 3) == (48, 48, 3)
+        assert sample.image.dtype == np.uint8 and set(np.unique(sample.mask)) <= {0, 255}
+        assert sample.mask.any() == (sample.defect_class != "none")
+
+
+def test_manifest_hash_is_stable_across_paths_and_tracks_content(tiny, tmp_path):
+    copy = ingest(tiny.parent / "synth", tmp_path / "copy", "folder", seed=0, val_fraction=0.2,
+                  test_fraction=0.2).dataset_dir
+    assert manifest_hash(copy) == manifest_hash(tiny)
+    assert len(manifest_hash(tiny)) == 16
+    reshuffled = ingest(tiny.parent / "synth", tmp_path / "other", "folder", seed=1).dataset_dir
+    assert manifest_hash(reshuffled) != manifest_hash(tiny)
+
+
+def test_bad_arguments_are_clear_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown split"):
+        build_dataset(tiny, "training", SIZE, augment=False)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_dataset(tiny, "train", 50, augment=False)
+    with pytest.raises(FileNotFoundError, match="not an ingested dataset"):
+        build_dataset(tmp_path, "train", SIZE, augment=False)
+    with pytest.raises(FileNotFoundError, match="jaffnet ingest"):
+        list(iter_samples(tmp_path, "test"))
