@@ -1,0 +1,131 @@
+import pytest
+
+from tuning.search_space import (DEFAULT_SEARCH_SPACE, SearchSpaceError, load_search_space, parse_search_space,
+                                 resolve_training)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_space_searches_loss_weights_dilations_and_lr():
+    space = load_search_space()
+    assert space.source == DEFAULT_SEARCH_SPACE
+    assert set(space.parameters) == {"w_bce", "w_ssim", "w_iou", "dilation_rates", "lr"}
+    assert space.parameters["w_bce"].distribution == "loguniform"
+    assert space.parameters["dilation_rates"].values == ((1, 2, 4), (1, 3, 5), (2, 4, 8), (1, 2, 4, 8))
+    base = resolve_training(space, overrides=["epochs=3"])
+    assert base.epochs == 3
+
+    from ray.tune.search.sample import Categorical, Float
+
+    param_space = space.param_space()
+    assert isinstance(param_space["w_iou"], Float) and isinstance(param_space["dilation_rates"], Categorical)
+    assert param_space["dilation_rates"].categories[0] == [1, 2, 4]  # lists, as TrainConfig takes them
+
+
+def test_command_line_overrides_and_round_trip():
+    space = load_search_space(num_samples=3, max_concurrent=2)
+    assert (space.num_samples, space.max_concurrent) == (3, 2)
+    again = parse_search_space(space.to_dict(), space.source)
+    assert again == space
+
+
+@pytest.mark.parametrize("sets, reason", [
+    ("[[1, 2, 4], [0, 2]]", "positive ints"),
+    ("[[1, 2, 4], []]", "non-empty"),
+    ("[[1, 1, 2]]", "rates repeat"),
+    ("[[1, 2.5]]", "positive ints"),
+    ("['124']", "non-empty sequence"),
+    ("[[1, 2, 4], [1, 2, 4]]", "listed twice"),
+])
+def test_invalid_dilation_set_fails_at_once(tmp_path, sets, reason):
+    path = write(tmp_path, f"parameters:\n  dilation_rates: {{choice: {sets}}}\n")
+    with pytest.raises(SearchSpaceError, match="parameters.dilation_rates") as info:
+        load_search_space(path)
+    assert reason in str(info.value) and str(path) in str(info.value)
+
+
+def test_dilation_rates_are_not_a_continuous_range(tmp_path):
+    with pytest.raises(SearchSpaceError, match="choice"):
+        load_search_space(write(tmp_path, "parameters:\n  dilation_rates: {uniform: [1, 8]}\n"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("w_bce: {loguniform: [0, 1.0]}", "0 < low < high"),
+    ("w_bce: {uniform: [2.0, 1.0]}", "low < high"),
+    ("lr: {loguniform: [1e-4, 1.0e-2]}", "YAML reads the latter as text"),
+    ("w_bce: {normal: [0, 1]}", "expected one of"),
+    ("w_bce: 0.5", "expected one of"),
+    ("w_bce: {choice: []}", "non-empty list"),
+])
+def test_bad_distribution_specs(tmp_path, spec, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        load_search_space(write(tmp_path, f"parameters:\n  {spec}\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("parameters: {}\n", "at least one"),
+    ("parameters: {w_bce: {choice: [1.0]}}\nnum_samples: 0\n", "num_samples must be >= 1"),
+    ("parameters: {w_bce: {choice: [1.0]}}\nscheduler: {grace: 1}\n", "scheduler must be a mapping"),
+    ("parameters: {w_bce: {choice: [1.0]}}\nscheduler: {reduction_factor: 1}\n", "reduction_factor must be >= 2"),
+    ("parameters: {w_bce: {choice: [1.0]}}\nsamples: 3\n", "unknown key 'samples'"),
+    ("- just a list\n", "must hold a mapping"),
+])
+def test_bad_search_settings(tmp_path, text, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        load_search_space(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("w_bec: {choice: [1.0]}", "not a training-config key \\(did you mean 'w_bce'\\?\\)"),
+    ("epochs: {choice: [2, 4]}", "fixed for a whole search"),
+    ("batch_size: {loguniform: [2.0, 8.0]}", "use choice or grid"),
+    ("w_ssim: {choice: [1.0, -1.0]}", "value -1.0 is rejected by the training config"),
+    ("optimizer: {choice: [adam, lion]}", "must be adam, adamw or sgd"),
+])
+def test_values_are_checked_against_the_training_config(tmp_path, spec, message):
+    space = load_search_space(write(tmp_path, f"parameters:\n  {spec}\n"))
+    with pytest.raises(SearchSpaceError, match=message):
+        resolve_training(space)
+
+
+def test_training_block_and_set_overrides_apply_in_order(tmp_path):
+    space = load_search_space(write(tmp_path, "parameters: {w_bce: {choice: [1.0]}}\n"
+                                              "training: {width: 0.25, epochs: 5}\n"))
+    base = resolve_training(space, overrides=["epochs=2"])
+    assert (base.width, base.epochs) == (0.25, 2)
+    with pytest.raises(SearchSpaceError, match="unknown config key 'widht'"):
+        resolve_training(space, overrides=["widht=1"])
+
+
+def test_cli_rejects_a_bad_space_before_any_ray_work(tmp_path, monkeypatch, capsys):
+    import tuning.search
+    from jaffnet.cli import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the search was planned despite an invalid search space")
+
+    monkeypatch.setattr(tuning.search, "plan_search", must_not_run)
+    path = write(tmp_path, "parameters:\n  dilation_rates: {choice: [[1, 2, 4], [2, -4]]}\n")
+    assert main(["tune", "--data", str(tmp_path), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid dilation set [2, -4]" in err and "Traceback" not in err
+
+
+def test_cli_resume_takes_no_other_option(capsys):
+    from jaffnet.cli import main
+
+    assert main(["tune", "--resume", "somewhere", "--num-samples", "3"]) == 2
+    assert "drop --num-samples" in capsys.readouterr().err
+
+
+def test_print_space(capsys):
+    from jaffnet.cli import main
+
+    assert main(["tune", "--print-space", "--set", "epochs=4"]) == 0
+    out = capsys.readouterr().out
+    assert "dilation_rates: choice of (1, 2, 4), (1, 3, 5), (2, 4, 8), (1, 2, 4, 8)" in out
+    assert "max 4 epochs, on val_weighted_f (max)" in out

@@ -1,0 +1,76 @@
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from pipelines.training.config import TrainConfig
+from tuning.search import SearchError, concurrency_limit
+from tuning.tracking import training_metrics
+from tuning.trials import COMPLETED, ERROR, STOPPED_EARLY, UNFINISHED, collect_trials
+
+
+def fake_result(trial_id, params, maes, error=None):
+    """What a Tune ``Result`` offers the table: config, history, last metrics, error, path."""
+    history = pd.DataFrame({"epoch": range(len(maes)), "val_mae": maes,
+                            "epochs_done": range(1, len(maes) + 1)}) if maes else None
+    return SimpleNamespace(config=params, metrics_dataframe=history, metrics={"trial_id": trial_id} if maes else {},
+                           error=error, path=f"/search/run_trial_{trial_id}")
+
+
+RESULTS = [
+    fake_result("t0", {"lr": 0.01, "dilation_rates": [1, 3, 5]}, [0.4, 0.2, 0.1]),
+    fake_result("t1", {"lr": 1e-7, "dilation_rates": [1, 2, 4]}, [0.5]),
+    fake_result("t2", {"lr": 0.1, "dilation_rates": [2, 4, 8]}, [0.05], error=RuntimeError("boom\nlast line")),
+]
+
+
+def test_statuses_best_and_table():
+    table = collect_trials(RESULTS, "val_mae", "min", max_epochs=3, finished=True)
+    assert [row.status for row in table.rows] == [COMPLETED, STOPPED_EARLY, ERROR]
+    assert table.complete
+    t0 = table.rows[0]
+    assert (t0.best, t0.best_epoch, t0.epochs_run) == (0.1, 2, 3)
+    # t2 scored better before failing, but a failed trial is never the winner.
+    assert table.best().trial_id == "t0"
+    text = table.format()
+    lines = text.splitlines()
+    assert lines[0].split() == ["trial", "dilation_rates", "lr", "best", "val_mae", "best", "epoch", "epochs", "status"]
+    assert lines[2].split() == ["t0", "1,3,5", "0.01", "0.1", "2", "3", "completed"]
+    assert "stopped early" in lines[3] and "error: RuntimeError: last line" in lines[4]
+
+
+def test_interrupted_search_is_incomplete():
+    results = RESULTS[:2] + [fake_result("t3", {"lr": 0.01, "dilation_rates": [1, 2, 4]}, [])]
+    table = collect_trials(results, "val_mae", "min", max_epochs=3, finished=False)
+    status = {row.trial_id: row.status for row in table.rows}
+    # A trial with no result yet is named after its folder.
+    assert status == {"t0": COMPLETED, "t1": UNFINISHED, "run_trial_t3": UNFINISHED}
+    assert not table.complete
+
+
+def test_max_mode_picks_the_highest():
+    results = [fake_result("a", {}, [0.2, 0.3]), fake_result("b", {}, [0.6])]
+    for result in results:
+        result.metrics_dataframe = result.metrics_dataframe.rename(columns={"val_mae": "val_weighted_f"})
+    table = collect_trials(results, "val_weighted_f", "max", max_epochs=2, finished=True)
+    assert table.best().trial_id == "b"
+
+
+def test_concurrency_leaves_cpus_for_data():
+    one_worker = TrainConfig(num_workers=1, cpus_per_worker=0.5)
+    assert concurrency_limit(one_worker, {"CPU": 2}) == 1  # 0.5 train + 0.5 data + driver each
+    assert concurrency_limit(one_worker, {"CPU": 4}) == 3
+    assert concurrency_limit(one_worker, {"CPU": 4}, requested=2) == 2
+    assert concurrency_limit(one_worker, {"CPU": 4}, requested=9) == 3
+    gpu = TrainConfig(num_workers=2, cpus_per_worker=1, use_gpu=True)
+    assert concurrency_limit(gpu, {"CPU": 32, "GPU": 4}) == 2
+    with pytest.raises(SearchError, match="one trial needs 2.51 CPUs"):
+        concurrency_limit(TrainConfig(num_workers=2, cpus_per_worker=1), {"CPU": 2})
+    with pytest.raises(SearchError, match="2 GPUs"):
+        concurrency_limit(gpu, {"CPU": 32, "GPU": 1})
+
+
+def test_training_metrics_drop_tune_bookkeeping():
+    result = {"val_mae": 0.1, "epoch": 2, "epochs_done": 3, "time_total_s": 5.0, "training_iteration": 3,
+              "checkpoint_path": "/x", "done": False, "pid": 7, "val_loss": float("nan"), "date": "today"}
+    assert training_metrics(result) == {"val_mae": 0.1, "epoch": 2.0, "epochs_done": 3.0}

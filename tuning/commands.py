@@ -1,0 +1,106 @@
+"""``jaffnet tune``: Ray Tune search over loss weights and DRF dilation rates."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_commands(subparsers, bench_subparsers) -> None:
+    tune = subparsers.add_parser(
+        "tune", help="Ray Tune + ASHA search over loss weights and dilation rates; registers the best model",
+        description="Each trial is a full Ray Train run. The search space comes from --config (default: the "
+                    "packaged tuning/search_space.yaml); the training config of every trial is the training "
+                    "defaults, then --train-config, then the search file's `training` block, then --set.")
+    tune.add_argument("--data", help="ingested dataset directory (from `jaffnet ingest`)")
+    tune.add_argument("--config", help="search-space YAML (default: the packaged tuning/search_space.yaml)")
+    tune.add_argument("--train-config", help="training YAML every trial starts from (see `jaffnet train`)")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="fix one training-config key for every trial (repeatable), e.g. --set epochs=4")
+    tune.add_argument("--num-samples", type=int, help="number of trials (default from the search file)")
+    tune.add_argument("--max-concurrent", type=int,
+                      help="trials at once (default: as many as fit the cluster, leaving CPUs for Ray Data)")
+    tune.add_argument("--name", help="search name, its folder under storage_path (default: tune-<timestamp>)")
+    tune.add_argument("--resume", metavar="SEARCH_DIR",
+                      help="carry on an interrupted search from its folder (<storage_path>/<name>); "
+                           "takes no other option")
+    tune.add_argument("--print-space", action="store_true", help="print the checked search space and exit")
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    tune.set_defaults(func=tune_command)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def tune_command(args) -> int:
+    from tuning.search import SearchError
+    from tuning.search_space import SearchSpaceError
+
+    if args.resume:
+        given = [flag for flag, value in (("--data", args.data), ("--config", args.config),
+                                          ("--train-config", args.train_config), ("--set", args.overrides),
+                                          ("--num-samples", args.num_samples),
+                                          ("--max-concurrent", args.max_concurrent), ("--name", args.name))
+                 if value]
+        if given:
+            return _fail(f"--resume continues the saved search as planned; drop {', '.join(given)}")
+    try:
+        return _resume(args) if args.resume else _start(args)
+    except (SearchSpaceError, SearchError, FileNotFoundError, LookupError, ValueError) as exc:
+        return _fail(str(exc))
+
+
+def _start(args) -> int:
+    from tuning.search_space import load_search_space, resolve_training
+
+    # Everything checkable is checked before Ray starts.
+    space = load_search_space(args.config, num_samples=args.num_samples, max_concurrent=args.max_concurrent)
+    base = resolve_training(space, args.train_config, args.overrides)
+    if args.print_space:
+        print(describe_space(space, base))
+        return 0
+    if not args.data:
+        return _fail("--data DATASET is required (an ingested dataset directory)")
+    from tuning.search import plan_search, run_search
+
+    plan = plan_search(args.data, space, base, name=args.name)
+    print(f"search {plan.name}: {space.num_samples} trials, {plan.max_concurrent} at a time, "
+          f"ASHA on {base.best_metric} ({base.best_mode}) over {base.epochs} epochs -> {plan.experiment_path}")
+    return report(run_search(plan, tracking_uri=args.tracking_uri))
+
+
+def _resume(args) -> int:
+    from tuning.search import resume_search
+
+    return report(resume_search(args.resume, tracking_uri=args.tracking_uri))
+
+
+def describe_space(space, base) -> str:
+    lines = [f"search space from {space.source}:"]
+    lines += [f"  {p.key}: {p.describe()}" for p in space.parameters.values()]
+    lines.append(f"trials {space.num_samples}, ASHA grace {space.grace_period} epoch(s), reduction factor "
+                 f"{space.reduction_factor}, max {base.epochs} epochs, on {base.best_metric} ({base.best_mode})")
+    return "\n".join(lines)
+
+
+def report(outcome) -> int:
+    """Print the trial table and what became of the winner; the exit code."""
+    from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS
+
+    plan, table = outcome.plan, outcome.table
+    print(table.format())
+    if not outcome.complete:
+        print(f"search interrupted; nothing registered. Carry on with: jaffnet tune --resume {plan.experiment_path}")
+        return 1
+    best = table.best()
+    if best is None:
+        print("no trial finished an epoch; nothing registered")
+        return 1
+    pub = outcome.publication
+    aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if pub.promoted else [])
+    print(f"best trial {best.trial_id}: {table.metric} {best.best:.4f} at epoch {best.best_epoch + 1}")
+    print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason}); "
+          f"threshold {pub.threshold:.3f}")
+    print(f"MLflow parent run {plan.parent_run_id} (experiment {plan.mlflow_experiment_id}) at {plan.tracking_uri}")
+    return 0

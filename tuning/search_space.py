@@ -1,0 +1,246 @@
+"""The search: which training-config keys are sampled, how, and how the search runs.
+
+``load_search_space`` reads ``tuning/search_space.yaml`` (or a user file) and checks
+everything it can before any Ray work starts: distribution specs, dilation sets, and
+(``resolve_training``) that every sampled value is one the training config accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaffnet.layers.drf import validate_dilation_rates
+
+DEFAULT_SEARCH_SPACE = "search_space.yaml"  # packaged beside this module
+DISTRIBUTIONS = ("loguniform", "uniform", "choice", "grid")
+_LISTED = ("choice", "grid")  # distributions that list their values
+# Keys that shape the search itself or its bookkeeping: one value for the whole search
+# (ASHA's max_t is `epochs`, the winner is picked on `best_metric`, ...).
+FIXED_PER_SEARCH = ("epochs", "best_metric", "num_workers", "cpus_per_worker", "use_gpu", "storage_path",
+                    "model_name", "experiment", "max_failures", "debug_fail_once_at_epoch")
+_TOP_LEVEL_KEYS = ("num_samples", "max_concurrent", "seed", "scheduler", "parameters", "training")
+_SCHEDULER_KEYS = ("grace_period", "reduction_factor")
+
+
+class SearchSpaceError(ValueError):
+    """A search-space file or value that cannot be used; the message names the culprit."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One sampled training-config key: ``loguniform``/``uniform`` bounds, ``choice``
+    values (one drawn per trial) or ``grid`` values (every one tried, in order)."""
+
+    key: str
+    distribution: str
+    values: tuple[Any, ...]
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.distribution == "choice":
+            return tune.choice([list(v) if isinstance(v, tuple) else v for v in self.values])
+        if self.distribution == "grid":
+            return tune.grid_search([list(v) if isinstance(v, tuple) else v for v in self.values])
+        low, high = self.values
+        return tune.loguniform(low, high) if self.distribution == "loguniform" else tune.uniform(low, high)
+
+    def describe(self) -> str:
+        if self.distribution in _LISTED:
+            return f"{self.distribution} of " + ", ".join(str(v) for v in self.values)
+        return f"{self.distribution}({self.values[0]:g}, {self.values[1]:g})"
+
+
+@dataclass
+class SearchSpace:
+    parameters: dict[str, Parameter]
+    num_samples: int = 8
+    max_concurrent: int | None = None
+    seed: int | None = 0
+    grace_period: int = 1
+    reduction_factor: int = 2
+    training: dict[str, Any] = field(default_factory=dict)
+    source: str = DEFAULT_SEARCH_SPACE
+
+    def param_space(self) -> dict[str, Any]:
+        """Ray Tune's ``param_space``: one distribution per sampled key."""
+        return {key: parameter.to_tune() for key, parameter in self.parameters.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML layout (so a saved search reloads with ``parse_search_space``)."""
+        return {
+            "num_samples": self.num_samples,
+            "max_concurrent": self.max_concurrent,
+            "seed": self.seed,
+            "scheduler": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
+            "parameters": {p.key: {p.distribution: [list(v) if isinstance(v, tuple) else v for v in p.values]}
+                           for p in self.parameters.values()},
+            "training": dict(self.training),
+        }
+
+
+def load_search_space(path: str | Path | None = None, *, num_samples: int | None = None,
+                      max_concurrent: int | None = None) -> SearchSpace:
+    """The packaged default (``path=None``) or a YAML file, with command-line overrides."""
+    if path is None:
+        text, source = Path(__file__).with_name(DEFAULT_SEARCH_SPACE).read_text(), DEFAULT_SEARCH_SPACE
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise SearchSpaceError(f"search-space file {path} not found")
+        text, source = path.read_text(), str(path)
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SearchSpaceError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise SearchSpaceError(f"{source} must hold a mapping, got {type(values).__name__}")
+    if num_samples is not None:
+        values["num_samples"] = num_samples
+    if max_concurrent is not None:
+        values["max_concurrent"] = max_concurrent
+    return parse_search_space(values, source)
+
+
+def parse_search_space(values: dict[str, Any], source: str = "search space") -> SearchSpace:
+    unknown = sorted(set(values) - set(_TOP_LEVEL_KEYS))
+    if unknown:
+        raise SearchSpaceError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(_TOP_LEVEL_KEYS)}")
+    scheduler = values.get("scheduler") or {}
+    if not isinstance(scheduler, dict) or set(scheduler) - set(_SCHEDULER_KEYS):
+        raise SearchSpaceError(f"{source}: scheduler must be a mapping with keys {', '.join(_SCHEDULER_KEYS)}, "
+                               f"got {scheduler!r}")
+    parameters = values.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        raise SearchSpaceError(f"{source}: parameters must map at least one training-config key to a distribution")
+    training = values.get("training") or {}
+    if not isinstance(training, dict):
+        raise SearchSpaceError(f"{source}: training must be a mapping of training-config keys, got {training!r}")
+    max_concurrent = values.get("max_concurrent")
+    return SearchSpace(
+        parameters={key: _parse_parameter(key, spec, source) for key, spec in parameters.items()},
+        num_samples=_positive_int(values.get("num_samples", 8), "num_samples", source),
+        max_concurrent=None if max_concurrent is None else _positive_int(max_concurrent, "max_concurrent", source),
+        seed=None if values.get("seed") is None else _int(values["seed"], "seed", source),
+        grace_period=_positive_int(scheduler.get("grace_period", 1), "scheduler.grace_period", source),
+        reduction_factor=_reduction_factor(scheduler.get("reduction_factor", 2), source),
+        training=dict(training),
+        source=source,
+    )
+
+
+def resolve_training(space: SearchSpace, train_config: str | Path | None = None, overrides: list[str] = ()):
+    """The base training config of every trial, after checking each sampled key and value.
+
+    Precedence: training defaults <- ``train_config`` <- the search file's ``training``
+    block <- ``overrides`` (``--set``). Every choice value and both bounds of each range
+    are put through the training config's own validation, so a bad one fails here, not
+    in a trial.
+    """
+    from pipelines.training.config import TrainConfig, parse_override, read_yaml
+
+    try:
+        values = read_yaml(None)
+        if train_config is not None:
+            values.update(read_yaml(train_config))
+        values.update(space.training)
+        values.update(parse_override(text) for text in overrides)
+        base = TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise SearchSpaceError(f"training config for the search: {exc}") from exc
+    base_values = base.to_dict()
+    for parameter in space.parameters.values():
+        where = f"{space.source}: parameters.{parameter.key}"
+        if parameter.key not in base_values:
+            close = difflib.get_close_matches(parameter.key, list(base_values), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SearchSpaceError(f"{where}: not a training-config key{hint}")
+        if parameter.key in FIXED_PER_SEARCH:
+            raise SearchSpaceError(f"{where}: {parameter.key!r} is fixed for a whole search; set it with --set")
+        kind = type(base_values[parameter.key])
+        if parameter.distribution not in _LISTED and kind is not float:
+            raise SearchSpaceError(f"{where}: {parameter.distribution} samples floats but {parameter.key!r} takes "
+                                   f"{kind.__name__} values; use choice or grid")
+        for value in parameter.values:
+            try:
+                TrainConfig.from_dict({**base_values, parameter.key: list(value) if isinstance(value, tuple) else value})
+            except ValueError as exc:
+                raise SearchSpaceError(f"{where}: value {value!r} is rejected by the training config: {exc}") from exc
+    return base
+
+
+def _parse_parameter(key: Any, spec: Any, source: str) -> Parameter:
+    where = f"{source}: parameters.{key}"
+    if not isinstance(key, str):
+        raise SearchSpaceError(f"{where}: keys must be training-config names")
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        raise SearchSpaceError(f"{where}: expected one of {{loguniform: [low, high]}}, {{uniform: [low, high]}}, "
+                               f"{{choice: [values]}}, {{grid: [values]}}, got {spec!r}")
+    distribution, args = next(iter(spec.items()))
+    if key == "dilation_rates":
+        return Parameter(key, distribution, _dilation_sets(distribution, args, where))
+    if distribution in _LISTED:
+        if not isinstance(args, list) or not args:
+            raise SearchSpaceError(f"{where}: {distribution} needs a non-empty list of values, got {args!r}")
+        return Parameter(key, distribution, tuple(tuple(v) if isinstance(v, list) else v for v in args))
+    if (not isinstance(args, list) or len(args) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in args)):
+        raise SearchSpaceError(f"{where}: {distribution} needs [low, high] numbers, got {args!r} "
+                               "(write 1.0e-4, not 1e-4: YAML reads the latter as text)")
+    low, high = (float(v) for v in args)
+    if not low < high or (distribution == "loguniform" and low <= 0):
+        floor = "0 < " if distribution == "loguniform" else ""
+        raise SearchSpaceError(f"{where}: {distribution} needs {floor}low < high, got [{low:g}, {high:g}]")
+    return Parameter(key, distribution, (low, high))
+
+
+def _dilation_sets(distribution: str, args: Any, where: str) -> tuple[tuple[int, ...], ...]:
+    """Each DRF dilation set: positive ints, no repeats (a repeat only duplicates a branch)."""
+    if distribution not in _LISTED:
+        raise SearchSpaceError(f"{where}: dilation rates are searched as {{choice: [[1, 2, 4], ...]}} (or grid), "
+                               f"not {distribution}")
+    if not isinstance(args, list) or not args:
+        raise SearchSpaceError(f"{where}: {distribution} needs a non-empty list of dilation sets, got {args!r}")
+    sets = []
+    for candidate in args:
+        try:
+            rates = validate_dilation_rates(candidate)
+        except ValueError as exc:
+            raise SearchSpaceError(f"{where}: invalid dilation set {candidate!r}: {exc}") from exc
+        if len(set(rates)) != len(rates):
+            raise SearchSpaceError(f"{where}: invalid dilation set {candidate!r}: rates repeat")
+        sets.append(rates)
+    if len(set(sets)) != len(sets):
+        raise SearchSpaceError(f"{where}: the same dilation set is listed twice in {args!r}")
+    return tuple(sets)
+
+
+def _int(value: Any, name: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SearchSpaceError(f"{source}: {name} must be an integer, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, name: str, source: str) -> int:
+    if _int(value, name, source) < 1:
+        raise SearchSpaceError(f"{source}: {name} must be >= 1, got {value!r}")
+    return value
+
+
+def _reduction_factor(value: Any, source: str) -> int:
+    if _int(value, "scheduler.reduction_factor", source) < 2:
+        raise SearchSpaceError(f"{source}: scheduler.reduction_factor must be >= 2, got {value!r}")
+    return value
+
+
+def space_summary(space: SearchSpace) -> dict[str, Any]:
+    """Flat, loggable description of the search (MLflow parent-run params)."""
+    summary = {f"search.{p.key}": p.describe() for p in space.parameters.values()}
+    summary.update({f"search.{k}": v for k, v in asdict(space).items() if k not in ("parameters", "training", "source")})
+    return summary
