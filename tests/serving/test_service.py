@@ -1,0 +1,211 @@
+"""The endpoint end to end: Serve in-process, HTTP on a free localhost port.
+
+Two applications share one Serve instance:
+- ``/``: the real model deployment serving a tiny random-weights JAFFNet registered in a
+  temporary MLflow registry (schema, formats, registry version, batching, bad input);
+- ``/probe``: the same ingress in front of a stand-in model that marks near-white
+  pixels, where the right answer for a planted defect is known to the pixel (tiling).
+"""
+
+import base64
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from tests.serving.conftest import temporary_tracking
+from tests.serving.images import encode, textured
+
+TILE = 64
+LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000}
+RESPONSE_KEYS = {"request_id", "model", "decision", "defect_score", "threshold", "defect_area_px",
+                 "defect_area_ratio", "region_count", "regions", "image", "tiles", "max_batch_size_seen",
+                 "timings_ms"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bright_spot_model():
+    from ray import serve
+
+    @serve.deployment(max_ongoing_requests=32)
+    class BrightSpotModel:
+        """Probability 1 where all three channels exceed 200, else 0."""
+
+        def info(self) -> dict:
+            return {"name": "bright-spot", "version": "0", "run_id": None, "threshold": 0.5, "image_size": TILE,
+                    "metrics": {}, "backend": "numpy", "device": "cpu"}
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        async def predict_tile(self, tiles):
+            return [{"probability": (t.min(axis=2) > 200).astype(np.float32), "batch_size": len(tiles)}
+                    for t in tiles]
+
+    return BrightSpotModel
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tmp_path_factory):
+    import mlflow
+    from ray import serve
+
+    from jaffnet import JAFFNet
+    from pipelines import registry
+    from serving.api import InspectionAPI
+    from serving.app import build_app
+
+    directory = tmp_path_factory.mktemp("serving-registry")
+    with temporary_tracking(directory) as tracking_uri:
+        experiment = mlflow.create_experiment("serving-test", artifact_location=str(directory / "artifacts"))
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = registry.log_model(JAFFNet(width=0.125).eval(),
+                                      {"threshold": 0.5, "image_size": TILE, "metrics": {"mae": 0.25}})
+        version = registry.register(info.model_uri, "jaffnet-serving-test", aliases=("champion",))
+
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        settings = {"model_uri": "models:/jaffnet-serving-test@champion", "tracking_uri": tracking_uri,
+                    "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS}
+        small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
+                 "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
+        serve.run(build_app(settings, small), name="jaffnet", route_prefix="/")
+        probe_settings = {"model_uri": "unused", "tile_overlap": 0.25, **LIMITS}
+        probe_model = _bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
+        serve.run(InspectionAPI.options(**small["InspectionAPI"]).bind(probe_model, probe_settings), name="probe",
+                  route_prefix="/probe")
+        try:
+            yield {"url": f"http://127.0.0.1:{port}", "version": str(version.version), "run_id": run.info.run_id}
+        finally:
+            serve.shutdown()
+
+
+def _post(url, body, content_type="application/octet-stream", **params):
+    return requests.post(url + "/v1/inspect", data=body, headers={"Content-Type": content_type}, params=params,
+                         timeout=120)
+
+
+def _assert_still_serving(service):
+    answer = _post(service["url"], encode(textured(TILE, TILE)), "image/png")
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "image_format, shape",
+    [("PNG", (64, 64, 3)), ("JPEG", (40, 50)), ("BMP", (70, 200, 3)), ("TIFF", (100, 64)), ("PNG", (33, 47, 4))],
+)
+def test_good_frames_of_several_sizes_and_formats(service, image_format, shape):
+    image = textured(*shape[:2], shape[2] if len(shape) == 3 else None)
+    answer = _post(service["url"], encode(image, image_format), f"image/{image_format.lower()}", mask="true")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert RESPONSE_KEYS | {"mask_png_base64"} == set(body)
+    assert body["model"] == {"name": "jaffnet-serving-test", "version": service["version"],
+                             "run_id": service["run_id"]}
+    assert body["decision"] in ("OK", "NG") and 0 <= body["defect_score"] <= 1 and body["threshold"] == 0.5
+    assert (body["decision"] == "NG") == (body["defect_area_px"] > 0) == (body["defect_score"] >= 0.5)
+    assert body["image"]["width"] == shape[1] and body["image"]["height"] == shape[0]
+    assert body["image"]["format"] == image_format
+    assert body["defect_area_ratio"] == pytest.approx(body["defect_area_px"] / (shape[0] * shape[1]))
+    assert set(body["timings_ms"]) == {"decode", "inference", "postprocess", "total"}
+    mask = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask_png_base64"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == shape[:2] and int((mask > 0).sum()) == body["defect_area_px"]
+    for region in body["regions"]:
+        assert set(region) == {"bbox", "area_px", "max_probability"}
+
+
+def test_multipart_upload_and_threshold_override(service):
+    data = encode(textured(48, 48), "PNG")
+    everything = requests.post(service["url"] + "/v1/inspect", files={"file": ("frame.png", data, "image/png")},
+                               params={"threshold": 0.0}, timeout=120)
+    assert everything.status_code == 200, everything.text
+    body = everything.json()
+    assert body["threshold"] == 0.0 and body["decision"] == "NG" and body["defect_area_px"] == 48 * 48
+    nothing = _post(service["url"], data, "image/png", threshold=1.0).json()
+    assert nothing["threshold"] == 1.0 and nothing["defect_area_px"] == 0 and nothing["decision"] == "OK"
+    assert "mask_png_base64" not in nothing
+
+
+def test_model_card_and_health(service):
+    card = requests.get(service["url"] + "/v1/model", timeout=60).json()
+    assert (card["name"], card["version"], card["run_id"]) == ("jaffnet-serving-test", service["version"],
+                                                               service["run_id"])
+    assert card["source"] == f"models:/jaffnet-serving-test/{service['version']}"  # alias resolved once
+    assert card["threshold"] == 0.5 and card["image_size"] == TILE and card["metrics"] == {"mae": 0.25}
+    assert card["limits"]["max_pixels"] == LIMITS["max_pixels"]
+    health = requests.get(service["url"] + "/healthz", timeout=60)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_tiling_finds_a_small_planted_defect_at_native_resolution(service):
+    frame = textured(192, 640)  # 3 x 10 model inputs
+    frame[150:153, 517:520] = 255  # 3x3 px: a resize to 64 px would leave a fraction of a pixel
+    answer = _post(service["url"] + "/probe", encode(frame, "PNG"), "image/png")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["tiles"] > 10 and body["decision"] == "NG"
+    assert body["defect_area_px"] == 9 and body["region_count"] == 1
+    assert body["regions"][0]["bbox"] == {"x": 517, "y": 150, "width": 3, "height": 3}
+    clean = _post(service["url"] + "/probe", encode(textured(192, 640), "PNG"), "image/png").json()
+    assert clean["decision"] == "OK" and clean["regions"] == []
+
+
+def test_a_small_frame_is_padded_not_stretched(service):
+    frame = textured(30, 50)
+    frame[28:30, 0:2] = 255  # in the corner, next to the padding
+    body = _post(service["url"] + "/probe", encode(frame, "BMP"), "image/bmp").json()
+    assert body["tiles"] == 1 and body["defect_area_px"] == 4
+    assert body["regions"][0]["bbox"] == {"x": 0, "y": 28, "width": 2, "height": 2}
+
+
+def _bad_requests():
+    png = encode(textured(32, 32), "PNG")
+    bomb = encode(np.zeros((1000, 1000), np.uint8), "PNG")  # 1 MP in a few kB; the cap is 0.5 MP
+    oversized = np.random.default_rng(0).integers(0, 256, 1200 * 1024, dtype=np.uint8).tobytes()  # > 1 MiB cap
+    return {
+        "empty body": (dict(data=b"", headers={"Content-Type": "image/png"}), 400, "empty_body"),
+        "not an image": (dict(data=b"just some text", headers={"Content-Type": "application/octet-stream"}),
+                         400, "not_an_image"),
+        "truncated": (dict(data=png[: len(png) // 2], headers={"Content-Type": "image/png"}), 400,
+                      "corrupt_image"),
+        "unsupported format": (dict(data=b"GIF89a" + bytes(100), headers={"Content-Type": "image/gif"}), 415,
+                               "unsupported_format"),
+        "wrong content type": (dict(data=png, headers={"Content-Type": "text/plain"}), 415,
+                               "unsupported_content_type"),
+        "content type mismatch": (dict(data=png, headers={"Content-Type": "image/jpeg"}), 415,
+                                  "content_type_mismatch"),
+        "body above the cap": (dict(data=oversized, headers={"Content-Type": "image/png"}), 413, "body_too_large"),
+        "chunked body above the cap": (dict(data=iter([oversized[:600_000], oversized[600_000:]]),
+                                            headers={"Content-Type": "image/png"}), 413, "body_too_large"),
+        "decompression bomb": (dict(data=bomb, headers={"Content-Type": "image/png"}), 413, "too_many_pixels"),
+        "threshold above 1": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": 1.5}),
+                              422, "invalid_parameter"),
+        "threshold below 0": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": -0.1}),
+                              422, "invalid_parameter"),
+        "multipart without file": (dict(files={"frame": ("a.png", png, "image/png")}), 400, "missing_file"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_requests()))
+def test_bad_input_gets_a_4xx_json_error_and_the_service_keeps_serving(service, case):
+    kwargs, status, code = _bad_requests()[case]
+    answer = requests.post(service["url"] + "/v1/inspect", timeout=60, **kwargs)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and len(error["message"]) > 10
+    _assert_still_serving(service)
+
+
+def test_concurrent_requests_all_succeed_and_are_batched(service):
+    bodies = [encode(textured(TILE, TILE, seed=i), "PNG") for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: _post(service["url"], body, "image/png"), bodies))
+    assert [a.status_code for a in answers] == [200] * 16
+    assert max(a.json()["max_batch_size_seen"] for a in answers) > 1
+    assert len({a.json()["request_id"] for a in answers}) == 16
