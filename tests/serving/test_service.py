@@ -209,3 +209,25 @@ def test_concurrent_requests_all_succeed_and_are_batched(service):
     assert [a.status_code for a in answers] == [200] * 16
     assert max(a.json()["max_batch_size_seen"] for a in answers) > 1
     assert len({a.json()["request_id"] for a in answers}) == 16
+
+
+def test_inspect_cli_prints_verdicts_and_writes_overlays(service, tmp_path, capsys):
+    from jaffnet.cli import main
+
+    frame = textured(100, 150)
+    frame[40:45, 60:70] = 255
+    good = tmp_path / "line7.png"
+    good.write_bytes(encode(frame, "PNG"))
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    code = main(["inspect", str(good), str(not_an_image), "--url", service["url"] + "/probe",
+                 "--overlay-dir", str(tmp_path / "overlays")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1  # one of the two files was refused
+    assert lines[0].startswith(f"{good}  NG") and "regions=1" in lines[0]
+    assert lines[1].startswith(f"{not_an_image}  ERROR  HTTP 400")
+    overlay = cv2.imread(str(tmp_path / "overlays" / "line7_overlay.png"))
+    assert overlay.shape == (100, 150, 3)
+    assert overlay[42, 65].tolist() != cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)[42, 65].tolist()  # tinted
+    assert main(["inspect", str(good), "--url", service["url"] + "/probe", "--json"]) == 0
+    assert '"decision": "NG"' in capsys.readouterr().out
