@@ -6,7 +6,7 @@ backend and ``jaffnet export`` use.
 """
 
 from jaffnet.inference.fusion import fold_batchnorm
-from jaffnet.inference.onnx_export import export_onnx, read_onnx_config
+from jaffnet.inference.onnx_export import export_onnx, read_onnx_config, read_onnx_metadata, weights_fingerprint
 from jaffnet.inference.predictor import (
     BACKENDS,
     CPU_BACKENDS,
@@ -15,6 +15,7 @@ from jaffnet.inference.predictor import (
     TorchPredictor,
     backend_options,
     build_predictor,
+    error_bound,
 )
 from jaffnet.inference.probability import ProbabilityMap
 
@@ -27,7 +28,10 @@ __all__ = [
     "TorchPredictor",
     "backend_options",
     "build_predictor",
+    "error_bound",
     "export_onnx",
     "fold_batchnorm",
     "read_onnx_config",
+    "read_onnx_metadata",
+    "weights_fingerprint",
 ]

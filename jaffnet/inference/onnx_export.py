@@ -9,6 +9,7 @@ metadata so a reader can tell which network it holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -54,6 +55,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256,
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {
         "jaffnet_config": json.dumps(config, sort_keys=True),
+        "jaffnet_weights_sha256": weights_fingerprint(model),
         "jaffnet_metadata": json.dumps(metadata or {}, sort_keys=True, default=str),
         "output": "sigmoid probabilities (N, H, W)",
     })
@@ -62,13 +64,29 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256,
     return path
 
 
-def read_onnx_config(path: str | Path) -> dict:
-    """The JAFFNet config stored by ``export_onnx`` ({} for files written elsewhere)."""
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata properties of an ONNX file (``jaffnet_config``, ``jaffnet_weights_sha256``...)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    return json.loads(props.get("jaffnet_config", "{}"))
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError... for unreadable files
+        raise ValueError(f"{path} is not a readable ONNX file: {exc}") from exc
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_onnx_config(path: str | Path) -> dict:
+    """The JAFFNet config stored by ``export_onnx`` ({} for files written elsewhere)."""
+    return json.loads(read_onnx_metadata(path).get("jaffnet_config", "{}"))
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's float32 state_dict: ties an exported file to its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -15,6 +15,9 @@ cpu-bf16   cpu     ``fused`` in bfloat16; needs a CPU with native bf16 (AVX512-B
 cuda-fp16  cuda    ``fused`` in float16 on the GPU, replayed through CUDA graphs
 cuda-bf16  cuda    the same in bfloat16
 ========== ======= ===========================================================
+
+Float32 and float16 paths match eager within 1e-3 on probabilities; the bfloat16 ones
+trade precision for speed (within 1e-2; ``error_bound(name)``).
 """
 
 from __future__ import annotations
@@ -126,17 +129,28 @@ def _build_fused(model, device, threads: int | None = None):
     return TorchPredictor(_fused_module(model, device), "fused", device, model.in_channels, channels_last=True)
 
 
-def _build_compile(model, device, threads: int | None = None, mode: str | None = None, dynamic: bool | None = False):
+def _build_compile(model, device, threads: int | None = None, mode: str | None = None, dynamic: bool | None = False,
+                   compiler: str = "inductor"):
     _threads(threads)
     # Freezing turns weights into constants so Inductor can pre-pack them for oneDNN.
-    compiled = torch.compile(_fused_module(model, device), mode=mode, dynamic=dynamic,
-                             options={"freezing": True} if mode is None else None)
+    freeze = compiler == "inductor" and mode is None
+    compiled = torch.compile(_fused_module(model, device), backend=compiler, mode=mode, dynamic=dynamic,
+                             options={"freezing": True} if freeze else None)
     return TorchPredictor(compiled, "compile", device, model.in_channels, channels_last=True)
 
 
-def _build_onnx(model, device, threads: int | None = None, image_size: int = 256):
-    from jaffnet.inference.onnx_export import export_onnx
+def _build_onnx(model, device, threads: int | None = None, image_size: int = 256, onnx_path: str | None = None):
+    """Export ``model`` to a temporary file, or run ``onnx_path`` (from ``jaffnet export``)
+    after checking that it holds exactly ``model``'s weights."""
+    from jaffnet.inference.onnx_export import export_onnx, read_onnx_metadata, weights_fingerprint
 
+    if onnx_path is not None:
+        stored = read_onnx_metadata(onnx_path).get("jaffnet_weights_sha256")
+        if stored != weights_fingerprint(model):
+            raise ValueError(f"{onnx_path} was not exported from this model's weights "
+                             f"({'no fingerprint in the file' if stored is None else 'fingerprint differs'}); "
+                             "re-export it with `jaffnet export`")
+        return OnnxPredictor(onnx_path, threads=threads)
     with tempfile.TemporaryDirectory() as tmp:  # ORT reads the whole file into memory
         path = export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
         return OnnxPredictor(path, threads=threads)
@@ -167,12 +181,17 @@ def _cuda_builder(name: str, dtype: torch.dtype):
     return build
 
 
+FP32_BOUND = 1e-3  # |p - p_eager| every float32 and float16 path must stay within
+BF16_BOUND = 1e-2  # bfloat16 keeps 8 mantissa bits: ~3e-3 measured on random weights
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     build: Callable[..., Predictor]
     needs_cuda: bool = False
     cpu_only: bool = False
+    error_bound: float = FP32_BOUND  # promised max |p - p_eager| on probabilities
 
 
 _BACKENDS = {
@@ -182,13 +201,18 @@ _BACKENDS = {
         Backend("fused", _build_fused),
         Backend("compile", _build_compile),
         Backend("onnx", _build_onnx, cpu_only=True),
-        Backend("cpu-bf16", _build_cpu_bf16, cpu_only=True),
+        Backend("cpu-bf16", _build_cpu_bf16, cpu_only=True, error_bound=BF16_BOUND),
         Backend("cuda-fp16", _cuda_builder("cuda-fp16", torch.float16), needs_cuda=True),
-        Backend("cuda-bf16", _cuda_builder("cuda-bf16", torch.bfloat16), needs_cuda=True),
+        Backend("cuda-bf16", _cuda_builder("cuda-bf16", torch.bfloat16), needs_cuda=True, error_bound=BF16_BOUND),
     )
 }
 BACKENDS: tuple[str, ...] = tuple(_BACKENDS)
 CPU_BACKENDS: tuple[str, ...] = tuple(name for name, b in _BACKENDS.items() if not b.needs_cuda)
+
+
+def error_bound(backend: str) -> float:
+    """The largest |p - p_eager| ``backend`` promises: 1e-3, or 1e-2 for the bfloat16 ones."""
+    return _get_backend(backend).error_bound
 
 
 def backend_options(backend: str) -> tuple[str, ...]:
@@ -201,9 +225,10 @@ def build_predictor(model: nn.Module, backend: str = "eager", device: str | None
     """A ``Predictor`` running ``model``'s weights through ``backend`` (see ``BACKENDS``).
 
     ``device`` defaults to "cuda" for the ``cuda-*`` backends and "cpu" otherwise. The
-    model itself is not modified. ``options`` are backend-specific (``threads`` for CPU
-    backends, ``mode``/``dynamic`` for ``compile``, ``image_size`` for ``onnx``,
-    ``cuda_graphs`` for ``cuda-*``); ``backend_options(name)`` lists them.
+    model itself is not modified. ``options`` are backend-specific: ``threads`` for CPU
+    backends, ``mode``/``dynamic``/``compiler`` for ``compile``, ``onnx_path`` (a file
+    from ``jaffnet export``, checked against the model's weights) and ``image_size`` for
+    ``onnx``, ``cuda_graphs`` for ``cuda-*``; ``backend_options(name)`` lists them.
     """
     spec = _get_backend(backend)
     if not isinstance(model, nn.Module) or not hasattr(model, "in_channels"):

@@ -1,0 +1,214 @@
+"""``jaffnet export`` and ``jaffnet bench model``: the model's fast inference paths."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+DEFAULT_BENCH_SIZE = 256  # the paper's FPS figure is at 256x256
+CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": (1, 8), "iters": 2,
+             "train_batch": 4, "train_precisions": ("fp32",)}
+GPU_BENCH = {"backends": ("eager", "fused", "cuda-fp16", "cuda-bf16"), "batch_sizes": (1, 8, 32, 64), "iters": 30,
+             "train_batch": 32, "train_precisions": ("fp32", "bf16")}
+MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory"
+
+
+def add_commands(subparsers, bench_subparsers) -> None:
+    export = subparsers.add_parser(
+        "export", help="write a model as ONNX (probabilities out, dynamic batch and size)",
+        description="Export a trained model for ONNX Runtime. The graph includes the sigmoid: input 'image' "
+                    "float32 (N,3,H,W) ImageNet-normalised, output 'probability' float32 (N,H,W).")
+    export.add_argument("--model", required=True, help=MODEL_HELP)
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
+    export.add_argument("--out", required=True, metavar="FILE", help="where to write the file, e.g. jaffnet.onnx")
+    export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
+                        help="example input side (default: the model's metadata image_size, else 256)")
+    export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    export.set_defaults(func=export_command)
+
+    bench = bench_subparsers.add_parser(
+        "model", help="inference backends vs eager, and training throughput, of the full-size model",
+        description="Images/s and latency per backend, with speed-ups against eager measured in the same "
+                    "process. Defaults: CPU backends at batch 1 and 8; on a GPU also the CUDA backends.")
+    bench.add_argument("--model", help=f"{MODEL_HELP} (default: random-weight full-size JAFFNet())")
+    bench.add_argument("--width", type=float, default=1.0, help="width of the random-weight model (default 1.0)")
+    bench.add_argument("--image-size", type=_size_list, action="extend", metavar="S[,S]",
+                       help="image side(s), repeatable (default: 256 and the training config's image_size)")
+    bench.add_argument("--batch-sizes", type=_int_list, metavar="B,B", help="batch sizes (default: 1,8 on CPU; "
+                       "1,8,32,64 on GPU)")
+    bench.add_argument("--backends", type=_str_list, metavar="NAME,NAME",
+                       help="backends to time (eager is always added as the reference)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), help="only this device (default: cpu, and cuda if present)")
+    bench.add_argument("--iters", type=int, help="timed batches per row (default: 2 on CPU, 30 on GPU)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed batches per row (default 1)")
+    bench.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
+    bench.add_argument("--train-batch-size", type=int, help="training batch (default: 4 on CPU, 32 on GPU; 0 skips)")
+    bench.add_argument("--json", metavar="FILE", help="also write all results as JSON")
+    bench.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    bench.set_defaults(func=bench_model_command)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def export_command(args) -> int:
+    from jaffnet.inference import export_onnx
+
+    loaded = _load(args.model, args.tracking_uri)
+    if loaded is None:
+        return 1
+    image_size = args.image_size or int(loaded.metadata.get("image_size") or DEFAULT_BENCH_SIZE)
+    start = time.perf_counter()
+    metadata = {k: v for k, v in loaded.metadata.items() if isinstance(v, (str, int, float, bool))}
+    metadata.update(source=loaded.source, name=loaded.name, version=loaded.version)
+    try:
+        path = export_onnx(loaded.model, args.out, image_size=image_size, dynamic=not args.static, metadata=metadata)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    shape = f"(1, 3, {image_size}, {image_size})" if args.static else "(N, 3, 32k, 32m)"
+    size_mb = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s: "
+          f"input 'image' {shape} -> output 'probability'")
+    return 0
+
+
+def bench_model_command(args) -> int:
+    import torch
+
+    from jaffnet.inference import bench
+    from jaffnet.model import JAFFNet
+
+    started = time.perf_counter()
+    if args.threads is not None:
+        if args.threads < 1:
+            return _fail("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    if args.model:
+        loaded = _load(args.model, args.tracking_uri)
+        if loaded is None:
+            return 1
+        model, model_label = loaded.model, args.model
+    else:
+        try:
+            model = JAFFNet(width=args.width).eval()
+        except ValueError as exc:
+            return _fail(str(exc))
+        model_label = f"random-weight JAFFNet(width={args.width:g})"
+    sizes = _unique(args.image_size or [DEFAULT_BENCH_SIZE, _training_image_size()])
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        return _fail("--device cuda: torch sees no CUDA GPU on this machine")
+
+    print(f"jaffnet bench model: {model_label}, {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(bench.machine_description(threads))
+    report: dict = {"model": model_label, "machine": bench.machine_description(threads), "inference": [],
+                    "training": [], "skipped": {}}
+    for device in devices:
+        plan = GPU_BENCH if device == "cuda" else CPU_BENCH
+        backends = _unique(["eager", *(args.backends or plan["backends"])])
+        batch_sizes = args.batch_sizes or plan["batch_sizes"]
+        iters = args.iters or plan["iters"]
+        print(f"\n== inference on {device}: sizes {sizes}, batches {list(batch_sizes)}, {iters} timed batch(es) "
+              f"after {args.warmup} warm-up per row", flush=True)
+        predictors, skipped = bench.build_predictors(model, backends, device=device, threads=args.threads)
+        for label, reason in skipped.items():
+            print(f"  skipped {label}: {reason}")
+        report["skipped"].update(skipped)
+        results = bench.bench_inference(predictors, sizes, batch_sizes, iters=iters, warmup=args.warmup)
+        print(bench.format_inference(results), flush=True)
+        report["inference"] += bench.as_dicts(results)
+        del predictors
+
+        train_batch = plan["train_batch"] if args.train_batch_size is None else args.train_batch_size
+        if train_batch:
+            print(f"\n== training on {device} (one process, forward + HybridLoss + backward + AdamW step)", flush=True)
+            try:
+                training = [bench.bench_training(model.config, size, train_batch, iters=iters, warmup=args.warmup,
+                                                 device=device, precision=precision)
+                            for size in sizes for precision in plan["train_precisions"]]
+            except ValueError as exc:
+                return _fail(str(exc))
+            print(bench.format_training(training), flush=True)
+            report["training"] += bench.as_dicts(training)
+
+    elapsed = time.perf_counter() - started
+    print(f"\nspeed-ups are against eager in this process; the whole benchmark took {elapsed:.0f} s")
+    if args.json:
+        report["elapsed_s"] = elapsed
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load(uri: str, tracking_uri: str | None):
+    from jaffnet.io import WeightsError
+    from pipelines.registry import configure_tracking, load_model
+
+    if "://" in uri or uri.startswith(("models:/", "runs:/")):
+        configure_tracking(tracking_uri)
+    try:
+        return load_model(uri)
+    except (FileNotFoundError, LookupError, WeightsError) as exc:
+        _fail(f"cannot load model {uri!r}: {exc}")
+        return None
+
+
+def _training_image_size() -> int:
+    """The image size training uses (pipelines/training/train.yaml), so the bench covers it."""
+    try:
+        from pipelines.training.config import load_config
+
+        return int(load_config().image_size)
+    except Exception:  # the training package is optional for inference-only installs
+        return DEFAULT_BENCH_SIZE
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _positive_multiple_of_32(text: str) -> int:
+    value = _positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"{value} is not a multiple of 32")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def _size_list(text: str) -> list[int]:
+    return [_positive_multiple_of_32(part) for part in text.split(",") if part.strip()]
+
+
+def _str_list(text: str) -> list[str]:
+    from jaffnet.inference import BACKENDS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    return names

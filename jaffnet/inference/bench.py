@@ -1,0 +1,205 @@
+"""Model benchmarks: inference backends against eager, and training throughput.
+
+Every speed-up is a ratio against eager PyTorch measured in the same process on the
+same inputs, because absolute times on shared machines drift between runs. Each row
+also reports the largest probability difference from eager, so a fast path that
+drifts numerically shows up next to its speed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from jaffnet.inference.predictor import Predictor, build_predictor
+from jaffnet.losses import HybridLoss
+from jaffnet.model import JAFFNet
+
+
+@dataclass
+class InferenceResult:
+    device: str
+    backend: str
+    image_size: int
+    batch_size: int
+    latency_ms: float  # median wall time of one batch
+    images_per_s: float
+    speedup: float | None  # against eager on the same device, size and batch
+    max_abs_diff: float | None  # largest |p - p_eager| on the same input
+
+
+@dataclass
+class TrainingResult:
+    device: str
+    precision: str
+    image_size: int
+    batch_size: int
+    step_ms: float  # median forward + backward + optimizer step
+    images_per_s: float
+
+
+def time_call(fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None] = lambda: None) -> list[float]:
+    """Wall times (seconds) of ``iters`` calls after ``warmup`` untimed ones."""
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_inference(predictors: dict[str, Predictor], image_sizes: Sequence[int], batch_sizes: Sequence[int],
+                    iters: int, warmup: int = 1, seed: int = 0) -> list[InferenceResult]:
+    """Time every predictor at every (size, batch); ``predictors`` maps a label to a predictor.
+
+    The predictors take turns batch by batch (round-robin), so load from other
+    processes drifting during the run hits all of them alike. Speed-ups and
+    differences are taken against the ``eager`` predictor on the same device.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    rng = np.random.default_rng(seed)
+    ordered = sorted(predictors.values(), key=lambda p: p.backend != "eager")  # eager first
+    results = []
+    for size in image_sizes:
+        for batch_size in batch_sizes:
+            batch = rng.standard_normal((batch_size, 3, size, size), dtype=np.float32)
+            # The first call of each also warms up (compiles, captures CUDA graphs).
+            outputs = [predictor(batch) for predictor in ordered]
+            for _ in range(max(0, warmup - 1)):
+                for predictor in ordered:
+                    predictor(batch)
+            times: list[list[float]] = [[] for _ in ordered]
+            for _ in range(iters):
+                for index, predictor in enumerate(ordered):
+                    times[index] += time_call(lambda: predictor(batch), iters=1, warmup=0,
+                                              sync=_synchronizer(predictor.device))
+            eager = {p.device: (statistics.median(t), out)
+                     for p, t, out in zip(ordered, times, outputs) if p.backend == "eager"}
+            for predictor, t, output in zip(ordered, times, outputs):
+                latency = statistics.median(t)
+                reference = eager.get(predictor.device)
+                results.append(InferenceResult(
+                    device=predictor.device, backend=predictor.backend, image_size=size, batch_size=batch_size,
+                    latency_ms=latency * 1e3, images_per_s=batch_size / latency,
+                    speedup=reference[0] / latency if reference else None,
+                    max_abs_diff=float(np.abs(output - reference[1]).max()) if reference else None,
+                ))
+    return results
+
+
+def bench_training(config: dict, image_size: int, batch_size: int, iters: int, warmup: int = 1,
+                   device: str = "cpu", precision: str = "fp32") -> TrainingResult:
+    """Images/s of one process training a fresh model: forward, HybridLoss, backward, AdamW step."""
+    if batch_size < 2:
+        raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
+    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = JAFFNet(**config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
+    loss_fn = HybridLoss()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, config.get("in_channels", 3), image_size, image_size, generator=generator)
+    masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
+    images, masks = images.to(device), masks.to(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs = model(images)
+        loss = loss_fn(outputs, masks)  # HybridLoss computes in float32
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    times = time_call(step, iters, warmup, sync=_synchronizer(device))
+    median = statistics.median(times)
+    return TrainingResult(device, precision, image_size, batch_size, median * 1e3, batch_size / median)
+
+
+def _synchronizer(device: str) -> Callable[[], None]:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None = None,
+                     threads: int | None = None) -> tuple[dict[str, Predictor], dict[str, str]]:
+    """Build each backend, returning the predictors and, for those that could not be
+    built here (no GPU, no native bf16...), the reason."""
+    from jaffnet.inference.predictor import backend_options
+
+    predictors, skipped = {}, {}
+    for backend in backends:
+        options = {"threads": threads} if threads and "threads" in backend_options(backend) else {}
+        label = f"{backend}@{device}" if device else backend
+        start = time.perf_counter()
+        try:
+            predictors[label] = build_predictor(model, backend, device=device, **options)
+        except (RuntimeError, ValueError) as exc:
+            skipped[label] = str(exc)
+            continue
+        build_s = time.perf_counter() - start
+        if build_s > 5:
+            print(f"  built {label} in {build_s:.0f} s", flush=True)
+    return predictors, skipped
+
+
+def machine_description(threads: int) -> str:
+    cpu = _cpu_name()
+    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {threads}; torch {torch.__version__}"
+    if torch.cuda.is_available():
+        line += f"; GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    else:
+        line += "; no GPU"
+    return line
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_inference(results: Sequence[InferenceResult]) -> str:
+    header = ["device", "backend", "size", "batch", "latency ms", "images/s", "vs eager", "max|dp|"]
+    rows = [[r.device, r.backend, str(r.image_size), str(r.batch_size), f"{r.latency_ms:.1f}", f"{r.images_per_s:.2f}",
+             f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+             f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"] for r in results]
+    return _table(header, rows)
+
+
+def format_training(results: Sequence[TrainingResult]) -> str:
+    header = ["device", "precision", "size", "batch", "step ms", "images/s"]
+    rows = [[r.device, r.precision, str(r.image_size), str(r.batch_size), f"{r.step_ms:.1f}", f"{r.images_per_s:.2f}"]
+            for r in results]
+    return _table(header, rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def as_dicts(results: Sequence[InferenceResult | TrainingResult]) -> list[dict]:
+    return [asdict(r) for r in results]
