@@ -18,15 +18,21 @@ MAX_AMBIGUOUS_FRACTION = 0.02
 
 
 class InvalidSample(ValueError):
-    """A file that cannot become a training sample; the message is the reason."""
+    """A file that cannot become a training sample; the message is the reason and
+    ``part`` says which file of the pair is at fault ("image" or "mask")."""
+
+    def __init__(self, reason: str, part: str = "image"):
+        super().__init__(reason)
+        self.part = part
 
 
 def _imdecode(data: bytes, flags: int, what: str) -> np.ndarray:
     if not data:
-        raise InvalidSample(f"{what} file is empty")
+        raise InvalidSample(f"{what} file is empty", what)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
-        raise InvalidSample(f"{what} is not a decodable image (corrupt, truncated or unknown format)")
+        raise InvalidSample(f"{what} is not a decodable image (corrupt, truncated or unknown format)",
+                            what)
     return image
 
 
@@ -35,7 +41,7 @@ def _to_uint8(image: np.ndarray, what: str) -> np.ndarray:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    raise InvalidSample(f"{what} has unsupported pixel type {image.dtype}")
+    raise InvalidSample(f"{what} has unsupported pixel type {image.dtype}", what)
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -50,7 +56,7 @@ def decode_image(data: bytes) -> np.ndarray:
         elif channels == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
         else:
-            raise InvalidSample(f"image has {channels} channels; expected 1, 3 or 4")
+            raise InvalidSample(f"image has {channels} channels; expected 1, 3 or 4", "image")
     return np.ascontiguousarray(image)
 
 
@@ -65,7 +71,7 @@ def decode_mask(data: bytes) -> np.ndarray:
     if ambiguous > MAX_AMBIGUOUS_FRACTION:
         raise InvalidSample(
             f"mask is not binary: {ambiguous:.1%} of its pixels are grey "
-            f"({_AMBIGUOUS_LOW} < value < {_AMBIGUOUS_HIGH})"
+            f"({_AMBIGUOUS_LOW} < value < {_AMBIGUOUS_HIGH})", "mask"
         )
     return np.where(mask >= 128, np.uint8(255), np.uint8(0))
 
@@ -89,6 +95,6 @@ def validate_pair(image_bytes: bytes, mask_bytes: bytes | None) -> tuple[np.ndar
     if mask.shape != image.shape[:2]:
         raise InvalidSample(
             f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
-            f"{image.shape[1]}x{image.shape[0]}"
+            f"{image.shape[1]}x{image.shape[0]}", "mask"
         )
     return image, mask

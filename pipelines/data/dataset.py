@@ -75,6 +75,14 @@ def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, 
     }
 
 
+def _prepare_batch_in_worker(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:
+    """A Ray Data task holds a fraction of a CPU: keep OpenCV from spawning a thread per core."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return prepare_batch(batch, **kwargs)
+
+
 def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augment: bool,
                   seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
                   num_cpus: float = 0.25, batch_size: int = 16):
@@ -96,7 +104,7 @@ def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augme
     # Column selection and the split predicate are pushed down into the Parquet scan.
     rows = ray.data.read_parquet(str(_data_dir(dataset_dir))).select_columns(_COLUMNS)
     return rows.filter(expr=col("split") == split).map_batches(
-        prepare_batch,
+        _prepare_batch_in_worker,
         fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,
                    "config": config},
         batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus,

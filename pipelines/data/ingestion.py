@@ -80,11 +80,14 @@ def decode_and_validate(batch: dict[str, np.ndarray], source_format: str) -> dic
             image, mask = validate_pair(image_bytes, mask_bytes)
             image_png, mask_png = encode_png(image), encode_png(mask)
             has_defect, error, file = bool(mask.any()), "", ""
-        except (InvalidSample, OSError) as exc:
+        except InvalidSample as exc:
+            image_png = mask_png = b""
+            image, has_defect, error = np.zeros((0, 0), np.uint8), False, str(exc)
+            file = mask_path if exc.part == "mask" else image_path
+        except OSError as exc:
             image_png = mask_png = b""
             image, has_defect = np.zeros((0, 0), np.uint8), False
-            error = str(exc) if isinstance(exc, InvalidSample) else f"unreadable: {exc.strerror or exc}"
-            file = mask_path if "mask" in error and mask_path else image_path
+            error, file = f"unreadable: {exc.strerror or exc}", exc.filename or image_path
         if not defect_class:  # no class given by the layout: name it from the mask
             defect_class = "defect" if has_defect else "none"
         columns["id"].append(sample_id)

@@ -30,6 +30,8 @@ def test_folder_ingest_rejects_each_bad_file_with_its_reason(ray_session, folder
     assert "not a decodable image" in reasons["truncated.png"]
     assert "not binary" in reasons["grey_mask.png"]
     assert "differs from image size" in reasons["wrong_size.png"]
+    blamed = {r["file"] for r in manifest["rejected"]}  # relative to the source, the right file
+    assert {"images/truncated.png", "masks/grey_mask.png", "masks/wrong_size.png"} <= blamed
     table = rows(tmp_path / "ds")
     assert set(table[0]) == COLUMNS
     by_id = {r["id"]: r for r in table}
