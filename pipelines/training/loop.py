@@ -73,6 +73,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         lr = optimizer.param_groups[0]["lr"]
         train_shard = ray.train.get_dataset_shard(train_dataset_name(epoch))
         train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
+        _sync_buffers_from_rank0(model)
         val_loss, probabilities = _validate(model, val_shard, loss_fn, cfg, device, rank, world)
         scheduler.step()
 
@@ -174,6 +175,15 @@ def _sum_across_ranks(values: list[float], device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def _sync_buffers_from_rank0(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's BatchNorm running statistics (each rank updated its own in
+    its last forward pass), so all validate exactly the model that rank 0 checkpoints."""
+    if not _distributed():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def _gather_to_rank0(probabilities: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:

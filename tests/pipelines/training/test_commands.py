@@ -1,0 +1,35 @@
+import pytest
+
+from jaffnet.cli import main
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    import pipelines.training.run as run
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training must not start")
+
+    monkeypatch.setattr(run, "train", forbidden)
+
+
+def test_print_config_shows_merged_values(capsys):
+    assert main(["train", "--print-config", "--set", "width=0.5", "--set", "dilation_rates=[1,3]"]) == 0
+    out = capsys.readouterr().out
+    assert "width: 0.5\n" in out and "dilation_rates: [1, 3]\n" in out
+
+
+@pytest.mark.parametrize("override, key", [("lr=-1", "lr"), ("widht=1", "widht"), ("image_size=33", "image_size")])
+def test_bad_config_fails_before_any_ray_work(no_training, tmp_path, capsys, override, key):
+    assert main(["train", "--data", str(tmp_path), "--set", override]) == 2
+    assert f"'{key}'" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--set", "epochs=1"]) == 2
+    assert "not an ingested dataset" in capsys.readouterr().err
+
+
+def test_train_needs_data(capsys):
+    assert main(["train"]) == 2
+    assert "--data" in capsys.readouterr().err

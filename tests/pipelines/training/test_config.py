@@ -1,0 +1,71 @@
+import pytest
+
+from pipelines.training.config import TrainConfig, dump_config, load_config, parse_override, read_yaml
+
+
+def test_defaults_are_the_faithful_full_size_model():
+    cfg = load_config()
+    assert (cfg.encoder_depth, cfg.width, cfg.image_size, cfg.dilation_rates) == (18, 1.0, 256, [1, 2, 4])
+    assert cfg.best_metric == "val_weighted_f" and cfg.best_mode == "max"
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("width: 0.25\nepochs: 3\n")
+    cfg = load_config(path, ["epochs=5", "dilation_rates=[1, 3, 5]", "mixed_precision=false", "best_metric=val_mae"])
+    assert (cfg.width, cfg.epochs, cfg.dilation_rates, cfg.mixed_precision) == (0.25, 5, [1, 3, 5], False)
+    assert cfg.best_mode == "min"
+    assert isinstance(load_config(None, ["lr=1"]).lr, float)  # ints are accepted for floats
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(None, ["width=0.5", "debug_fail_once_at_epoch=3"])
+    path = tmp_path / "merged.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, key", [
+    ("width=-1", "width"),
+    ("width=abc", "width"),
+    ("image_size=100", "image_size"),
+    ("batch_size=1", "batch_size"),
+    ("epochs=true", "epochs"),
+    ("dilation_rates=[1, 0]", "dilation_rates"),
+    ("dilation_rates=3", "dilation_rates"),
+    ("optimizer=lamb", "optimizer"),
+    ("best_metric=accuracy", "best_metric"),
+    ("model_name=my model", "model_name"),
+    ("debug_fail_once_at_epoch=99", "debug_fail_once_at_epoch"),
+    ("encoder_depth=50", "encoder_depth"),
+    ("lr=null", "lr"),
+])
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        load_config(None, [override])
+
+
+def test_unknown_keys_and_malformed_overrides():
+    with pytest.raises(ValueError, match="unknown config key 'widht'.*did you mean 'width'"):
+        parse_override("widht=1")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("width")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        read_yaml(tmp_path / "list.yaml")
+    (tmp_path / "typo.yaml").write_text("epoch: 3\n")
+    with pytest.raises(ValueError, match="unknown config key 'epoch'"):
+        load_config(tmp_path / "typo.yaml")
+
+
+def test_repo_config_is_the_packaged_one():
+    from pathlib import Path
+
+    repo_config = Path(__file__).resolve().parents[3] / "configs" / "train.yaml"
+    assert read_yaml(repo_config) == read_yaml(None)

@@ -1,0 +1,59 @@
+import pytest
+
+from jaffnet import JAFFNet
+from pipelines import registry
+from pipelines.registry import MANIFEST_TAG, compare_with_champion
+
+
+def test_compare_with_champion_rules():
+    new = {MANIFEST_TAG: "abc", "val_weighted_f": "0.60", "val_mae": "0.02"}
+    assert compare_with_champion(new, None, "val_weighted_f", False).promote
+    assert compare_with_champion(new, {MANIFEST_TAG: "abc", "val_weighted_f": "0.5"}, "val_weighted_f", False).promote
+    worse = compare_with_champion(new, {MANIFEST_TAG: "abc", "val_weighted_f": "0.7"}, "val_weighted_f", False)
+    assert not worse.promote and "does not beat" in worse.reason
+    assert compare_with_champion(new, {MANIFEST_TAG: "abc", "val_mae": "0.03"}, "val_mae", True).promote
+    assert not compare_with_champion(new, {MANIFEST_TAG: "abc", "val_mae": "0.01"}, "val_mae", True).promote
+    other_data = compare_with_champion(new, {MANIFEST_TAG: "xyz", "val_weighted_f": "0.1"}, "val_weighted_f", False)
+    assert not other_data.promote and "other data" in other_data.reason
+    assert compare_with_champion(new, {MANIFEST_TAG: "xyz", "val_weighted_f": "0.9"}, "val_weighted_f", False,
+                                 force=True).promote
+
+
+@pytest.fixture()
+def tracking(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    registry.configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("promotion-test")
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def _register(score: float, manifest: str = "abc") -> str:
+    import mlflow
+
+    with mlflow.start_run():
+        info = registry.log_model(JAFFNet(width=0.125), {"threshold": 0.5, "image_size": 32})
+    tags = {MANIFEST_TAG: manifest, "val_weighted_f": score}
+    return str(registry.register(info.model_uri, "promo", tags=tags).version)
+
+
+def test_champion_moves_only_to_a_better_version(tracking):
+    from mlflow import MlflowClient
+
+    def champion() -> str:
+        return str(MlflowClient().get_model_version_by_alias("promo", "champion").version)
+
+    first = _register(0.5)
+    assert registry.promote_if_better("promo", first, "val_weighted_f", lower_is_better=False).promote
+    worse = _register(0.4)
+    assert not registry.promote_if_better("promo", worse, "val_weighted_f", lower_is_better=False).promote
+    assert champion() == first
+    assert str(MlflowClient().get_model_version_by_alias("promo", "candidate").version) == worse
+    better = _register(0.6)
+    assert registry.promote_if_better("promo", better, "val_weighted_f", lower_is_better=False).promote
+    assert champion() == better
+    forced = _register(0.1, manifest="other")
+    assert registry.promote_if_better("promo", forced, "val_weighted_f", lower_is_better=False, force=True).promote
+    assert champion() == forced

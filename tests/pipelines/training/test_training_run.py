@@ -1,0 +1,128 @@
+"""End to end on a tiny dataset: 2-worker CPU DDP, MLflow in a temporary SQLite store.
+
+One module-scoped run (with an injected worker failure) feeds most tests; the resume
+test extends that same run and so comes last.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import registry
+from pipelines.training.checkpointing import TRAINING_STATE_FILE
+
+MODEL_NAME = "jaffnet-test"
+TINY = ["width=0.125", "image_size=32", "epochs=2", "batch_size=2", "num_workers=2", "cpus_per_worker=0.5",
+        "torch_threads=1", "num_overlays=2", "experiment=train-test", f"model_name={MODEL_NAME}"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("training")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(ray_session, workdir):
+    from pipelines.data.testing import make_tiny_dataset
+
+    return make_tiny_dataset(workdir / "data", count=24, size=64)
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(workdir):
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)  # MLflow puts artifacts under ./mlruns
+        yield registry.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tracking_uri, workdir):
+    from pipelines.training import load_config, train
+
+    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "debug_fail_once_at_epoch=1"])
+    return train(cfg, tiny_dataset, tracking_uri=tracking_uri)
+
+
+def _training_state(checkpoint) -> dict:
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / TRAINING_STATE_FILE, weights_only=True)
+
+
+def _adam_steps(state: dict) -> int:
+    return int(next(iter(state["optimizer"]["state"].values()))["step"])
+
+
+def test_registers_a_version_with_aliases_and_serving_metadata(trained):
+    from mlflow import MlflowClient
+
+    pub = trained.publication
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == pub.version
+    assert pub.promoted and str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == pub.version
+    tags = client.get_model_version(MODEL_NAME, pub.version).tags
+    assert {"dataset_manifest", "git_commit", "val_weighted_f", "val_mae", "threshold"} <= set(tags)
+    loaded = registry.load_model(f"models:/{MODEL_NAME}@candidate")
+    assert loaded.run_id == trained.mlflow_run_id
+    assert loaded.metadata["image_size"] == 32 and loaded.metadata["model_name"] == MODEL_NAME
+    assert 0.0 <= loaded.metadata["threshold"] <= 1.0
+    assert loaded.metadata["metrics"]["val_mae"] == pytest.approx(pub.metrics["val_mae"])
+    assert loaded.model.config["width"] == 0.125
+
+
+def test_logs_params_epoch_metrics_and_overlays(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(trained.mlflow_run_id)
+    assert run.data.params["width"] == "0.125" and run.data.params["epochs"] == "2"
+    for metric in ("train_loss", "val_loss", "val_mae", "val_weighted_f", "val_s_measure", "val_mean_e"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
+    overlays = [a.path for a in client.list_artifacts(run.info.run_id, "overlays")]
+    assert len(overlays) == 1
+    pngs = client.list_artifacts(run.info.run_id, overlays[0])
+    assert 1 <= len(pngs) <= 2 and all(a.path.endswith(".png") for a in pngs)
+
+
+def test_injected_worker_failure_is_survived_without_losing_epochs(trained, workdir):
+    assert (workdir / "ray_results" / trained.run_name / "injected_failure_epoch_1").exists()
+    final = trained.result.metrics
+    assert final["epoch"] == 1 and final["resumed_at_epoch"] == 1  # restarted at epoch 1, not 0
+    state = _training_state(trained.result.checkpoint)
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+
+
+def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset, tracking_uri):
+    from pipelines.training import evaluate
+
+    pub = trained.publication
+    evaluation = evaluate(pub.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    for key, value in evaluation.rows["overall"].items():
+        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
+    test = evaluate(f"models:/{MODEL_NAME}@champion", tiny_dataset, "test", tracking_uri=tracking_uri)
+    assert "overall" in test.rows and len(test.rows) >= 2  # per defect class rows too
+    assert test.count > 0 and "MAE" in test.table()
+
+
+def test_resume_continues_epochs_and_optimizer_state(trained, tiny_dataset, tracking_uri, workdir):
+    from mlflow import MlflowClient
+
+    from pipelines.training import load_config, train
+
+    steps_after_two = _adam_steps(_training_state(trained.result.checkpoint))
+    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "epochs=3"])
+    resumed = train(cfg, tiny_dataset, resume=True, tracking_uri=tracking_uri)
+    assert resumed.run_name == trained.run_name and resumed.mlflow_run_id == trained.mlflow_run_id
+    assert resumed.result.metrics["epoch"] == 2 and resumed.result.metrics["resumed_at_epoch"] == 2
+    state = _training_state(resumed.result.checkpoint)
+    assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
+    assert _adam_steps(state) == steps_after_two * 3 // 2  # Adam's step count carried on
+    history = MlflowClient().get_metric_history(resumed.mlflow_run_id, "val_mae")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert int(resumed.publication.version) == int(trained.publication.version) + 1
+    champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version
+    assert str(champion) == (resumed.publication.version if resumed.publication.promoted
+                             else trained.publication.version)
