@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -93,6 +94,7 @@ def serve_command(args) -> int:
         ray.init(include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     name = application.get("name", "jaffnet")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`docker stop` shut Serve down like Ctrl-C
     try:
         serve.run(app, name=name, route_prefix=application.get("route_prefix", "/"))
         print(f"serving on http://{args.host}:{args.port}/v1/inspect (Ctrl-C to stop)", flush=True)
@@ -106,6 +108,10 @@ def serve_command(args) -> int:
     finally:
         serve.shutdown()
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def inspect_command(args) -> int:

@@ -75,6 +75,7 @@ class JAFFNetModel:
             "architecture": loaded.model.config,
             "backend": settings.backend,
             "device": self.predictor.device,
+            "torch_threads": torch.get_num_threads(),  # Ray sets OMP_NUM_THREADS to the replica's CPUs
         }
         self.predict_tile.set_max_batch_size(settings.max_batch_size)
         self.predict_tile.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
