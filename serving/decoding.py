@@ -191,8 +191,9 @@ def decode_frame(data: bytes, declared_format: str | None = None, max_pixels: in
                               f"the content type says {declared_format} but the body is a {image_format}")
     width, height = read_dimensions(data, image_format)
     if width * height > max_pixels:
-        raise InspectionError(413, "too_many_pixels",
-                              f"the frame is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
+        raise InspectionError(
+            413, "too_many_pixels",
+            f"the frame is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise InspectionError(400, "corrupt_image", f"the {image_format} data cannot be decoded (truncated or corrupt)")
