@@ -225,8 +225,10 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     import mlflow
 
     cfg = plan.train_config
-    finished = grid.num_terminated + grid.num_errors == len(grid)
-    table = collect_trials(grid, cfg.best_metric, cfg.best_mode, cfg.epochs, finished)
+    table = collect_trials(grid, cfg.best_metric, cfg.best_mode, cfg.epochs,
+                           unfinished=unfinished_trials(plan.experiment_path),
+                           expected_trials=plan.search_space.trial_count())
+    finished = table.complete
     outcome = SearchOutcome(plan, table)
     _tag_trial_runs(plan, table)
     mlflow.log_text(table.format() + "\n", "trials.txt")
@@ -241,6 +243,18 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     mlflow.set_tags({"tune.outcome": "finished", "tune.best_trial": best.trial_id})
     outcome.publication = publish_winner(plan, best)
     return outcome
+
+
+def unfinished_trials(experiment_path: str | Path) -> set[str]:
+    """Ids of the trials that a resume would carry on, from Tune's saved experiment state.
+
+    The in-memory results cannot tell: on Ctrl+C Tune saves the state, then marks the
+    trials it tears down as terminated.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment_path))
+    return {trial.trial_id for trial in analysis.trials if trial.status not in ("TERMINATED", "ERROR")}
 
 
 def _tag_trial_runs(plan: SearchPlan, table: TrialTable) -> None:

@@ -72,6 +72,10 @@ class SearchSpace:
         """Ray Tune's ``param_space``: one distribution per sampled key."""
         return {key: parameter.to_tune() for key, parameter in self.parameters.items()}
 
+    def trial_count(self) -> int:
+        """Trials the search makes: ``num_samples`` times every grid combination."""
+        return self.num_samples * math.prod(len(p.values) for p in self.parameters.values() if p.distribution == "grid")
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML layout (so a saved search reloads with ``parse_search_space``)."""
         return {

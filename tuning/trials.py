@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,12 @@ class TrialTable:
     metric: str
     mode: str
     rows: list[TrialRow] = field(default_factory=list)
+    expected_trials: int = 0  # how many trials the search space makes
 
     @property
     def complete(self) -> bool:
-        return all(row.status != UNFINISHED for row in self.rows)
+        """Every trial of the search exists and has ended (completed, stopped or failed)."""
+        return len(self.rows) >= self.expected_trials and all(row.status != UNFINISHED for row in self.rows)
 
     def best(self) -> TrialRow | None:
         """The trial with the best metric among those that did not fail."""
@@ -54,13 +56,15 @@ class TrialTable:
         return format_trial_table(self.rows, self.metric)
 
 
-def collect_trials(results: Sequence[Any], metric: str, mode: str, max_epochs: int, finished: bool) -> TrialTable:
+def collect_trials(results: Sequence[Any], metric: str, mode: str, max_epochs: int,
+                   unfinished: Collection[str] = (), expected_trials: int = 0) -> TrialTable:
     """Rows from a Tune ``ResultGrid`` (any sequence of ``ray.tune.Result``).
 
-    ``finished``: whether every trial reached a final state (not an interrupted search);
-    a trial that ended short of ``max_epochs`` without an error was stopped by ASHA.
+    ``unfinished``: ids of trials that had not ended when the search stopped (an
+    interrupted search). A trial that ended short of ``max_epochs`` without an error was
+    stopped by the scheduler.
     """
-    table = TrialTable(metric, mode)
+    table = TrialTable(metric, mode, expected_trials=expected_trials)
     for result in results:
         history = result.metrics_dataframe
         metrics = result.metrics or {}
@@ -76,7 +80,7 @@ def collect_trials(results: Sequence[Any], metric: str, mode: str, max_epochs: i
             row.status, row.error = ERROR, _first_line(result.error)
         elif row.epochs_run >= max_epochs:
             row.status = COMPLETED
-        elif finished:
+        elif row.trial_id not in unfinished:
             row.status = STOPPED_EARLY
         table.rows.append(row)
     table.rows.sort(key=lambda row: row.trial_id)

@@ -26,6 +26,14 @@ def test_default_space_searches_loss_weights_dilations_and_lr():
     assert param_space["dilation_rates"].categories[0] == [1, 2, 4]  # lists, as TrainConfig takes them
 
 
+def test_trial_count_multiplies_grids():
+    space = parse_search_space({"num_samples": 2, "parameters": {"lr": {"grid": [0.1, 0.01, 0.001]},
+                                                                  "dilation_rates": {"grid": [[1, 2], [1, 3]]},
+                                                                  "w_bce": {"uniform": [0.5, 1.0]}}})
+    assert space.trial_count() == 12
+    assert load_search_space().trial_count() == 8
+
+
 def test_command_line_overrides_and_round_trip():
     space = load_search_space(num_samples=3, max_concurrent=2)
     assert (space.num_samples, space.max_concurrent) == (3, 2)

@@ -25,7 +25,7 @@ RESULTS = [
 
 
 def test_statuses_best_and_table():
-    table = collect_trials(RESULTS, "val_mae", "min", max_epochs=3, finished=True)
+    table = collect_trials(RESULTS, "val_mae", "min", max_epochs=3, expected_trials=3)
     assert [row.status for row in table.rows] == [COMPLETED, STOPPED_EARLY, ERROR]
     assert table.complete
     t0 = table.rows[0]
@@ -41,10 +41,18 @@ def test_statuses_best_and_table():
 
 def test_interrupted_search_is_incomplete():
     results = RESULTS[:2] + [fake_result("t3", {"lr": 0.01, "dilation_rates": [1, 2, 4]}, [])]
-    table = collect_trials(results, "val_mae", "min", max_epochs=3, finished=False)
+    table = collect_trials(results, "val_mae", "min", max_epochs=3, unfinished={"t1", "run_trial_t3"},
+                           expected_trials=3)
     status = {row.trial_id: row.status for row in table.rows}
     # A trial with no result yet is named after its folder.
     assert status == {"t0": COMPLETED, "t1": UNFINISHED, "run_trial_t3": UNFINISHED}
+    assert not table.complete
+
+
+def test_a_search_missing_trials_is_incomplete():
+    # Interrupted between trials: every trial so far ended, but not all were created.
+    table = collect_trials(RESULTS[:2], "val_mae", "min", max_epochs=3, expected_trials=3)
+    assert [row.status for row in table.rows] == [COMPLETED, STOPPED_EARLY]
     assert not table.complete
 
 
@@ -52,7 +60,7 @@ def test_max_mode_picks_the_highest():
     results = [fake_result("a", {}, [0.2, 0.3]), fake_result("b", {}, [0.6])]
     for result in results:
         result.metrics_dataframe = result.metrics_dataframe.rename(columns={"val_mae": "val_weighted_f"})
-    table = collect_trials(results, "val_weighted_f", "max", max_epochs=2, finished=True)
+    table = collect_trials(results, "val_weighted_f", "max", max_epochs=2)
     assert table.best().trial_id == "b"
 
 

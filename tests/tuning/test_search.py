@@ -1,0 +1,151 @@
+"""End-to-end searches of a tiny model on a tiny dataset (CPU, one worker per trial)."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from ray.tune import Stopper
+
+# Tiny and serial: one trial at a time makes ASHA's decisions depend only on the metrics.
+TINY_TRAINING = """
+training:
+  width: 0.125
+  image_size: 32
+  batch_size: 2
+  num_workers: 1
+  cpus_per_worker: 0.5
+  num_overlays: 0
+  scheduler: none
+  best_metric: val_mae
+  max_failures: 0
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_session, tmp_path_factory):
+    from pipelines.data.testing import make_tiny_dataset
+
+    return make_tiny_dataset(tmp_path_factory.mktemp("tune-data"), count=16, size=32)
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)  # MLflow artifacts (./mlruns) stay in the test folder
+    yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(None)
+
+
+def nested_runs(client, parent_run_id):
+    from tuning.tracking import PARENT_TAG, TRIAL_TAG
+
+    runs = client.search_runs(["1"], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    return {run.data.tags[TRIAL_TAG]: run for run in runs}
+
+
+def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracking_uri, tmp_path, capsys):
+    """Trials run in grid order: the first (a working lr) sets ASHA's bar after epoch 1;
+    the next two barely move their weights (lr 1e-7), fall below it and are stopped."""
+    from mlflow import MlflowClient
+
+    from jaffnet.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("num_samples: 1\nmax_concurrent: 1\nscheduler: {grace_period: 1, reduction_factor: 2}\n"
+                     "parameters:\n"
+                     "  lr: {grid: [0.01, 1.0e-7, 1.0e-7]}\n"
+                     "  w_iou: {loguniform: [0.5, 2.0]}\n"
+                     "  dilation_rates: {choice: [[1, 2, 4], [1, 3, 5]]}\n" + TINY_TRAINING)
+    code = main(["tune", "--data", str(dataset), "--config", str(space), "--set", "epochs=2",
+                 "--set", f"storage_path={tmp_path / 'ray_results'}", "--name", "search",
+                 "--tracking-uri", tracking_uri])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "stopped early" in out and "registered models:/jaffnet/1 with alias candidate, champion" in out
+
+    client = MlflowClient(tracking_uri)
+    parent = client.search_runs(["1"], filter_string="attributes.run_name = 'search'")[0]
+    rows = json.loads(Path(client.download_artifacts(parent.info.run_id, "trials.json", str(tmp_path))).read_text())
+    assert len(rows) == 3 and {row["status"] for row in rows} <= {"completed", "stopped early"}
+    assert sum(row["status"] == "stopped early" and row["epochs_run"] < 2 for row in rows) >= 1
+    winner = min(rows, key=lambda row: row["best"])
+    assert winner["lr"] == 0.01 and winner["epochs_run"] == 2
+
+    # One nested run per trial, with the trial's params and one metric point per epoch run.
+    trials = nested_runs(client, parent.info.run_id)
+    assert set(trials) == {row["trial_id"] for row in rows}
+    for row in rows:
+        run = trials[row["trial_id"]]
+        assert run.data.params == {k: str(row[k]) for k in ("lr", "w_iou", "dilation_rates")}
+        history = client.get_metric_history(run.info.run_id, "val_mae")
+        assert [m.step for m in history] == list(range(row["epochs_run"]))
+        assert run.data.tags["tune.status"] == row["status"]
+
+    # The registered version is the winner: logged in its nested run, params equal.
+    version = client.get_model_version_by_alias("jaffnet", "candidate")
+    assert client.get_model_version_by_alias("jaffnet", "champion").version == version.version
+    assert version.run_id == trials[winner["trial_id"]].info.run_id
+    assert client.get_run(version.run_id).data.params["dilation_rates"] == str(winner["dilation_rates"])
+    assert version.tags["tune.trial_id"] == winner["trial_id"] and version.tags["param.lr"] == "0.01"
+
+    from pipelines.registry import load_model
+
+    loaded = load_model("models:/jaffnet@candidate")
+    assert loaded.model.config["dilation_rates"] == winner["dilation_rates"]
+    assert loaded.metadata["train_config"]["w_iou"] == winner["w_iou"]
+
+
+class CtrlCOnce(Stopper):
+    """Presses Ctrl+C (SIGINT to this process) at the search's first result, once: the
+    marker file outlives the copy of this stopper that Tune pickles and restores."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __call__(self, trial_id, result):
+        if not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGINT)  # Tune's handler saves the state and ends the run
+        return False
+
+    def stop_all(self):
+        return False
+
+
+def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, tracking_uri, tmp_path):
+    """Trial 0 is interrupted after epoch 1 and resumes from its checkpoint; trial 1 fails
+    (batch larger than the train split) without ending the search."""
+    from mlflow import MlflowClient
+
+    from tuning.search import plan_search, resume_search, run_search
+    from tuning.search_space import load_search_space, resolve_training
+
+    path = tmp_path / "space.yaml"
+    path.write_text("num_samples: 1\nmax_concurrent: 1\nparameters:\n  batch_size: {grid: [2, 64]}\n"
+                    + TINY_TRAINING.replace("  batch_size: 2\n", ""))
+    space = load_search_space(path)
+    base = resolve_training(space, overrides=["epochs=2", f"storage_path={tmp_path / 'ray_results'}"])
+    plan = plan_search(dataset, space, base, name="resumable")
+
+    first = run_search(plan, tracking_uri=tracking_uri, stop=CtrlCOnce(tmp_path / "interrupted"))
+    assert not first.complete and first.publication is None
+    client = MlflowClient(tracking_uri)
+    assert client.search_registered_models() == []
+
+    second = resume_search(plan.experiment_path, tracking_uri=tracking_uri)
+    assert second.complete
+    by_batch = {row.params["batch_size"]: row for row in second.table.rows}
+    assert by_batch[2].status == "completed" and by_batch[2].epochs_run == 2
+    assert by_batch[64].status == "error" and "no full batch" in by_batch[64].error
+    assert second.publication.version == "1"
+
+    # Same parent run, no duplicate trial runs; trial 0's epochs split over both attempts.
+    trials = nested_runs(client, plan.parent_run_id)
+    assert set(trials) == {row.trial_id for row in second.table.rows}
+    run_id = trials[by_batch[2].trial_id].info.run_id
+    assert [m.step for m in client.get_metric_history(run_id, "val_mae")] == [0, 1]
+    assert client.get_metric_history(run_id, "resumed_at_epoch")[-1].value == 1  # continued, not restarted
+    assert client.get_run(plan.parent_run_id).data.tags["tune.outcome"] == "finished"
