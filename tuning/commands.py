@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+LATEST = "latest"
+
 
 def add_commands(subparsers, bench_subparsers) -> None:
     tune = subparsers.add_parser(
@@ -20,9 +22,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
     tune.add_argument("--max-concurrent", type=int,
                       help="trials at once (default: as many as fit the cluster, leaving CPUs for Ray Data)")
     tune.add_argument("--name", help="search name, its folder under storage_path (default: tune-<timestamp>)")
-    tune.add_argument("--resume", metavar="SEARCH_DIR",
-                      help="carry on an interrupted search from its folder (<storage_path>/<name>); "
-                           "takes no other option")
+    tune.add_argument("--resume", nargs="?", const=LATEST, metavar="SEARCH_DIR",
+                      help="carry on an interrupted search from its folder (<storage_path>/<name>; default: the "
+                           "newest search under ./ray_results); takes no other option")
     tune.add_argument("--print-space", action="store_true", help="print the checked search space and exit")
     tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     tune.set_defaults(func=tune_command)
@@ -71,9 +73,10 @@ def _start(args) -> int:
 
 
 def _resume(args) -> int:
-    from tuning.search import resume_search
+    from tuning.search import latest_search, resume_search
 
-    return report(resume_search(args.resume, tracking_uri=args.tracking_uri))
+    path = latest_search() if args.resume == LATEST else args.resume
+    return report(resume_search(path, tracking_uri=args.tracking_uri))
 
 
 def describe_space(space, base) -> str:
@@ -99,7 +102,8 @@ def report(outcome) -> int:
         return 1
     pub = outcome.publication
     aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if pub.promoted else [])
-    print(f"best trial {best.trial_id}: {table.metric} {best.best:.4f} at epoch {best.best_epoch + 1}")
+    at_epoch = f" at epoch {best.best_epoch + 1}" if best.best_epoch is not None else ""
+    print(f"best trial {best.trial_id}: {table.metric} {best.best:.4f}{at_epoch} of {best.epochs_run} run")
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason}); "
           f"threshold {pub.threshold:.3f}")
     print(f"MLflow parent run {plan.parent_run_id} (experiment {plan.mlflow_experiment_id}) at {plan.tracking_uri}")

@@ -139,6 +139,17 @@ def plan_search(dataset_dir: str | Path, space: SearchSpace, base_cfg, *, name: 
                       max_concurrent=max_concurrent)
 
 
+def latest_search(storage_path: str = "ray_results") -> Path:
+    """The most recently started search under ``storage_path``."""
+    from pipelines.training.trainer import resolve_storage_path
+
+    storage = Path(resolve_storage_path(storage_path))
+    plans = sorted(storage.glob(f"*/{SEARCH_PLAN_FILE}"), key=lambda path: path.stat().st_mtime)
+    if not plans:
+        raise SearchError(f"no search to resume under {storage}; pass its folder: --resume SEARCH_DIR")
+    return plans[-1].parent
+
+
 def run_search(plan: SearchPlan, *, tracking_uri: str | None = None, stop: Any = None) -> SearchOutcome:
     """Start the planned search. ``stop``: an optional Tune stopper (e.g. a time budget);
     a search it ends early is resumable."""

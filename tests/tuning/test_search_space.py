@@ -137,3 +137,23 @@ def test_print_space(capsys):
     out = capsys.readouterr().out
     assert "dilation_rates: choice of (1, 2, 4), (1, 3, 5), (2, 4, 8), (1, 2, 4, 8)" in out
     assert "max 4 epochs, on val_weighted_f (max)" in out
+
+
+def test_resume_without_a_folder_picks_the_newest_search(tmp_path, monkeypatch, capsys):
+    import os
+
+    from jaffnet.cli import main
+    from tuning.search import SEARCH_PLAN_FILE, SearchError, latest_search
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SearchError, match="no search to resume"):
+        latest_search()
+    for age, name in ((100, "older"), (0, "newer")):
+        plan = tmp_path / "ray_results" / name / SEARCH_PLAN_FILE
+        plan.parent.mkdir(parents=True)
+        plan.write_text("{}")
+        os.utime(plan, (plan.stat().st_atime, plan.stat().st_mtime - age))
+    assert latest_search() == tmp_path / "ray_results" / "newer"
+    # The plan is read before Ray starts: an unreadable one is a clear error.
+    assert main(["tune", "--resume"]) == 2
+    assert "jaffnet_search.json is unreadable" in capsys.readouterr().err
