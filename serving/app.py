@@ -53,13 +53,18 @@ def resolve_model_uri(model_uri: str) -> str:
     return f"models:/{name}/{version.version}"
 
 
-def build_app(args: dict[str, Any] | None = None,
-              deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
-    """Application builder: ``args`` are ``ServingConfig`` fields.
+def build_app(args: dict[str, Any]) -> Application:
+    """The application builder ``serve run`` / ``serve deploy`` call: ``args`` are ``ServingConfig`` fields.
 
-    ``deployment_options`` (keyed by deployment name) are for callers that are not
-    ``serve run``/``serve deploy``, which apply the YAML's ``deployments:`` themselves.
+    Serve applies the YAML's ``deployments:`` options itself.
     """
+    return build_application(args)
+
+
+def build_application(args: dict[str, Any] | None = None,
+                      deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """``build_app`` for callers that are not Serve's CLI (``jaffnet serve``, the benchmark, tests):
+    ``deployment_options``, keyed by deployment name, are ``Deployment.options`` kwargs."""
     settings = ServingConfig(**(args or {}))
     tracking_uri = configure_tracking(settings.tracking_uri)
     settings = settings.model_copy(update={"tracking_uri": tracking_uri,

@@ -107,7 +107,7 @@ def run(args) -> int:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import build_application
 
     application = application_section(read_serve_config(args.config))
     settings = dict(application.get("args") or {})
@@ -129,7 +129,7 @@ def run(args) -> int:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         try:
-            serve.run(build_app(settings, options), name="jaffnet-bench", route_prefix="/")
+            serve.run(build_application(settings, options), name="jaffnet-bench", route_prefix="/")
             return _measure(args, settings, replica_cpus)
         finally:
             serve.shutdown()

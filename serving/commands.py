@@ -83,10 +83,10 @@ def serve_command(args) -> int:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import build_application
 
     try:
-        app = build_app(settings, deployment_options(application))
+        app = build_application(settings, deployment_options(application))
     except (ValidationError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
+import inspect
+
 from serving.app import build_app, resolve_model_uri
 from serving.config import (
     DEFAULT_CONFIG_PATH,
@@ -19,6 +21,7 @@ def test_packaged_serve_config_is_valid_for_serve_and_for_us():
     ServeDeploySchema.model_validate(config)  # what `serve run` / `serve deploy` check
     application = application_section(config)
     assert application["import_path"] == "serving.app:build_app"
+    assert len(inspect.signature(build_app).parameters) == 1  # Serve calls builders with the args dict only
     settings = ServingConfig(**application["args"])
     options = deployment_options(application)
     assert set(options) == {"JAFFNetModel", "InspectionAPI"}

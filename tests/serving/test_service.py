@@ -59,7 +59,7 @@ def service(ray_session, tmp_path_factory):
     from jaffnet import JAFFNet
     from pipelines import registry
     from serving.api import InspectionAPI
-    from serving.app import build_app
+    from serving.app import build_application
 
     directory = tmp_path_factory.mktemp("serving-registry")
     with temporary_tracking(directory) as tracking_uri:
@@ -75,7 +75,7 @@ def service(ray_session, tmp_path_factory):
                     "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS}
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
                  "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
-        serve.run(build_app(settings, small), name="jaffnet", route_prefix="/")
+        serve.run(build_application(settings, small), name="jaffnet", route_prefix="/")
         probe_settings = {"model_uri": "unused", "tile_overlap": 0.25, **LIMITS}
         probe_model = _bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
         serve.run(InspectionAPI.options(**small["InspectionAPI"]).bind(probe_model, probe_settings), name="probe",
