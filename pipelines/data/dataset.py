@@ -94,6 +94,7 @@ def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augme
     fractional ``num_cpus`` leaves room beside training workers.
     """
     import ray
+    from pyarrow.fs import LocalFileSystem  # explicit: skips Ray's filesystem detection
     from ray.data.expressions import col
 
     _check_split(split)
@@ -102,8 +103,12 @@ def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augme
     if augment and config is None:
         config = AugmentConfig.from_yaml()
     # Column selection and the split predicate are pushed down into the Parquet scan.
-    rows = ray.data.read_parquet(str(_data_dir(dataset_dir))).select_columns(_COLUMNS)
-    return rows.filter(expr=col("split") == split).map_batches(
+    rows = ray.data.read_parquet(str(_data_dir(dataset_dir)), filesystem=LocalFileSystem())
+    rows = rows.select_columns(_COLUMNS)
+    rows = rows.filter(expr=col("split") == split)
+    # Small files arrive as one block; batch-sized blocks let several tasks share the work.
+    rows = rows.repartition(target_num_rows_per_block=batch_size)
+    return rows.map_batches(
         _prepare_batch_in_worker,
         fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,
                    "config": config},
