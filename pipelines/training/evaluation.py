@@ -50,12 +50,14 @@ def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test"
     """Load ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or
     a local directory) and score it on ``split``."""
     from pipelines.data import build_dataset, iter_samples
+    from pipelines.training.trainer import configure_data_context
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     registry.configure_tracking(tracking_uri)
     loaded = registry.load_model(model_uri)
     image_size = model_image_size(loaded.metadata, str(model_uri))
+    configure_data_context()
     dataset = build_dataset(dataset_dir, split, image_size, augment=False)
     probabilities = predict_probabilities(loaded.model, dataset.iter_batches(batch_size=batch_size,
                                                                               batch_format="numpy"))

@@ -27,6 +27,21 @@ def local_run_dir(cfg: TrainConfig, run_name: str) -> str | None:
     return None if "://" in storage else str(Path(storage) / run_name)
 
 
+def configure_data_context() -> None:
+    """Ray Data settings for training and evaluation.
+
+    - Parquet datasource V1: V2 (the 2.60 default) starts 32 footer-reader actors for
+      every read; with one fresh train dataset per epoch that cost 15-20 s per epoch on
+      a 2-core machine, against 0.3 s with V1.
+    - No per-operator progress bars: one per worker stream drowns the per-epoch lines.
+    """
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.use_datasource_v2 = False
+    context.enable_progress_bars = False
+
+
 def build_datasets(cfg: TrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
     """One lazy train dataset per epoch (``train_<e>``: a fresh, reproducible augmentation
     draw each epoch; only the epochs that run are ever executed) plus ``val``,
@@ -61,12 +76,9 @@ def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] =
 def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, datasets: dict[str, Any] | None = None):
     """A ``TorchTrainer`` running ``train_loop_per_worker`` on ``cfg.num_workers`` workers."""
     import ray.train
-    from ray.data import DataContext
     from ray.train.torch import TorchTrainer
 
-    # Per-operator progress bars from every worker's data stream drown the per-epoch
-    # lines; the trainer hands this context to its workers.
-    DataContext.get_current().enable_progress_bars = False
+    configure_data_context()  # before the datasets are built; the trainer hands it to the workers
     dataset_dir = str(Path(dataset_dir).resolve())
     datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir)
     train_names = [name for name in datasets if name != VAL_DATASET]
