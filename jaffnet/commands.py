@@ -60,7 +60,9 @@ def export_command(args) -> int:
     loaded = _load(args.model, args.tracking_uri)
     if loaded is None:
         return 1
-    image_size = args.image_size or int(loaded.metadata.get("image_size") or DEFAULT_BENCH_SIZE)
+    image_size = args.image_size or loaded.metadata.get("image_size") or DEFAULT_BENCH_SIZE
+    if not isinstance(image_size, int) or image_size < 1 or image_size % 32:
+        return _fail(f"the model's metadata image_size {image_size!r} is not a multiple of 32; pass --image-size")
     start = time.perf_counter()
     metadata = {k: v for k, v in loaded.metadata.items() if isinstance(v, (str, int, float, bool))}
     metadata.update(source=loaded.source, name=loaded.name, version=loaded.version)

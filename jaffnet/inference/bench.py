@@ -30,8 +30,10 @@ class InferenceResult:
     image_size: int
     batch_size: int
     latency_ms: float  # median wall time of one batch
+    cpu_ms: float  # median CPU time of this process (all its threads) for one batch
     images_per_s: float
-    speedup: float | None  # against eager on the same device, size and batch
+    speedup: float | None  # wall-time ratio against eager on the same device, size and batch
+    cpu_speedup: float | None  # the same by CPU time: steadier when other processes share the cores
     max_abs_diff: float | None  # largest |p - p_eager| on the same input
 
 
@@ -41,24 +43,36 @@ class TrainingResult:
     precision: str
     image_size: int
     batch_size: int
-    step_ms: float  # median forward + backward + optimizer step
+    step_ms: float  # median forward + backward + optimizer step (wall)
+    cpu_ms: float  # the same in process CPU time
     images_per_s: float
 
 
-def time_call(fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Wall times (seconds) of ``iters`` calls after ``warmup`` untimed ones."""
+@dataclass
+class Timings:
+    wall: list[float]  # seconds per call
+    cpu: list[float]  # process CPU seconds per call (every thread of this process)
+
+
+def time_call(fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None] = lambda: None) -> Timings:
+    """Wall and CPU times of ``iters`` calls after ``warmup`` untimed ones.
+
+    On a machine shared with other jobs wall time includes waiting for a core; CPU time
+    does not, which makes it the steadier figure there (with one thread it is the work).
+    """
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     for _ in range(warmup):
         fn()
     sync()
-    times = []
+    timings = Timings([], [])
     for _ in range(iters):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return times
+        timings.wall.append(time.perf_counter() - wall)
+        timings.cpu.append(time.process_time() - cpu)
+    return timings
 
 
 def bench_inference(predictors: dict[str, Predictor], image_sizes: Sequence[int], batch_sizes: Sequence[int],
@@ -82,20 +96,21 @@ def bench_inference(predictors: dict[str, Predictor], image_sizes: Sequence[int]
             for _ in range(max(0, warmup - 1)):
                 for predictor in ordered:
                     predictor(batch)
-            times: list[list[float]] = [[] for _ in ordered]
+            timings = [Timings([], []) for _ in ordered]
             for _ in range(iters):
-                for index, predictor in enumerate(ordered):
-                    times[index] += time_call(lambda: predictor(batch), iters=1, warmup=0,
-                                              sync=_synchronizer(predictor.device))
-            eager = {p.device: (statistics.median(t), out)
-                     for p, t, out in zip(ordered, times, outputs) if p.backend == "eager"}
-            for predictor, t, output in zip(ordered, times, outputs):
-                latency = statistics.median(t)
+                for predictor, timing in zip(ordered, timings):
+                    once = time_call(lambda: predictor(batch), iters=1, warmup=0, sync=_synchronizer(predictor.device))
+                    timing.wall += once.wall
+                    timing.cpu += once.cpu
+            medians = [(statistics.median(t.wall), statistics.median(t.cpu)) for t in timings]
+            eager = {p.device: (m, out) for p, m, out in zip(ordered, medians, outputs) if p.backend == "eager"}
+            for predictor, (latency, cpu), output in zip(ordered, medians, outputs):
                 reference = eager.get(predictor.device)
                 results.append(InferenceResult(
                     device=predictor.device, backend=predictor.backend, image_size=size, batch_size=batch_size,
-                    latency_ms=latency * 1e3, images_per_s=batch_size / latency,
-                    speedup=reference[0] / latency if reference else None,
+                    latency_ms=latency * 1e3, cpu_ms=cpu * 1e3, images_per_s=batch_size / latency,
+                    speedup=reference[0][0] / latency if reference else None,
+                    cpu_speedup=reference[0][1] / cpu if reference and cpu > 0 else None,
                     max_abs_diff=float(np.abs(output - reference[1]).max()) if reference else None,
                 ))
     return results
@@ -125,9 +140,9 @@ def bench_training(config: dict, image_size: int, batch_size: int, iters: int, w
         scaler.step(optimizer)
         scaler.update()
 
-    times = time_call(step, iters, warmup, sync=_synchronizer(device))
-    median = statistics.median(times)
-    return TrainingResult(device, precision, image_size, batch_size, median * 1e3, batch_size / median)
+    timings = time_call(step, iters, warmup, sync=_synchronizer(device))
+    wall, cpu = statistics.median(timings.wall), statistics.median(timings.cpu)
+    return TrainingResult(device, precision, image_size, batch_size, wall * 1e3, cpu * 1e3, batch_size / wall)
 
 
 def _synchronizer(device: str) -> Callable[[], None]:
@@ -180,18 +195,23 @@ def _cpu_name() -> str:
 
 
 def format_inference(results: Sequence[InferenceResult]) -> str:
-    header = ["device", "backend", "size", "batch", "latency ms", "images/s", "vs eager", "max|dp|"]
+    header = ["device", "backend", "size", "batch", "latency ms", "images/s", "vs eager", "cpu ms", "vs eager (cpu)",
+              "max|dp|"]
     rows = [[r.device, r.backend, str(r.image_size), str(r.batch_size), f"{r.latency_ms:.1f}", f"{r.images_per_s:.2f}",
-             f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+             _ratio(r.speedup), f"{r.cpu_ms:.1f}", _ratio(r.cpu_speedup),
              f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"] for r in results]
     return _table(header, rows)
 
 
 def format_training(results: Sequence[TrainingResult]) -> str:
-    header = ["device", "precision", "size", "batch", "step ms", "images/s"]
-    rows = [[r.device, r.precision, str(r.image_size), str(r.batch_size), f"{r.step_ms:.1f}", f"{r.images_per_s:.2f}"]
-            for r in results]
+    header = ["device", "precision", "size", "batch", "step ms", "cpu ms", "images/s"]
+    rows = [[r.device, r.precision, str(r.image_size), str(r.batch_size), f"{r.step_ms:.1f}", f"{r.cpu_ms:.1f}",
+             f"{r.images_per_s:.2f}"] for r in results]
     return _table(header, rows)
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

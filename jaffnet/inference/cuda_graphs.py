@@ -2,11 +2,13 @@
 
 At batch sizes that keep an H100 busy, JAFFNet's ~100 small kernels per image are
 launch-bound; a graph replays them all with one launch. Inputs are copied into a
-static buffer and outputs cloned out of one, as CUDA graphs require.
+static buffer and outputs cloned out of one, as CUDA graphs require; a lock keeps
+concurrent callers (threaded servers) from sharing those buffers mid-replay.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import torch
@@ -22,9 +24,14 @@ class CudaGraphRunner:
         self.module = module
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @torch.inference_mode()
     def __call__(self, x: Tensor) -> Tensor:
+        with self._lock, torch.cuda.device(x.device):
+            return self._run(x)
+
+    def _run(self, x: Tensor) -> Tensor:
         key = (tuple(x.shape), x.dtype, x.device)
         entry = self._graphs.get(key)
         if entry is None:

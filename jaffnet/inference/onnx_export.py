@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -96,12 +97,17 @@ def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _quiet_exporter:
-    """The exporter logs progress and a torchvision warning at INFO/WARNING; keep the CLI readable."""
+    """The exporter logs a torchvision notice and raises FutureWarnings from torch's own
+    internals; none of it is actionable here, so keep the CLI output readable."""
 
     def __enter__(self):
         self._logger = logging.getLogger("torch.onnx")
         self._level = self._logger.level
         self._logger.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", FutureWarning)
 
     def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
         self._logger.setLevel(self._level)

@@ -16,6 +16,7 @@ def test_bench_inference_reports_speedups_against_eager(model):
     fused = results[1]
     assert fused.speedup == pytest.approx(eager.latency_ms / fused.latency_ms)
     assert fused.images_per_s == pytest.approx(1e3 / fused.latency_ms)
+    assert fused.cpu_speedup == pytest.approx(eager.cpu_ms / fused.cpu_ms)
     assert fused.max_abs_diff < 1e-3
     assert "fused" in format_inference(results)
 
@@ -29,8 +30,9 @@ def test_bench_training_times_full_steps():
 
 def test_time_call_counts_iterations():
     calls = []
-    times = time_call(lambda: calls.append(1), iters=3, warmup=2)
-    assert len(times) == 3 and len(calls) == 5
+    timings = time_call(lambda: calls.append(1), iters=3, warmup=2)
+    assert len(timings.wall) == len(timings.cpu) == 3 and len(calls) == 5
+    assert all(t >= 0 for t in timings.wall + timings.cpu)
     with pytest.raises(ValueError):
         time_call(lambda: None, iters=0, warmup=0)
 
