@@ -28,7 +28,7 @@ import numpy as np
 
 from pipelines.data.codec import InvalidSample, encode_png, validate_pair
 from pipelines.data.layouts import Rejection, discover
-from pipelines.data.splits import SPLITS, assign_splits
+from pipelines.data.splits import SPLITS, assign_splits, check_fractions
 
 DATA_FOLDER = "data"
 MANIFEST = "manifest.json"
@@ -162,8 +162,12 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     import ray
 
     src, out = Path(src).resolve(), Path(out).resolve()
+    check_fractions(val_fraction, test_fraction)
     if out.exists() and not overwrite:
         raise IngestError(f"{out} already exists; pass --overwrite to replace it")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        # --overwrite deletes the old folder: only ever one that is a dataset.
+        raise IngestError(f"{out} exists and is not a dataset (no {MANIFEST}); refusing to replace it")
     start = time.perf_counter()
     found = discover(source_format, src)
     rejected = list(found.rejected)
@@ -186,7 +190,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
                 ["id", "defect_class", "official_split", "has_defect", "digest", "error", "file"]).take_all()
             rejected += [Rejection(r["file"], r["error"]) for r in summary if r["error"]]
             valid_rows = [r for r in summary if not r["error"]]
-        rejected_rows = [_relative(r, src) for r in rejected]
+        rejected_rows = sorted((_relative(r, src) for r in rejected), key=lambda r: r["file"])
         if not valid_rows:
             raise IngestError(f"no valid samples in {src} ({len(rejected)} files rejected)",
                               rejected_rows)

@@ -42,6 +42,12 @@ def _stratified(items: list[tuple[str, str]], fractions: dict[str, float],
     return assigned
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction}, "
+                         f"test={test_fraction}")
+
+
 def assign_splits(samples: Iterable[tuple[str, str, str | None]], *, val_fraction: float,
                   test_fraction: float, seed: int) -> dict[str, str]:
     """``(id, defect_class, official_split or None)`` -> ``{id: split}``.
@@ -49,9 +55,7 @@ def assign_splits(samples: Iterable[tuple[str, str, str | None]], *, val_fractio
     Samples with an official test (or val) split keep it; official training samples
     are divided into train/val; the rest are divided into train/val/test.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction}, "
-                         f"test={test_fraction}")
+    check_fractions(val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     free, official_train, assigned = [], [], {}
     for sample_id, defect_class, official in samples:

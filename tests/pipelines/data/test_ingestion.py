@@ -91,6 +91,9 @@ def test_never_overwrites_without_permission_and_swaps_atomically(ray_session, s
     second = ingest(sd900_source, out, "sd900", seed=1, overwrite=True).manifest
     assert read_manifest(out)["arguments"]["seed"] == 1 and second["content_hash"] != first["content_hash"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ds", sd900_source.name])
+    with pytest.raises(IngestError, match="is not a dataset"):  # --overwrite never deletes other folders
+        ingest(sd900_source, sd900_source.parent, "sd900", overwrite=True)
+    assert sd900_source.is_dir()
 
 
 def test_an_interrupted_ingest_leaves_nothing_behind(ray_session, sd900_source, tmp_path, monkeypatch):
