@@ -103,10 +103,14 @@ class OnnxPredictor(Predictor):
 # --------------------------------------------------------------------------- backends
 
 
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+
+
 def _threads(threads: int | None) -> None:
+    _check_threads(threads)
     if threads is not None:
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
         torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
 
 
@@ -144,6 +148,7 @@ def _build_onnx(model, device, threads: int | None = None, image_size: int = 256
     after checking that it holds exactly ``model``'s weights."""
     from jaffnet.inference.onnx_export import export_onnx, read_onnx_metadata, weights_fingerprint
 
+    _check_threads(threads)  # ONNX Runtime has its own pool: torch's is left alone
     if onnx_path is not None:
         stored = read_onnx_metadata(onnx_path).get("jaffnet_weights_sha256")
         if stored != weights_fingerprint(model):

@@ -98,3 +98,9 @@ def test_a_list_is_not_a_batch(eager):
 def test_float64_batches_are_accepted(eager):
     batch = random_batch(1, 32, 32)
     np.testing.assert_array_equal(eager(batch.astype(np.float64)), eager(batch))
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_bad_thread_counts_are_refused(model, threads):
+    with pytest.raises(ValueError, match="threads"):
+        build_predictor(model, "eager", threads=threads)
