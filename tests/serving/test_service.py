@@ -231,3 +231,14 @@ def test_inspect_cli_prints_verdicts_and_writes_overlays(service, tmp_path, caps
     assert overlay[42, 65].tolist() != cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)[42, 65].tolist()  # tinted
     assert main(["inspect", str(good), "--url", service["url"] + "/probe", "--json"]) == 0
     assert '"decision": "NG"' in capsys.readouterr().out
+
+
+def test_bench_load_driver_is_bounded_and_measures(service):
+    from serving.bench import drive
+
+    load = drive(service["url"] + "/v1/inspect", encode(textured(TILE, TILE), "PNG"), concurrency=2,
+                 duration_s=30, max_requests=6)
+    assert len(load.latencies_s) == 6 and load.errors == 0  # the request budget stopped it
+    assert 0 < load.percentile_ms(50) <= load.percentile_ms(99) and load.throughput > 0
+    with pytest.raises(ValueError, match="concurrency"):
+        drive(service["url"], b"", concurrency=1000, duration_s=1, max_requests=1)
