@@ -20,9 +20,9 @@ from tuning.trial import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_r
 from tuning.trials import TrialTable, collect_trials
 
 SEARCH_PLAN_FILE = "jaffnet_search.json"
-# CPUs left per concurrent trial for its Ray Data tasks: with every CPU held by training
-# workers, Ray Data waits forever.
-DATA_CPUS_PER_TRIAL = 0.5
+# CPUs left per concurrent trial for its Ray Data tasks (a Parquet read task takes a whole
+# CPU): with every CPU held by training workers, Ray Data waits forever.
+DATA_CPUS_PER_TRIAL = 1.0
 
 
 class SearchError(RuntimeError):

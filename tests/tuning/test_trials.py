@@ -66,13 +66,13 @@ def test_max_mode_picks_the_highest():
 
 def test_concurrency_leaves_cpus_for_data():
     one_worker = TrainConfig(num_workers=1, cpus_per_worker=0.5)
-    assert concurrency_limit(one_worker, {"CPU": 2}) == 1  # 0.5 train + 0.5 data + driver each
-    assert concurrency_limit(one_worker, {"CPU": 4}) == 3
-    assert concurrency_limit(one_worker, {"CPU": 4}, requested=2) == 2
-    assert concurrency_limit(one_worker, {"CPU": 4}, requested=9) == 3
+    assert concurrency_limit(one_worker, {"CPU": 2}) == 1  # 0.5 train + 1 data + driver each
+    assert concurrency_limit(one_worker, {"CPU": 4}) == 2
+    assert concurrency_limit(one_worker, {"CPU": 4}, requested=1) == 1
+    assert concurrency_limit(one_worker, {"CPU": 8}, requested=9) == 5
     gpu = TrainConfig(num_workers=2, cpus_per_worker=1, use_gpu=True)
     assert concurrency_limit(gpu, {"CPU": 32, "GPU": 4}) == 2
-    with pytest.raises(SearchError, match="one trial needs 2.51 CPUs"):
+    with pytest.raises(SearchError, match="one trial needs 3.01 CPUs"):
         concurrency_limit(TrainConfig(num_workers=2, cpus_per_worker=1), {"CPU": 2})
     with pytest.raises(SearchError, match="2 GPUs"):
         concurrency_limit(gpu, {"CPU": 32, "GPU": 1})
