@@ -10,7 +10,6 @@ threshold, writes overlays and the checkpoint; every rank then calls ``ray.train
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 import zlib
@@ -88,10 +87,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
                 save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state)
-                # Written to the (driver-streamed) stdout directly: Ray Train's patched
-                # print would also send it through its logger and show it twice.
-                sys.stdout.write(format_epoch_line(metrics, cfg.epochs) + "\n")
-                sys.stdout.flush()
+                # Ray Train's patched print routes this through its logger to the driver.
+                print(format_epoch_line(metrics, cfg.epochs), flush=True)
             metrics = _broadcast(metrics)
             if rank != 0:
                 state.epoch, state.history = epoch, [*state.history, metrics]
