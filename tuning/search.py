@@ -17,7 +17,7 @@ from typing import Any
 
 from tuning.search_space import SearchSpace, parse_search_space, space_summary
 from tuning.trial import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_run_dir, trial_train_config
-from tuning.trials import TrialTable, collect_trials
+from tuning.trials import TrialTable, collect_trials, merge_train_reports
 
 SEARCH_PLAN_FILE = "jaffnet_search.json"
 # CPUs left per concurrent trial for its Ray Data tasks (a Parquet read task takes a whole
@@ -239,6 +239,7 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     table = collect_trials(grid, cfg.best_metric, cfg.best_mode, cfg.epochs,
                            unfinished=unfinished_trials(plan.experiment_path),
                            expected_trials=plan.search_space.trial_count())
+    merge_train_reports(table, _train_reports(plan, table), cfg.epochs)
     finished = table.complete
     outcome = SearchOutcome(plan, table)
     _tag_trial_runs(plan, table)
@@ -254,6 +255,19 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     mlflow.set_tags({"tune.outcome": "finished", "tune.best_trial": best.trial_id})
     outcome.publication = publish_winner(plan, best)
     return outcome
+
+
+def _train_reports(plan: SearchPlan, table: TrialTable) -> dict[str, list[dict[str, Any]]]:
+    """Each trial's Ray Train run's kept reports (latest and best checkpoints)."""
+    from ray.train import Result
+
+    reports = {}
+    for row in table.rows:
+        run_dir = trial_run_dir(plan.experiment_path, row.trial_id)
+        if (run_dir / "checkpoint_manager_snapshot.json").is_file():
+            result = Result.from_path(str(run_dir))
+            reports[row.trial_id] = [metrics for _, metrics in result.best_checkpoints or []] + [result.metrics or {}]
+    return reports
 
 
 def unfinished_trials(experiment_path: str | Path) -> set[str]:

@@ -87,6 +87,26 @@ def collect_trials(results: Sequence[Any], metric: str, mode: str, max_epochs: i
     return table
 
 
+def merge_train_reports(table: TrialTable, reports: dict[str, list[dict[str, Any]]], max_epochs: int) -> None:
+    """Fold in epochs that a trial's Ray Train run reported but Tune never saw.
+
+    On Ctrl+C Tune stops listening before the trial's trainer stops; an epoch finished in
+    that gap is checkpointed (and picked up on resume) without reaching Tune's history.
+    ``reports``: trial id -> the Train run's reported metrics (its kept checkpoints).
+    """
+    for row in table.rows:
+        for metrics in reports.get(row.trial_id, []):
+            if "epoch" not in metrics:
+                continue
+            row.epochs_run = max(row.epochs_run, int(metrics["epoch"]) + 1)
+            value = metrics.get(table.metric)
+            better = row.best is None or (value < row.best if table.mode == "min" else value > row.best)
+            if value is not None and better:
+                row.best, row.best_epoch = float(value), int(metrics["epoch"])
+        if row.status == STOPPED_EARLY and row.epochs_run >= max_epochs:
+            row.status = COMPLETED
+
+
 def format_trial_table(rows: Sequence[TrialRow], metric: str) -> str:
     param_keys = sorted({key for row in rows for key in row.params})
     header = ["trial", *param_keys, f"best {metric}", "best epoch", "epochs", "status"]

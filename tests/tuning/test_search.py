@@ -149,6 +149,8 @@ def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, trackin
     trials = nested_runs(client, plan.parent_run_id)
     assert set(trials) == {row.trial_id for row in second.table.rows}
     run_id = trials[by_batch[2].trial_id].info.run_id
-    assert [m.step for m in client.get_metric_history(run_id, "val_mae")] == [0, 1]
-    assert client.get_metric_history(run_id, "resumed_at_epoch")[-1].value == 1  # continued, not restarted
+    # Continued from its checkpoint, not restarted: no epoch is logged twice. (Epoch 1 may
+    # have been finished by the trainer after Ctrl+C, unseen by Tune; the table counts it.)
+    steps = [m.step for m in client.get_metric_history(run_id, "val_mae")]
+    assert steps[0] == 0 and len(steps) == len(set(steps))
     assert client.get_run(plan.parent_run_id).data.tags["tune.outcome"] == "finished"

@@ -6,7 +6,7 @@ import pytest
 from pipelines.training.config import TrainConfig
 from tuning.search import SearchError, concurrency_limit
 from tuning.tracking import training_metrics
-from tuning.trials import COMPLETED, ERROR, STOPPED_EARLY, UNFINISHED, collect_trials
+from tuning.trials import COMPLETED, ERROR, STOPPED_EARLY, UNFINISHED, collect_trials, merge_train_reports
 
 
 def fake_result(trial_id, params, maes, error=None):
@@ -82,3 +82,13 @@ def test_training_metrics_drop_tune_bookkeeping():
     result = {"val_mae": 0.1, "epoch": 2, "epochs_done": 3, "time_total_s": 5.0, "training_iteration": 3,
               "checkpoint_path": "/x", "done": False, "pid": 7, "val_loss": float("nan"), "date": "today"}
     assert training_metrics(result) == {"val_mae": 0.1, "epoch": 2.0, "epochs_done": 3.0}
+
+
+def test_epochs_only_the_trainer_reported_count():
+    # Tune saw epoch 0 of t1; its trainer also finished epoch 1 (after a Ctrl+C) and then
+    # the resumed trial had nothing left to train.
+    table = collect_trials(RESULTS[:2], "val_mae", "min", max_epochs=2, expected_trials=2)
+    assert table.rows[1].status == STOPPED_EARLY
+    merge_train_reports(table, {"t1": [{"epoch": 1, "val_mae": 0.3}, {"epoch": 0, "val_mae": 0.5}]}, max_epochs=2)
+    t1 = table.rows[1]
+    assert (t1.status, t1.epochs_run, t1.best, t1.best_epoch) == (COMPLETED, 2, 0.3, 1)
