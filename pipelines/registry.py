@@ -84,6 +84,29 @@ def _find_saved_dir(root: Path) -> Path:
     raise FileNotFoundError(f"{root} holds no JAFFNet model ({CONFIG_FILE} not found)")
 
 
+def resolve_model_version(uri: str):
+    """The registry's ``ModelVersion`` behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+
+    Raises LookupError naming the URI and the registry when it does not exist.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        raise ValueError(f"{uri!r} is not a models:/ URI")
+    spec = uri[len("models:/"):]
+    client = MlflowClient()
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, number = spec.rsplit("/", 1)
+        return client.get_model_version(name, number)
+    except (MlflowException, ValueError) as exc:
+        raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: {exc}") from exc
+
+
 def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
     """Load from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or a local path."""
     uri = str(uri)
@@ -92,23 +115,12 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
         return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"], source=uri)
 
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name = version = run_id = None
     if uri.startswith("models:/"):
-        client = MlflowClient()
-        spec = uri[len("models:/"):]
-        try:
-            if "@" in spec:
-                name, alias = spec.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-            else:
-                name, number = spec.rsplit("/", 1)
-                mv = client.get_model_version(name, number)
-        except (MlflowException, ValueError) as exc:
-            raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: {exc}") from exc
-        version, run_id = str(mv.version), mv.run_id
+        mv = resolve_model_version(uri)
+        name, version, run_id = mv.name, str(mv.version), mv.run_id
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:

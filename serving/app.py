@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from pipelines.registry import configure_tracking
+from pipelines.registry import configure_tracking, resolve_model_version
 from serving.api import InspectionAPI
 from serving.config import ServingConfig
 from serving.model_deployment import JAFFNetModel, ModelLoadError
@@ -32,25 +32,13 @@ def resolve_model_uri(model_uri: str) -> str:
             return str(path.resolve())  # replicas need not share the driver's working directory
         return model_uri
 
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    spec = model_uri[len("models:/"):]
-    client = MlflowClient()
     try:
-        if "@" in spec:
-            name, alias = spec.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = spec.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-    except (MlflowException, ValueError) as exc:
+        version = resolve_model_version(model_uri)
+    except LookupError as exc:
         raise ModelLoadError(
-            f"cannot resolve {model_uri} in the model registry at {mlflow.get_registry_uri()}: {exc}. "
-            "Register a model and set the alias first (e.g. with `jaffnet train`), or pass --model"
+            f"{exc}. Register a model and set the alias first (e.g. with `jaffnet train`), or pass --model"
         ) from exc
-    return f"models:/{name}/{version.version}"
+    return f"models:/{version.name}/{version.version}"
 
 
 def build_app(args: dict[str, Any]) -> Application:
