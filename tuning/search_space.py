@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from jaffnet.layers.drf import validate_dilation_rates
+from pipelines.training.config import parse_yaml_mapping, read_yaml_file
 
 DEFAULT_SEARCH_SPACE = "search_space.yaml"  # packaged beside this module
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "grid")
@@ -93,18 +92,11 @@ def load_search_space(path: str | Path | None = None, *, num_samples: int | None
                       max_concurrent: int | None = None) -> SearchSpace:
     """The packaged default (``path=None``) or a YAML file, with command-line overrides."""
     if path is None:
-        text, source = Path(__file__).with_name(DEFAULT_SEARCH_SPACE).read_text(), DEFAULT_SEARCH_SPACE
+        source = DEFAULT_SEARCH_SPACE
+        values = parse_yaml_mapping(Path(__file__).with_name(source).read_text(), source, SearchSpaceError)
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise SearchSpaceError(f"search-space file {path} not found")
-        text, source = path.read_text(), str(path)
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"{source} is not valid YAML: {exc}") from exc
-    if not isinstance(values, dict):
-        raise SearchSpaceError(f"{source} must hold a mapping, got {type(values).__name__}")
+        source = str(path)
+        values = read_yaml_file(path, SearchSpaceError, what="search-space file")
     if num_samples is not None:
         values["num_samples"] = num_samples
     if max_concurrent is not None:

@@ -173,20 +173,27 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
     """A config file's mapping; ``None`` reads the packaged defaults."""
     if path is None:
         text = resources.files(__package__).joinpath(DEFAULT_CONFIG).read_text()
-        source = f"packaged {DEFAULT_CONFIG}"
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        text, source = path.read_text(), str(path)
+        return parse_yaml_mapping(text, f"packaged {DEFAULT_CONFIG}")
+    return read_yaml_file(path)
+
+
+def read_yaml_file(path: str | Path, error: type[Exception] = ValueError, what: str = "config file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (empty file: ``{}``); problems raise ``error``."""
+    path = Path(path)
+    if not path.is_file():
+        raise (FileNotFoundError if error is ValueError else error)(f"{what} {path} not found")
+    return parse_yaml_mapping(path.read_text(), str(path), error)
+
+
+def parse_yaml_mapping(text: str, source: str, error: type[Exception] = ValueError) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{source} is not valid YAML: {exc}") from exc
+        raise error(f"{source} is not valid YAML: {exc}") from exc
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"{source} must hold a mapping of config keys, got {type(values).__name__}")
+        raise error(f"{source} must hold a mapping of keys, got {type(values).__name__}")
     return values
 
 
