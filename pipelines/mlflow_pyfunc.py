@@ -8,20 +8,18 @@ MLflow loads this file as the model's code; the weights and config travel as the
 
 import mlflow
 import numpy as np
-import torch
 from mlflow.pyfunc import PythonModel
 
+from jaffnet.inference import build_predictor
 from jaffnet.io import load_pretrained
 
 
 class JAFFNetPyfunc(PythonModel):
     def load_context(self, context):
-        self.model = load_pretrained(context.artifacts["jaffnet"])
+        self.predictor = build_predictor(load_pretrained(context.artifacts["jaffnet"]), "eager")
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        with torch.inference_mode():
-            logits = self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32)))
-        return torch.sigmoid(logits)[:, 0].numpy()
+        return self.predictor(np.asarray(model_input, dtype=np.float32))
 
 
 mlflow.models.set_model(JAFFNetPyfunc())
