@@ -84,6 +84,11 @@ def _find_saved_dir(root: Path) -> Path:
     raise FileNotFoundError(f"{root} holds no JAFFNet model ({CONFIG_FILE} not found)")
 
 
+def is_local_path(uri: str) -> bool:
+    """True for a saved-model directory, False for ``models:/``, ``runs:/`` and ``scheme://`` URIs."""
+    return "://" not in uri and not uri.startswith(("models:/", "runs:/"))
+
+
 def resolve_model_version(uri: str):
     """The registry's ``ModelVersion`` behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
 
@@ -110,7 +115,7 @@ def resolve_model_version(uri: str):
 def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
     """Load from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or a local path."""
     uri = str(uri)
-    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
+    if is_local_path(uri):
         saved = _find_saved_dir(Path(uri))
         return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"], source=uri)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from pipelines.registry import configure_tracking, resolve_model_version
+from pipelines.registry import configure_tracking, is_local_path, resolve_model_version
 from serving.api import InspectionAPI
 from serving.config import ServingConfig
 from serving.model_deployment import JAFFNetModel, ModelLoadError
@@ -24,12 +24,12 @@ def resolve_model_uri(model_uri: str) -> str:
 
     Needs the tracking/registry URI configured (``configure_tracking``).
     """
+    if is_local_path(model_uri):
+        path = Path(model_uri).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model directory {model_uri!r} does not exist")
+        return str(path.resolve())  # replicas need not share the driver's working directory
     if not model_uri.startswith("models:/"):
-        if "://" not in model_uri and not model_uri.startswith("runs:/"):
-            path = Path(model_uri).expanduser()
-            if not path.exists():
-                raise ModelLoadError(f"model directory {model_uri!r} does not exist")
-            return str(path.resolve())  # replicas need not share the driver's working directory
         return model_uri
 
     try:
