@@ -2,7 +2,7 @@
 into Parquet with Ray Data, and the paired-augmentation training input."""
 
 from pipelines.data.augment import AugmentConfig
-from pipelines.data.dataset import Sample, build_dataset, iter_samples, manifest_hash, read_manifest
+from pipelines.data.dataset import Sample, build_dataset, iter_samples, manifest_hash, read_manifest, read_split
 from pipelines.data.ingestion import IngestError, IngestResult, ingest
 from pipelines.data.layouts import FORMATS, SourceError
 from pipelines.data.synth import synthesize
@@ -19,5 +19,6 @@ __all__ = [
     "iter_samples",
     "manifest_hash",
     "read_manifest",
+    "read_split",
     "synthesize",
 ]

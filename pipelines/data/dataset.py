@@ -83,31 +83,44 @@ def _prepare_batch_in_worker(batch: dict[str, np.ndarray], **kwargs) -> dict[str
     return prepare_batch(batch, **kwargs)
 
 
-def build_dataset(dataset_dir: str | Path, split: str, image_size: int, *, augment: bool,
-                  seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
-                  num_cpus: float = 0.25, batch_size: int = 16):
-    """A lazy Ray Dataset of one split with columns ``image`` float32 (3, S, S) normalised,
-    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``.
+def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16):
+    """A lazy Ray Dataset of one split's encoded rows (``id``, ``defect_class``, ``split``,
+    PNG ``image`` and ``mask``), in blocks of ``rows_per_block`` rows.
 
-    ``augment=True`` applies the training augmentation drawn from ``(seed, epoch, id)``;
-    build one dataset per epoch. Nothing executes until the dataset is consumed; the
-    fractional ``num_cpus`` leaves room beside training workers.
+    Materialise it to decode many epochs from memory: reading and re-blocking the
+    Parquet files costs a few dozen small tasks per pass.
     """
     import ray
     from pyarrow.fs import LocalFileSystem  # explicit: skips Ray's filesystem detection
     from ray.data.expressions import col
 
     _check_split(split)
-    if image_size < 32 or image_size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
-    if augment and config is None:
-        config = AugmentConfig.from_yaml()
     # Column selection and the split predicate are pushed down into the Parquet scan.
     rows = ray.data.read_parquet(str(_data_dir(dataset_dir)), filesystem=LocalFileSystem())
     rows = rows.select_columns(_COLUMNS)
     rows = rows.filter(expr=col("split") == split)
     # Small files arrive as one block; batch-sized blocks let several tasks share the work.
-    rows = rows.repartition(target_num_rows_per_block=batch_size)
+    return rows.repartition(target_num_rows_per_block=rows_per_block)
+
+
+def build_dataset(source, split: str, image_size: int, *, augment: bool,
+                  seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
+                  num_cpus: float = 0.25, batch_size: int = 16):
+    """A lazy Ray Dataset of one split with columns ``image`` float32 (3, S, S) normalised,
+    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``.
+
+    ``source``: a dataset folder, or that split's rows from :func:`read_split` (e.g.
+    materialised once and shared by every epoch). ``augment=True`` applies the training
+    augmentation drawn from ``(seed, epoch, id)``; build one dataset per epoch. Nothing
+    executes until the dataset is consumed; the fractional ``num_cpus`` leaves room beside
+    training workers.
+    """
+    _check_split(split)
+    if image_size < 32 or image_size % 32:
+        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+    if augment and config is None:
+        config = AugmentConfig.from_yaml()
+    rows = read_split(source, split, rows_per_block=batch_size) if isinstance(source, (str, Path)) else source
     return rows.map_batches(
         _prepare_batch_in_worker,
         fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,

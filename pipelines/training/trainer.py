@@ -45,11 +45,15 @@ def configure_data_context() -> None:
 def build_datasets(cfg: TrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
     """One lazy train dataset per epoch (``train_<e>``: a fresh, reproducible augmentation
     draw each epoch; only the epochs that run are ever executed) plus ``val``,
-    materialised once: it never changes, and every worker reads all of it each epoch."""
-    from pipelines.data import build_dataset
+    materialised once: it never changes, and every worker reads all of it each epoch.
 
+    The train split's encoded rows are read once into the object store; each epoch only
+    decodes and augments them."""
+    from pipelines.data import build_dataset, read_split
+
+    encoded_train = read_split(dataset_dir, "train").materialize()
     datasets = {
-        train_dataset_name(epoch): build_dataset(dataset_dir, "train", cfg.image_size, augment=True,
+        train_dataset_name(epoch): build_dataset(encoded_train, "train", cfg.image_size, augment=True,
                                                  seed=cfg.seed, epoch=epoch)
         for epoch in range(cfg.epochs)
     }
