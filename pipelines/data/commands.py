@@ -16,6 +16,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
     synth.add_argument("--count", type=int, default=500)
     synth.add_argument("--size", type=int, default=256, help="frame side in pixels")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--difficulty", choices=("hard", "easy"), default="hard",
+                       help="hard: a quarter of the defects faint, like the real data; easy: none faint, "
+                            "1.5x contrast (the demo's setting)")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     synth.set_defaults(func=run_synth)
 
@@ -51,11 +54,12 @@ def run_synth(args: argparse.Namespace) -> int:
     from pipelines.data.synth import synthesize
 
     try:
-        summary = synthesize(args.out, args.count, args.size, args.seed, overwrite=args.overwrite)
+        summary = synthesize(args.out, args.count, args.size, args.seed, difficulty=args.difficulty,
+                             overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:
         return _error(str(exc))
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
-    print(f"wrote {summary.count} frames of {summary.size}x{summary.size} to {summary.out_dir} "
+    print(f"wrote {summary.count} {summary.difficulty} frames of {summary.size}x{summary.size} to {summary.out_dir} "
           f"in {summary.seconds:.2f} s ({summary.images_per_s:.0f} images/s)")
     print(f"classes: {classes}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.data.defects import DEFECT_FREE, DEFECT_KINDS, draw_defect, plant
+from pipelines.data.defects import DEFECT_FREE, DEFECT_KINDS, DIFFICULTIES, draw_defect, plant
 from pipelines.data.textures import TEXTURES, load_photos, render_texture
 
 CLASSES = DEFECT_KINDS + (DEFECT_FREE,)
@@ -39,6 +39,7 @@ class SynthSummary:
     count: int
     size: int
     seed: int
+    difficulty: str
     seconds: float
     classes: dict[str, int] = field(default_factory=dict)
     textures: dict[str, int] = field(default_factory=dict)
@@ -55,8 +56,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def draw_sample(size: int, rng: np.random.Generator, defect_class: str | None = None) -> SynthSample:
-    """One frame: a random texture with (usually) one planted defect."""
+def draw_sample(size: int, rng: np.random.Generator, defect_class: str | None = None,
+                difficulty: str = "hard") -> SynthSample:
+    """One frame: a random texture with (usually) one planted defect (see ``DIFFICULTIES``)."""
     if defect_class is None:
         defect_free = rng.random() < DEFECT_FREE_FRACTION
         defect_class = DEFECT_FREE if defect_free else DEFECT_KINDS[rng.integers(len(DEFECT_KINDS))]
@@ -64,7 +66,7 @@ def draw_sample(size: int, rng: np.random.Generator, defect_class: str | None = 
     background = _to_uint8(render_texture(texture, size, rng))
     if defect_class == DEFECT_FREE:
         return SynthSample(background, np.zeros_like(background), defect_class, texture, background)
-    defect = draw_defect(defect_class, size, rng)
+    defect = draw_defect(defect_class, size, rng, difficulty)
     image = _to_uint8(plant(background.astype(np.float32), defect))
     return SynthSample(image, defect.mask * np.uint8(255), defect_class, texture, background)
 
@@ -74,8 +76,13 @@ def sample_id(index: int) -> str:
 
 
 def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
-               *, overwrite: bool = False) -> SynthSummary:
-    """Write ``count`` frames of ``size`` x ``size`` pixels into ``out_dir``."""
+               *, difficulty: str = "hard", overwrite: bool = False) -> SynthSummary:
+    """Write ``count`` frames of ``size`` x ``size`` pixels into ``out_dir``.
+
+    ``difficulty``: ``hard`` (default, a quarter of the defects faint) or ``easy``.
+    """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; choose one of {tuple(DIFFICULTIES)}")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if size < 16:
@@ -90,11 +97,11 @@ def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
 
     load_photos()  # once, outside the timing: the rate reported is the steady state
     start = time.perf_counter()
-    summary = SynthSummary(str(out), count, size, seed, 0.0)
+    summary = SynthSummary(str(out), count, size, seed, difficulty, 0.0)
     rows = []
     for index in range(count):
         rng = np.random.default_rng([seed, index])
-        sample = draw_sample(size, rng)
+        sample = draw_sample(size, rng, difficulty=difficulty)
         name = sample_id(index)
         cv2.imwrite(str(out / "images" / f"{name}.png"), sample.image)
         cv2.imwrite(str(out / "masks" / f"{name}.png"), sample.mask)

@@ -20,6 +20,31 @@ def test_mask_is_exactly_where_the_defect_was_drawn(kind):
         assert changed[inside].mean() > 0.3, "the defect is invisible inside its mask"
 
 
+def test_easy_difficulty_plants_the_same_defects_with_more_contrast():
+    for seed in range(20):
+        hard = draw_sample(64, np.random.default_rng(seed), "patch", difficulty="hard")
+        easy = draw_sample(64, np.random.default_rng(seed), "patch", difficulty="easy")
+        assert np.array_equal(hard.mask, easy.mask) and np.array_equal(hard.background, easy.background)
+        inside = hard.mask > 0
+        change = lambda s: np.abs(s.image.astype(int) - s.background)[inside].mean()  # noqa: E731
+        assert change(easy) >= change(hard)
+
+
+def test_hard_difficulty_keeps_some_defects_faint():
+    def planted_contrast(difficulty, seed):
+        sample = draw_sample(64, np.random.default_rng(seed), "inclusion", difficulty=difficulty)
+        return np.abs(sample.image.astype(int) - sample.background)[sample.mask > 0].max()
+
+    hard = [planted_contrast("hard", s) for s in range(60)]
+    easy = [planted_contrast("easy", s) for s in range(60)]
+    assert min(hard) < 15 < min(easy)
+
+
+def test_unknown_difficulty_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown difficulty 'medium'"):
+        synthesize(tmp_path / "out", count=2, size=32, difficulty="medium")
+
+
 def test_defect_free_frames_have_empty_masks():
     sample = draw_sample(64, np.random.default_rng(0), "none")
     assert not sample.mask.any() and np.array_equal(sample.image, sample.background)
