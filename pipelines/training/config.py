@@ -26,6 +26,7 @@ VALIDATION_METRICS = tuple(f"val_{name}" for name in METRIC_COLUMNS)
 REPORTED_METRICS = ("epoch", "train_loss", "val_loss", *VALIDATION_METRICS, "val_threshold", "lr")
 SELECTABLE_METRICS = ("val_loss", *VALIDATION_METRICS)
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -66,6 +67,7 @@ class TrainConfig:
     torch_threads: int = 0
     storage_path: str = "ray_results"
     max_failures: int = 1
+    ray_log_level: str = "WARNING"
     debug_fail_once_at_epoch: int | None = None
 
     def __post_init__(self) -> None:
@@ -164,6 +166,8 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.torch_threads >= 0, "torch_threads", "must be >= 0 (0: automatic)", cfg.torch_threads)
     _require(bool(cfg.storage_path.strip()), "storage_path", "must not be empty", cfg.storage_path)
     _require(cfg.max_failures >= -1, "max_failures", "must be >= 0 (or -1: unlimited)", cfg.max_failures)
+    _require(cfg.ray_log_level in _LOG_LEVELS, "ray_log_level", f"must be one of {', '.join(_LOG_LEVELS)}",
+             cfg.ray_log_level)
     if cfg.debug_fail_once_at_epoch is not None:
         _require(0 <= cfg.debug_fail_once_at_epoch < cfg.epochs, "debug_fail_once_at_epoch",
                  "must be an epoch index in [0, epochs)", cfg.debug_fail_once_at_epoch)

@@ -9,6 +9,7 @@ threshold, writes overlays and the checkpoint; every rank then calls ``ray.train
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -32,6 +33,7 @@ def train_dataset_name(epoch: int) -> str:
 
 
 VAL_DATASET = "val"
+_progress = logging.getLogger("jaffnet.training")
 
 
 class InjectedFailure(RuntimeError):
@@ -44,6 +46,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg = TrainConfig.from_dict(loop_config["config"])
+    _quiet_report_log(cfg.ray_log_level)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -87,13 +90,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
                 save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state)
-                # Ray Train's patched print routes this through its logger to the driver.
-                print(format_epoch_line(metrics, cfg.epochs), flush=True)
+                # A logger, not print: Ray Train's patched print would show the line twice.
+                _progress.info(format_epoch_line(metrics, cfg.epochs))
             metrics = _broadcast(metrics)
             if rank != 0:
                 state.epoch, state.history = epoch, [*state.history, metrics]
             report_checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(metrics, checkpoint=report_checkpoint)
+
+
+def _quiet_report_log(level: str) -> None:
+    """Ray 2.60 logs "Reporting training result ..." through a logger named after its
+    source file, which ``LoggingConfig(log_level=...)`` does not reach: apply the level here."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(level)
 
 
 def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:

@@ -73,6 +73,7 @@ def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] =
             num_to_keep=1, checkpoint_score_attribute=cfg.best_metric, checkpoint_score_order=cfg.best_mode
         ),
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        logging_config=ray.train.LoggingConfig(log_level=cfg.ray_log_level),
         callbacks=list(callbacks),
     )
 

@@ -40,6 +40,7 @@ def test_dump_round_trips(tmp_path):
     ("debug_fail_once_at_epoch=99", "debug_fail_once_at_epoch"),
     ("encoder_depth=50", "encoder_depth"),
     ("lr=null", "lr"),
+    ("ray_log_level=verbose", "ray_log_level"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ValueError, match=f"'{key}'"):
