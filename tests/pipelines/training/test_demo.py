@@ -1,0 +1,26 @@
+"""`jaffnet demo`, the README's main command, end to end at a toy size (its real
+settings train for minutes; README quotes that run)."""
+
+import mlflow
+import pytest
+
+from pipelines.training.demo import run_demo
+
+TOY = ["width=0.125", "image_size=32", "epochs=1", "batch_size=2", "cpus_per_worker=0.25", "num_overlays=1"]
+
+
+def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # MLflow artifacts go under ./mlruns
+    try:
+        result = run_demo(tmp_path / "demo_out", count=40, overrides=TOY,
+                          tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    out = capsys.readouterr().out
+    assert "easy difficulty" in out and "test split, overall" in out and "all-background" in out
+    assert "mlflow ui --backend-store-uri" in out
+    for row in (result["model"], result["baseline"]):
+        assert set(row) >= {"mae", "weighted_f", "s_measure", "mean_e", "max_f"}
+    # All-background scores by construction: no false positives, so MAE is the defect area.
+    assert result["baseline"]["max_f"] < 0.1 and result["baseline"]["weighted_f"] < 0.05
+    assert (tmp_path / "demo_out" / "dataset" / "manifest.json").is_file()
