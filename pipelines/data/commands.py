@@ -59,7 +59,7 @@ def run_synth(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as exc:
         return _error(str(exc))
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
-    print(f"wrote {summary.count} {summary.difficulty} frames of {summary.size}x{summary.size} to {summary.out_dir} "
+    print(f"wrote {summary.count} frames of {summary.size}x{summary.size} ({summary.difficulty}) to {summary.out_dir} "
           f"in {summary.seconds:.2f} s ({summary.images_per_s:.0f} images/s)")
     print(f"classes: {classes}")
     return 0

@@ -7,7 +7,7 @@ from pipelines.data import read_manifest
 def test_synth_then_ingest_then_refuse_overwrite(ray_session, tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "src"), "--count", "12", "--size", "32",
                  "--seed", "1"]) == 0
-    assert "wrote 12 frames of 32x32" in capsys.readouterr().out
+    assert "wrote 12 frames of 32x32 (hard)" in capsys.readouterr().out
     assert main(["synth", "--out", str(tmp_path / "src"), "--count", "12"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
