@@ -21,7 +21,7 @@ def print_training_summary(outcome) -> None:
     pub = outcome.publication
     print(format_table({f"val, best epoch {pub.epoch + 1}": validation_row(pub.metrics)}))
     aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if pub.promoted else [])
-    print(f"threshold {pub.threshold:.3f} (max F-measure on val)")
+    print(f"threshold {pub.threshold:.3f} (max pooled-pixel F-measure on val)")
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason})")
     print(f"checkpoint {pub.checkpoint_path}")
     print(f"Ray Train run {outcome.run_name}; MLflow run {outcome.mlflow_run_id} "

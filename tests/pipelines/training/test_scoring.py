@@ -35,6 +35,27 @@ def test_calibrated_threshold_separates_a_clean_split():
     assert 0.25 < threshold <= 0.7  # between background (<= 0.25) and defect (>= 0.7) scores
 
 
+def test_false_alarms_on_defect_free_frames_raise_the_threshold():
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:16] = True
+    defective = np.where(mask, 0.9, 0.1)
+    clean = np.zeros((32, 32))
+    clean[:16] = 0.6  # a model that fires on half of a good part
+
+    only_defective = ThresholdCalibrator()
+    only_defective.update(defective, mask)
+    with_clean = ThresholdCalibrator()
+    with_clean.update(defective, mask)
+    with_clean.update(clean, np.zeros_like(mask))
+    assert only_defective.compute() <= 0.6 < with_clean.compute() <= 0.9
+
+
+def test_a_split_without_defect_pixels_keeps_the_default_threshold():
+    calibrator = ThresholdCalibrator()
+    calibrator.update(np.full((8, 8), 0.3), np.zeros((8, 8), bool))
+    assert calibrator.compute() == 0.5
+
+
 def test_scores_at_original_size_per_class(tmp_path):
     samples = [_square_sample("a", "scratch"), _square_sample("b", "scratch"), _square_sample("c", "clean")]
     # Predictions at a smaller "training size"; perfect after resizing back.
