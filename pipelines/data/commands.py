@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.data.defects import DIFFICULTIES
 from pipelines.data.layouts import FORMATS
 
 _SHOWN_REJECTIONS = 20
@@ -16,7 +17,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     synth.add_argument("--count", type=int, default=500)
     synth.add_argument("--size", type=int, default=256, help="frame side in pixels")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--difficulty", choices=("hard", "easy"), default="hard",
+    synth.add_argument("--difficulty", choices=tuple(DIFFICULTIES), default="hard",
                        help="hard: a quarter of the defects faint, like the real data; easy: none faint, "
                             "1.5x contrast (the demo's setting)")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -137,13 +137,13 @@ _PAINTERS = {"scratch": scratch, "inclusion": inclusion, "patch": patch, "crack"
 def draw_defect(kind: str, size: int, rng: np.random.Generator, difficulty: str = "hard") -> Defect:
     if kind not in _PAINTERS:
         raise ValueError(f"unknown defect kind {kind!r}; choose one of {DEFECT_KINDS}")
-    scale = _difficulty(difficulty).scale(rng)
+    scale = get_difficulty(difficulty).scale(rng)
     defect = _PAINTERS[kind](size, rng)
     magnitude = max(MIN_CONTRAST, abs(defect.delta) * scale)
     return Defect(defect.mask, float(np.copysign(magnitude, defect.delta)))
 
 
-def _difficulty(name: str) -> Difficulty:
+def get_difficulty(name: str) -> Difficulty:
     if name not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {name!r}; choose one of {tuple(DIFFICULTIES)}")
     return DIFFICULTIES[name]

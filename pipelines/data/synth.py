@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.data.defects import DEFECT_FREE, DEFECT_KINDS, DIFFICULTIES, draw_defect, plant
+from pipelines.data.defects import DEFECT_FREE, DEFECT_KINDS, draw_defect, get_difficulty, plant
 from pipelines.data.textures import TEXTURES, load_photos, render_texture
 
 CLASSES = DEFECT_KINDS + (DEFECT_FREE,)
@@ -58,7 +58,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 def draw_sample(size: int, rng: np.random.Generator, defect_class: str | None = None,
                 difficulty: str = "hard") -> SynthSample:
-    """One frame: a random texture with (usually) one planted defect (see ``DIFFICULTIES``)."""
+    """One frame: a random texture with (usually) one planted defect (see ``defects.DIFFICULTIES``)."""
     if defect_class is None:
         defect_free = rng.random() < DEFECT_FREE_FRACTION
         defect_class = DEFECT_FREE if defect_free else DEFECT_KINDS[rng.integers(len(DEFECT_KINDS))]
@@ -81,8 +81,7 @@ def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
 
     ``difficulty``: ``hard`` (default, a quarter of the defects faint) or ``easy``.
     """
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r}; choose one of {tuple(DIFFICULTIES)}")
+    get_difficulty(difficulty)  # an unknown name fails before anything is written
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if size < 16:
