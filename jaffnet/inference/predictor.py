@@ -161,8 +161,13 @@ def _build_onnx(model, device, threads: int | None = None, image_size: int = 256
         return OnnxPredictor(path, threads=threads)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (AVX512-BF16 or AMX); without it bf16 is emulated, slowly."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _build_cpu_bf16(model, device, threads: int | None = None):
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_has_native_bf16():
         raise RuntimeError("backend 'cpu-bf16' needs a CPU with native bfloat16 (AVX512-BF16 or AMX); "
                            "this one would emulate it slowly: use 'fused' or 'onnx'")
     _threads(threads)

@@ -3,13 +3,17 @@ import pytest
 import torch
 
 from jaffnet.inference import BACKENDS, CPU_BACKENDS, build_predictor, error_bound
+from jaffnet.inference.predictor import cpu_has_native_bf16
 from tests.jaffnet.inference.conftest import TOLERANCE, random_batch
 
 # torch.compile with the "aot_eager" compiler checks graph capture of the fused model in
 # seconds; Inductor's C++ code generation takes minutes on 2 cores (see README).
 # Two shapes (batch, height, width) each, except compile: every new shape recompiles.
 SHAPES = [(2, 64, 64), (1, 96, 64)]
-TORCH_CASES = [("fused", {}, SHAPES), ("compile", {"compiler": "aot_eager"}, SHAPES[:1]), ("cpu-bf16", {}, SHAPES)]
+NO_BF16 = pytest.mark.skipif(not cpu_has_native_bf16(),
+                             reason="this CPU has no native bfloat16 (AVX512-BF16/AMX); cpu-bf16 refuses to run")
+TORCH_CASES = [("fused", {}, SHAPES), ("compile", {"compiler": "aot_eager"}, SHAPES[:1]),
+               pytest.param("cpu-bf16", {}, SHAPES, marks=NO_BF16)]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +21,7 @@ def eager(model):
     return build_predictor(model, "eager")
 
 
-@pytest.mark.parametrize("backend,options,shapes", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+@pytest.mark.parametrize("backend,options,shapes", TORCH_CASES, ids=["fused", "compile", "cpu-bf16"])
 def test_fast_paths_match_eager(model, eager, backend, options, shapes):
     predictor = build_predictor(model, backend, **options)
     assert predictor.backend == backend
@@ -28,6 +32,12 @@ def test_fast_paths_match_eager(model, eager, backend, options, shapes):
         got = predictor(batch)
         assert got.shape == shape and got.dtype == np.float32
         assert np.abs(got - expected).max() <= error_bound(backend)
+
+
+@pytest.mark.skipif(cpu_has_native_bf16(), reason="this CPU has native bfloat16")
+def test_cpu_bf16_refuses_a_cpu_without_native_bf16(model):
+    with pytest.raises(RuntimeError, match="native bfloat16"):
+        build_predictor(model, "cpu-bf16")
 
 
 def test_fp32_paths_keep_the_issue_bound():
