@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from serving.decoding import sniff_format
+from pipelines.data.codec import sniff_format
 from serving.postprocess import png_base64_to_mask
 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}

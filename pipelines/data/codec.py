@@ -1,20 +1,70 @@
-"""Decoding, validating and re-encoding image/mask pairs.
+"""The one image decoder: bytes -> validated pixels, for ingestion and for serving alike.
 
-Images keep their channel count (grayscale stays single-channel, colour becomes RGB) and
-are stored as lossless PNG, so one decoder serves every source format. Masks become
-0/255 single-channel PNG. Every problem raises :class:`InvalidSample` with a reason that
-ends up in the manifest next to the file name.
+Ingestion and the HTTP service must agree on what a decodable image is, so both go
+through :func:`read_image`. It refuses bad input before it costs memory: the format is
+sniffed from the magic bytes and the pixel dimensions are read from the header *before*
+decoding, so a small file that would decode to gigabytes (a decompression bomb) is
+refused without being decoded. OpenCV then decodes with ``IMREAD_UNCHANGED`` (keeping
+16-bit and alpha visible) and the result becomes uint8 grayscale ``(H, W)`` or **RGB**
+``(H, W, 3)`` (OpenCV's BGR is swapped here; alpha is dropped, the camera's pixels
+count). 16-bit samples keep their high byte. Every refusal is a :class:`DecodeError`
+with an HTTP-style status and a machine-readable code; serving passes those on, and
+ingestion turns them into :class:`InvalidSample` reasons.
+
+Ingestion also re-encodes: images keep their channel count and are stored as lossless
+PNG, masks become 0/255 single-channel PNG.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from jaffnet.preprocess import to_rgb
+
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    # Recognised only to name them in the refusal.
+    (b"II+\x00", "BigTIFF"),
+    (b"MM\x00+", "BigTIFF"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+
 # A mask counts as binary when almost every pixel sits near black or white after
-# thresholding at 128 (JPEG-compressed masks blur their edges a little).
-_AMBIGUOUS_LOW, _AMBIGUOUS_HIGH = 32, 223
+# thresholding at mid-scale (JPEG-compressed masks blur their edges a little). The
+# limits are for 8-bit masks and scale with a mask's depth.
+_AMBIGUOUS_LOW, _AMBIGUOUS_HIGH, _MASK_THRESHOLD = 32, 223, 128
 MAX_AMBIGUOUS_FRACTION = 0.02
+
+
+class DecodeError(ValueError):
+    """Bytes that are not an image we accept.
+
+    ``status`` is the HTTP status the refusal deserves (400 bad bytes, 413 too many
+    pixels, 415 a format or sample type we do not take), ``code`` a short snake_case
+    name for machines and ``message`` the reason in words a line engineer can act on.
+    The codec knows no HTTP; the status just lets serving pass the refusal on unchanged.
+    """
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class InvalidSample(ValueError):
@@ -26,54 +76,281 @@ class InvalidSample(ValueError):
         self.part = part
 
 
-def _imdecode(data: bytes, flags: int, what: str) -> np.ndarray:
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded image and what its file stored.
+
+    ``pixels`` is uint8 ``(H, W)`` for grayscale and grayscale + alpha sources and
+    ``(H, W, 3)`` RGB for colour and colour + alpha ones; ``channels`` (1, 2, 3 or 4)
+    and ``bit_depth`` (8 or 16) describe the file, not ``pixels``.
+    """
+
+    pixels: np.ndarray
+    format: str
+    channels: int
+    bit_depth: int
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """HxWx3 uint8 RGB, the one layout the model takes (grayscale is replicated)."""
+        return to_rgb(self.pixels)
+
+
+# --- the decoder -------------------------------------------------------------------
+
+
+def read_image(data: bytes, declared_format: str | None = None, max_pixels: int | None = None) -> DecodedImage:
+    """Validate and decode one image. Every refusal is a :class:`DecodeError`.
+
+    ``declared_format`` (e.g. from a content type) must match the sniffed format;
+    ``max_pixels`` caps width x height, checked on the header before decoding.
+    """
+    image, image_format = _decode(data, declared_format, max_pixels)
+    return DecodedImage(_to_8bit(_grey_or_rgb(image)), image_format, _channels(image), image.dtype.itemsize * 8)
+
+
+def _decode(data: bytes, declared_format: str | None = None,
+            max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """The checked OpenCV array at its stored depth and channel layout (BGR order), and
+    its format. Kept apart from :func:`read_image` so masks can be binarised before
+    their depth is reduced."""
     if not data:
-        raise InvalidSample(f"{what} file is empty", what)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        raise DecodeError(400, "empty_body", "the request carries no image bytes")
+    image_format = _checked_format(data, declared_format)
+    width, height = read_dimensions(data, image_format)
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError(413, "too_many_pixels",
+                          f"the frame is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
+    image = _imdecode(data, image_format)
+    if image.shape[:2] != (height, width):  # a header that lied about the size
+        raise DecodeError(400, "corrupt_image",
+                          f"the {image_format} header says {width}x{height} but decodes to "
+                          f"{image.shape[1]}x{image.shape[0]}")
+    image = _as_stored(image, data, image_format)
+    _check_samples(image, image_format)
+    return image, image_format
+
+
+def _checked_format(data: bytes, declared_format: str | None) -> str:
+    """The sniffed format, if it is one we decode and the one the sender declared."""
+    image_format = sniff_format(data)
+    if image_format is None:
+        raise DecodeError(400, "not_an_image",
+                          f"the body is not a {' / '.join(SUPPORTED_FORMATS)} image (unrecognised leading bytes)")
+    if image_format not in SUPPORTED_FORMATS:
+        raise DecodeError(415, "unsupported_format",
+                          f"{image_format} images are not supported; send {', '.join(SUPPORTED_FORMATS)}")
+    if declared_format is not None and declared_format != image_format:
+        raise DecodeError(415, "content_type_mismatch",
+                          f"the content type says {declared_format} but the body is a {image_format}")
+    return image_format
+
+
+def _imdecode(data: bytes, image_format: str) -> np.ndarray:
+    """OpenCV's decode, with its failures as 400s: it returns None for bytes it cannot
+    decode and raises ``cv2.error`` for sizes beyond its own limits (e.g. a header
+    claiming 2,000,000 x 1), which would otherwise surface as a crash."""
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise DecodeError(400, "corrupt_image", f"the {image_format} data cannot be decoded "
+                                                f"(OpenCV refused it: {getattr(exc, 'err', exc)})") from exc
     if image is None or image.size == 0:
-        raise InvalidSample(f"{what} is not a decodable image (corrupt, truncated or unknown format)",
-                            what)
+        raise DecodeError(400, "corrupt_image", f"the {image_format} data cannot be decoded (truncated or corrupt)")
     return image
 
 
-def _to_uint8(image: np.ndarray, what: str) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
+_PNG_GREY_ALPHA = 4  # IHDR colour type
+
+
+def _as_stored(image: np.ndarray, data: bytes, image_format: str) -> np.ndarray:
+    """Undo OpenCV's expansion of grayscale + alpha PNGs to BGRA, so such a file reports
+    2 channels and decodes to grayscale like any other grey image."""
+    if image_format == "PNG" and data[25] == _PNG_GREY_ALPHA and image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, [0, 3]])
+    return image
+
+
+def _check_samples(image: np.ndarray, image_format: str) -> None:
+    """Refuse sample types and channel counts the conversion to 8-bit grey/RGB cannot take."""
+    if image.dtype not in (np.uint8, np.uint16):
+        raise DecodeError(415, "unsupported_sample_type",
+                          f"{image_format} samples of type {image.dtype} are not supported; send 8- or 16-bit integers")
+    if _channels(image) not in (1, 2, 3, 4):
+        raise DecodeError(415, "unsupported_sample_type",
+                          f"{image_format} images with {_channels(image)} channels are not supported; "
+                          "send grayscale or colour")
+
+
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else image.shape[2]
+
+
+def _grey_or_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's layout -> ``(H, W)`` grey or ``(H, W, 3)`` RGB at the same depth; alpha
+    is dropped because the camera's pixels count, not their transparency."""
+    channels = _channels(image)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3:  # grey + alpha, or a lone channel
+        return np.ascontiguousarray(image[:, :, 0])
+    return image
+
+
+def _to_8bit(image: np.ndarray) -> np.ndarray:
+    """The model and the stored datasets take uint8; 16-bit samples keep their high byte."""
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    raise InvalidSample(f"{what} has unsupported pixel type {image.dtype}", what)
+    return image
+
+
+# --- the header readers ------------------------------------------------------------
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format named by the leading bytes (including ones we refuse, to name them)."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def read_dimensions(data: bytes, image_format: str) -> tuple[int, int]:
+    """(width, height) from the header alone. Raises 400 if the header is cut short."""
+    try:
+        width, height = _HEADER_READERS[image_format](data)
+    except (struct.error, IndexError) as exc:
+        raise DecodeError(400, "truncated_image", f"the {image_format} header is truncated") from exc
+    if width <= 0 or height <= 0:
+        raise DecodeError(400, "corrupt_image", f"the {image_format} header gives a {width}x{height} image")
+    return width, height
+
+
+def _png_dimensions(data: bytes) -> tuple[int, int]:
+    if data[12:16] != b"IHDR":
+        raise DecodeError(400, "corrupt_image", "the PNG does not start with an IHDR chunk")
+    return struct.unpack(">II", data[16:24])
+
+
+# JPEG start-of-frame markers (C4, C8 and CC are DHT, JPG and DAC, not frames).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
+    position = 2  # after SOI
+    while True:
+        if data[position] != 0xFF:
+            raise DecodeError(400, "corrupt_image", "the JPEG segment structure is corrupt")
+        while data[position] == 0xFF:  # fill bytes
+            position += 1
+        marker = data[position]
+        position += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            raise DecodeError(400, "corrupt_image", "the JPEG has no frame header")
+        (length,) = struct.unpack(">H", data[position:position + 2])
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[position + 3:position + 7])
+            return width, height
+        position += length
+
+
+def _bmp_dimensions(data: bytes) -> tuple[int, int]:
+    (header_size,) = struct.unpack("<I", data[14:18])
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return width, abs(height)  # negative height = rows stored top-down
+
+
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+_TIFF_SHORT, _TIFF_LONG = 3, 4
+
+
+def _tiff_dimensions(data: bytes) -> tuple[int, int]:
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+    found = {}
+    for entry in range(count):
+        offset = ifd + 2 + 12 * entry
+        tag, kind = struct.unpack(order + "HH", data[offset:offset + 4])
+        if tag in (_TIFF_WIDTH, _TIFF_LENGTH):
+            value = data[offset + 8:offset + 12]
+            if kind == _TIFF_SHORT:
+                found[tag] = struct.unpack(order + "H", value[:2])[0]
+            elif kind == _TIFF_LONG:
+                found[tag] = struct.unpack(order + "I", value)[0]
+    if len(found) < 2:
+        raise DecodeError(400, "corrupt_image", "the TIFF has no image width/length tags")
+    return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
+
+
+_HEADER_READERS = {"PNG": _png_dimensions, "JPEG": _jpeg_dimensions, "BMP": _bmp_dimensions, "TIFF": _tiff_dimensions}
+
+
+# --- ingestion: image/mask pairs ---------------------------------------------------
+
+
+@contextmanager
+def _refused_as(part: str) -> Iterator[None]:
+    """Ingestion reports refusals per file of the pair, as :class:`InvalidSample`."""
+    try:
+        yield
+    except DecodeError as exc:
+        raise InvalidSample(f"{part} is not a decodable image ({exc.code}): {exc.message}", part) from exc
 
 
 def decode_image(data: bytes) -> np.ndarray:
     """Encoded bytes -> uint8 ``(H, W)`` grayscale or ``(H, W, 3)`` RGB."""
-    image = _to_uint8(_imdecode(data, cv2.IMREAD_UNCHANGED, "image"), "image")
-    if image.ndim == 3:
-        channels = image.shape[2]
-        if channels == 1:
-            image = image[:, :, 0]
-        elif channels == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        elif channels == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-        else:
-            raise InvalidSample(f"image has {channels} channels; expected 1, 3 or 4", "image")
-    return np.ascontiguousarray(image)
+    with _refused_as("image"):
+        return read_image(data).pixels
 
 
 def decode_mask(data: bytes) -> np.ndarray:
-    """Encoded bytes -> uint8 ``(H, W)`` in {0, 255}; rejects masks that are not binary."""
-    mask = _to_uint8(_imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE, "mask"), "mask")
+    """Encoded bytes -> uint8 ``(H, W)`` in {0, 255}; rejects masks that are not binary.
+
+    The mask is binarised at its stored depth: a 16-bit {0, 1} label mask would be all
+    background once reduced to its high byte.
+    """
+    with _refused_as("mask"):
+        image, _ = _decode(data)
+    return _binarise(_single_channel(_grey_or_rgb(image)))
+
+
+def _single_channel(mask: np.ndarray) -> np.ndarray:
+    """Colour masks count by their luminance, as ``IMREAD_GRAYSCALE`` would read them."""
+    return cv2.cvtColor(mask, cv2.COLOR_RGB2GRAY) if mask.ndim == 3 else mask
+
+
+def _binarise(mask: np.ndarray) -> np.ndarray:
+    """Single-channel mask at any depth -> 0/255 uint8, or :class:`InvalidSample`."""
     values = np.unique(mask)
     if len(values) <= 2 and values[0] == 0:
         # {0}, {0, 1}, {0, 255}, ...: label masks with any single foreground value
         return np.where(mask > 0, np.uint8(255), np.uint8(0))
-    ambiguous = float(np.mean((mask > _AMBIGUOUS_LOW) & (mask < _AMBIGUOUS_HIGH)))
+    scale = np.iinfo(mask.dtype).max / 255
+    low, high = _AMBIGUOUS_LOW * scale, _AMBIGUOUS_HIGH * scale
+    ambiguous = float(np.mean((mask > low) & (mask < high)))
     if ambiguous > MAX_AMBIGUOUS_FRACTION:
         raise InvalidSample(
-            f"mask is not binary: {ambiguous:.1%} of its pixels are grey "
-            f"({_AMBIGUOUS_LOW} < value < {_AMBIGUOUS_HIGH})", "mask"
+            f"mask is not binary: {ambiguous:.1%} of its pixels are grey ({low:g} < value < {high:g})", "mask"
         )
-    return np.where(mask >= 128, np.uint8(255), np.uint8(0))
+    return np.where(mask >= _MASK_THRESHOLD * scale, np.uint8(255), np.uint8(0))
 
 
 def encode_png(image: np.ndarray) -> bytes:

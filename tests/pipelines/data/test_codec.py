@@ -1,12 +1,145 @@
+import struct
+
 import cv2
 import numpy as np
 import pytest
 
-from pipelines.data.codec import InvalidSample, decode_image, decode_mask, encode_png, validate_pair
+from pipelines.data.codec import (
+    DecodeError,
+    InvalidSample,
+    decode_image,
+    decode_mask,
+    encode_png,
+    read_dimensions,
+    read_image,
+    sniff_format,
+    validate_pair,
+)
+from tests.serving.images import encode, grey_alpha_png, textured
 
 
 def png(array: np.ndarray) -> bytes:
     return cv2.imencode(".png", array)[1].tobytes()
+
+
+def refusal(data: bytes, declared: str | None = None, **kwargs) -> DecodeError:
+    with pytest.raises(DecodeError) as info:
+        read_image(data, declared, **kwargs)
+    return info.value
+
+
+# --- read_image: formats, channels, depth ------------------------------------------
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "BMP", "TIFF"])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_formats_decode_with_header_dimensions(image_format, channels):
+    image = textured(37, 53, channels)
+    if channels:
+        image = image + np.array([0, 40, 80], dtype=np.uint8)  # distinct channel means expose a BGR swap
+    data = encode(image, image_format)
+    assert sniff_format(data) == image_format
+    assert read_dimensions(data, image_format) == (53, 37)
+    decoded = read_image(data, declared_format=image_format)
+    assert decoded.pixels.shape == image.shape and decoded.pixels.dtype == np.uint8
+    assert (decoded.format, decoded.channels, decoded.bit_depth) == (image_format, channels or 1, 8)
+    assert (decoded.height, decoded.width) == (37, 53)
+    expected_rgb = image if channels else np.repeat(image[:, :, None], 3, axis=2)
+    assert decoded.rgb.shape == (37, 53, 3)
+    if image_format == "JPEG":  # lossy: compare channel means
+        assert np.allclose(decoded.rgb.mean(axis=(0, 1)), expected_rgb.mean(axis=(0, 1)), atol=4)
+    else:
+        assert np.array_equal(decoded.pixels, image)
+        assert np.array_equal(decoded.rgb, expected_rgb)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "BMP", "TIFF"])
+def test_channel_order_is_rgb(image_format):
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image[..., 0] = 255  # pure red in RGB
+    assert read_image(encode(image, image_format)).pixels[0, 0].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
+def test_sixteen_bit_keeps_the_high_byte(image_format):
+    image = np.full((16, 24), 0xABCD, dtype=np.uint16)
+    decoded = read_image(encode(image, image_format))
+    assert decoded.bit_depth == 16 and decoded.channels == 1
+    assert decoded.pixels.dtype == np.uint8 and (decoded.pixels == 0xAB).all()
+
+
+def test_alpha_is_dropped():
+    image = np.zeros((8, 8, 4), dtype=np.uint8)
+    image[..., 2] = 200  # blue
+    image[..., 3] = 10  # almost transparent: ignored, the camera's pixels count
+    decoded = read_image(encode(image, "PNG"))
+    assert decoded.channels == 4 and decoded.pixels.shape == (8, 8, 3)
+    assert decoded.pixels[0, 0].tolist() == [0, 0, 200]
+
+
+def test_grey_alpha_png_stays_grey():
+    grey = textured(6, 5, None)
+    decoded = read_image(grey_alpha_png(grey, np.full_like(grey, 30)))
+    assert decoded.channels == 2 and np.array_equal(decoded.pixels, grey)
+
+
+def test_big_endian_tiff_header():
+    header = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 2)
+    header += struct.pack(">HHI", 256, 4, 1) + struct.pack(">I", 70000)  # width, LONG
+    header += struct.pack(">HHI", 257, 3, 1) + struct.pack(">HH", 300, 0)  # length, SHORT
+    assert read_dimensions(header, "TIFF") == (70000, 300)
+
+
+# --- read_image: refusals ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, declared, status, code",
+    [
+        (b"", None, 400, "empty_body"),
+        (b"hello, this is text", None, 400, "not_an_image"),
+        (b"GIF89a" + bytes(64), None, 415, "unsupported_format"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(32), None, 415, "unsupported_format"),
+        (encode(textured(8, 8)), "JPEG", 415, "content_type_mismatch"),
+        (encode(textured(8, 8))[:20], None, 400, "truncated_image"),
+        (encode(np.zeros((4, 4), np.float32), "TIFF"), None, 415, "unsupported_sample_type"),
+    ],
+)
+def test_bad_bytes_are_refused_with_a_reason(data, declared, status, code):
+    error = refusal(data, declared)
+    assert (error.status, error.code) == (status, code)
+    assert error.message and str(error) == error.message
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "BMP", "TIFF"])
+def test_truncated_images_are_refused(image_format):
+    data = encode(textured(64, 64), image_format)
+    error = refusal(data[: len(data) // 2])
+    assert error.status == 400 and error.code in ("truncated_image", "corrupt_image")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    data = encode(np.zeros((3000, 3000), dtype=np.uint8), "PNG")  # ~10 kB that decodes to 9 MB
+    assert len(data) < 100_000
+    error = refusal(data, max_pixels=1_000_000)
+    assert (error.status, error.code) == (413, "too_many_pixels") and "3000x3000" in error.message
+    assert read_image(data).pixels.shape == (3000, 3000)  # no cap unless one is asked for
+
+
+def test_header_that_lies_about_the_size_is_refused():
+    data = bytearray(encode(textured(8, 8), "BMP"))
+    data[18:22] = struct.pack("<i", 9)  # width 9 in the header, 8 in the pixels
+    assert refusal(bytes(data)).status == 400
+
+
+def test_sizes_opencv_refuses_are_a_decode_error_not_a_crash():
+    data = bytearray(encode(np.zeros((1, 8), np.uint8), "BMP"))
+    data[18:22] = struct.pack("<i", 2_000_000)  # wider than OpenCV decodes (2^20)
+    error = refusal(bytes(data), max_pixels=10_000_000)
+    assert (error.status, error.code) == (400, "corrupt_image") and "BMP" in error.message
+
+
+# --- ingestion: decode_image / decode_mask / validate_pair -------------------------
 
 
 def test_grey_stays_single_channel_and_colour_becomes_rgb():
@@ -41,16 +174,39 @@ def test_truncated_image_is_rejected():
         decode_image(data[: len(data) // 2])
 
 
+def test_refusals_name_the_part_and_the_code():
+    with pytest.raises(InvalidSample, match="unsupported_format") as info:
+        decode_mask(b"GIF89a" + bytes(64))
+    assert info.value.part == "mask" and isinstance(info.value.__cause__, DecodeError)
+
+
 def test_masks_become_0_255():
     labels = np.array([[0, 1], [1, 0]], np.uint8)  # 0/1 label masks count as binary
     assert decode_mask(png(labels)).tolist() == [[0, 255], [255, 0]]
     jpeg_like = np.array([[0, 250, 3, 255]] * 100, np.uint8)
     assert set(np.unique(decode_mask(png(jpeg_like)))) == {0, 255}
+    colour = np.dstack([labels * 255] * 3)
+    assert decode_mask(png(colour)).tolist() == [[0, 255], [255, 0]]
+
+
+def test_sixteen_bit_label_mask_is_binarised_before_its_depth_drops():
+    labels = np.zeros((4, 6), np.uint16)
+    labels[1:3, 2:5] = 1  # high byte 0 everywhere: would be all background after >> 8
+    mask = decode_mask(png(labels))
+    assert mask.dtype == np.uint8 and mask.tolist() == (labels * 255).astype(np.uint8).tolist()
+
+
+def test_sixteen_bit_mask_ambiguity_scales_with_depth():
+    jpeg_like = np.array([[0, 64000, 700, 65535]] * 100, np.uint16)
+    assert decode_mask(png(jpeg_like)).tolist() == [[0, 255, 0, 255]] * 100
+    ramp = np.tile(np.linspace(0, 65535, 50).astype(np.uint16), (10, 1))
+    with pytest.raises(InvalidSample, match=r"not binary.*8224 < value < 57311"):
+        decode_mask(png(ramp))
 
 
 def test_grey_mask_is_not_binary():
     ramp = np.tile(np.linspace(0, 255, 50).astype(np.uint8), (10, 1))
-    with pytest.raises(InvalidSample, match="not binary"):
+    with pytest.raises(InvalidSample, match=r"not binary.*32 < value < 223"):
         decode_mask(png(ramp))
 
 
