@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import cv2
 import numpy as np
 import py_sod_metrics as sod
 
@@ -24,15 +23,18 @@ METRIC_COLUMNS = {
     "mean_f": "meanF",
     "adaptive_f": "adpF",
 }
-LOWER_IS_BETTER = {"mae"}
-
-
-def resize_probability(prob: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a probability map back to an image's original size."""
-    prob = np.asarray(prob, dtype=np.float32)
-    if prob.shape != (height, width):
-        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(prob, 0.0, 1.0)
+# Image-level OK/NG metrics at the model's operating point (``ImageLevelMetrics``).
+IMAGE_COLUMNS = {
+    "image_auroc": "AUROC",
+    "overkill_rate": "overkill",
+    "escape_rate": "escape",
+    "true_ng": "TP(NG)",
+    "overkill": "FP(NG)",
+    "escapes": "FN(OK)",
+    "true_ok": "TN(OK)",
+}
+IMAGE_COUNTS = ("true_ng", "overkill", "escapes", "true_ok")
+LOWER_IS_BETTER = {"mae", "overkill_rate", "escape_rate"}
 
 
 class SaliencyMetrics:
@@ -76,13 +78,80 @@ class SaliencyMetrics:
         }
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], title: str | None = None) -> str:
-    """Rows (e.g. per defect class plus 'overall') as a fixed-width table, paper column order."""
+def image_auroc(scores: np.ndarray, defective: np.ndarray) -> float | None:
+    """Area under the ROC curve of image scores for "has a defect" (ties count half);
+    None when the frames are all of one kind."""
+    scores, defective = np.asarray(scores, np.float64), np.asarray(defective, bool)
+    positives, negatives = int(defective.sum()), int((~defective).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = np.empty(len(scores))
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    # average ranks over ties (Mann-Whitney U)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2
+    u = ranks[defective].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
+class ImageLevelMetrics:
+    """OK/NG outcomes per frame -> AUROC of the image score, the confusion matrix at the
+    operating point, overkill rate (good frames rejected / good frames) and escape rate
+    (defective frames passed / defective frames). Rates with no frame to count are left out."""
+
+    def __init__(self) -> None:
+        self.scores: list[float] = []
+        self.defective: list[bool] = []
+        self.rejected: list[bool] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.scores)
+
+    def update(self, score: float, defective: bool, rejected: bool) -> None:
+        self.scores.append(float(score))
+        self.defective.append(bool(defective))
+        self.rejected.append(bool(rejected))
+
+    def compute(self) -> dict[str, float]:
+        defective, rejected = np.asarray(self.defective, bool), np.asarray(self.rejected, bool)
+        result = {
+            "true_ng": float(np.sum(defective & rejected)),
+            "overkill": float(np.sum(~defective & rejected)),
+            "escapes": float(np.sum(defective & ~rejected)),
+            "true_ok": float(np.sum(~defective & ~rejected)),
+        }
+        if (~defective).any():
+            result["overkill_rate"] = result["overkill"] / float(np.sum(~defective))
+        if defective.any():
+            result["escape_rate"] = result["escapes"] / float(np.sum(defective))
+        auroc = image_auroc(np.asarray(self.scores), defective)
+        if auroc is not None:
+            result["image_auroc"] = auroc
+        return result
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], title: str | None = None,
+                 columns: Mapping[str, str] = METRIC_COLUMNS) -> str:
+    """Rows (e.g. per defect class plus 'overall') as a fixed-width table, paper column order.
+    Frame counts print as integers; a metric a row lacks prints as '-'."""
     name_width = max([len("class")] + [len(name) for name in rows])
-    header = f"{'class':<{name_width}}  " + "  ".join(f"{h:>6}" for h in METRIC_COLUMNS.values())
+    widths = {key: max(6, len(header)) for key, header in columns.items()}
+    header = f"{'class':<{name_width}}  " + "  ".join(f"{h:>{widths[k]}}" for k, h in columns.items())
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for name, metrics in rows.items():
-        cells = [f"{metrics[key]:6.4f}" if key in metrics else f"{'-':>6}" for key in METRIC_COLUMNS]
+        cells = [_cell(key, metrics.get(key), widths[key]) for key in columns]
         lines.append(f"{name:<{name_width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def _cell(key: str, value: float | None, width: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    if key in IMAGE_COUNTS:
+        return f"{int(value):>{width}d}"
+    return f"{value:{width}.4f}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jaffnet.contract import InputContract, contract_from_metadata
+from jaffnet.decision import DecisionRule, rule_from_metadata
 from jaffnet.io import CONFIG_FILE, load_pretrained, read_config, save_pretrained
 from jaffnet.model import JAFFNet
 
@@ -47,6 +49,16 @@ class LoadedModel:
     version: str | None = None
     run_id: str | None = None
     source: str = ""
+
+    @property
+    def contract(self) -> InputContract:
+        """The input contract the model was validated with (legacy models: resize)."""
+        return contract_from_metadata(self.metadata, self.source or "the model")
+
+    @property
+    def rule(self) -> DecisionRule:
+        """The image-level decision rule calibrated with the model."""
+        return rule_from_metadata(self.metadata, self.source or "the model")
 
 
 def log_model(model: JAFFNet, metadata: dict[str, Any], name: str = "model"):
@@ -138,6 +150,7 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
 # Version tags the promotion rule reads.
 MANIFEST_TAG = "dataset_manifest"
 SELECTION_METRIC_TAG = "selection_metric"
+ESCAPE_TAG = "val_escape_rate"
 
 
 @dataclass
@@ -151,7 +164,9 @@ def compare_with_champion(candidate_tags: dict[str, str], champion_tags: dict[st
     """Whether a candidate (by its version tags) should take the ``champion`` alias.
 
     Scores are only comparable on the same validation data, so a champion trained on a
-    different dataset manifest is never replaced implicitly (``force`` overrides).
+    different dataset manifest is never replaced implicitly, and a candidate that lets more
+    defective parts pass (a higher validation escape rate) never replaces it whatever its
+    metric (``force`` overrides both).
     """
     if force:
         return PromotionDecision(True, "promotion forced")
@@ -164,6 +179,11 @@ def compare_with_champion(candidate_tags: dict[str, str], champion_tags: dict[st
         new, old = float(candidate_tags[metric]), float(champion_tags[metric])
     except (KeyError, ValueError):
         return PromotionDecision(False, f"champion has no comparable {metric!r} tag; use --promote to replace it")
+    if ESCAPE_TAG in champion_tags and ESCAPE_TAG in candidate_tags:
+        new_escape, old_escape = float(candidate_tags[ESCAPE_TAG]), float(champion_tags[ESCAPE_TAG])
+        if new_escape > old_escape:
+            return PromotionDecision(False, f"escape rate {new_escape:.4f} is worse than champion's {old_escape:.4f}; "
+                                            "use --promote to replace it anyway")
     better = new < old if lower_is_better else new > old
     relation = "beats" if better else "does not beat"
     return PromotionDecision(better, f"{metric} {new:.4f} {relation} champion's {old:.4f}")

@@ -1,9 +1,11 @@
 """The HTTP ingress: FastAPI routes in front of the model deployment.
 
-``POST /v1/inspect`` decodes and validates a frame, cuts it into model tiles, sends
-every tile to the model deployment (which batches them), stitches the probabilities and
-answers with the verdict. Bad input is answered with a 4xx JSON ``{"error": {code,
-message}}`` and never reaches the model.
+``POST /v1/inspect`` decodes and validates a frame, turns it into model inputs through
+the model's input contract (``jaffnet.frames``: resized, or cut into native tiles),
+sends every input to the model deployment (which batches them), merges the
+probabilities back to the frame's size and applies the model's calibrated decision rule
+(``jaffnet.decision``): the same path evaluation scored. Bad input is answered with a
+4xx JSON ``{"error": {code, message}}`` and never reaches the model.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real types in the route
@@ -18,11 +20,13 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from jaffnet.contract import InputContract
+from jaffnet.decision import DecisionRule, judge
+from jaffnet.frames import plan_frame
 from serving.config import ServingConfig
 from serving.decoding import SUPPORTED_FORMATS, decode_frame
 from serving.errors import InspectionError
-from serving.postprocess import judge, mask_to_png_base64
-from serving.tiling import TileGrid
+from serving.postprocess import mask_to_png_base64, probability_to_png_base64
 from serving.upload import read_frame_bytes
 
 api = FastAPI(
@@ -63,73 +67,89 @@ class InspectionAPI:
         self.model = model
         self.settings = ServingConfig(**config)
         self._card: dict | None = None
+        self._contract: InputContract | None = None
+        self._rule: DecisionRule | None = None
 
     async def card(self) -> dict:
-        """The model deployment's card (name, version, threshold, input size...), fetched once."""
+        """The model deployment's card (name, version, contract, rule...), fetched once."""
         if self._card is None:
-            self._card = await self.model.info.remote()
+            card = await self.model.info.remote()
+            self._contract = InputContract.from_dict(card["contract"])
+            self._rule = DecisionRule.from_dict(card["rule"])
+            self._card = card
         return self._card
 
     @api.post("/v1/inspect")
     async def inspect(
         self,
         request: Request,
-        mask: bool = Query(False, description="include the defect mask as a base64 PNG"),
-        threshold: float | None = Query(None, ge=0, le=1, description="override the model's threshold"),
+        mask: bool = Query(False, description="include the defect mask (pixels >= threshold) as a base64 PNG"),
+        probability: bool = Query(False, description="include the probability map as a base64 16-bit PNG "
+                                                     "(value / 65535)"),
+        threshold: float | None = Query(None, ge=0, le=1, description="override the model's pixel threshold "
+                                                                      "(mask, regions, min_defect_area_px)"),
+        image_threshold: float | None = Query(None, ge=0, le=1, description="override the model's image "
+                                                                            "threshold (OK/NG)"),
     ) -> dict:
         started = time.perf_counter()
         request_id = _request_id(request)
         card = await self.card()
         settings = self.settings
+        rule = self._rule.with_overrides(threshold, image_threshold)
 
         data, declared_format = await read_frame_bytes(request, settings.max_body_bytes)
         decode_start = time.perf_counter()
         frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels)
         del data
-        size = card["image_size"]
-        grid = TileGrid.plan(frame.height, frame.width, size, settings.tile_overlap_px(size))
-        tiles = grid.split(frame.rgb)
+        plan = plan_frame(self._contract, frame.height, frame.width)
+        inputs = await asyncio.to_thread(plan.split, frame.rgb)
         decode_ms = _ms(decode_start)
 
         inference_start = time.perf_counter()
-        results = await asyncio.gather(*(self.model.predict_tile.remote(tile) for tile in tiles))
+        results = await asyncio.gather(*(self.model.predict_input.remote(x) for x in inputs))
         inference_ms = _ms(inference_start)
 
         post_start = time.perf_counter()
-        probability = grid.stitch([r["probability"] for r in results], settings.stitch)
-        used_threshold = card["threshold"] if threshold is None else threshold
-        verdict = await asyncio.to_thread(judge, probability, used_threshold, settings.max_regions)
+        probability_map = await asyncio.to_thread(plan.merge, [r["probability"] for r in results])
+        verdict = await asyncio.to_thread(judge, probability_map, rule, settings.max_regions)
         mask_png = await asyncio.to_thread(mask_to_png_base64, verdict.mask) if mask else None
+        probability_png = await asyncio.to_thread(probability_to_png_base64, probability_map) if probability else None
         postprocess_ms = _ms(post_start)
 
         response = {
             "request_id": request_id,
             "model": {"name": card["name"], "version": card["version"], "run_id": card["run_id"]},
             "decision": verdict.decision,
+            "reason": verdict.reason,
+            "image_score": verdict.image_score,
+            "image_threshold": rule.image_threshold,
+            "min_defect_area_px": rule.min_defect_area_px,
+            "threshold": rule.pixel_threshold,
             "defect_score": round(verdict.defect_score, 6),
-            "threshold": verdict.threshold,
             "defect_area_px": verdict.defect_area_px,
             "defect_area_ratio": verdict.defect_area_ratio,
+            "largest_region_px": verdict.largest_region_px,
             "region_count": verdict.region_count,
             "regions": [region.to_dict() for region in verdict.regions],
             "image": {"width": frame.width, "height": frame.height, "channels": frame.channels,
                       "bit_depth": frame.bit_depth, "format": frame.format},
-            "tiles": len(grid),
+            "input": {"mode": self._contract.mode, "image_size": self._contract.image_size, "count": len(plan)},
+            "tiles": len(plan),
             "max_batch_size_seen": max(int(r["batch_size"]) for r in results),
             "timings_ms": {"decode": decode_ms, "inference": inference_ms, "postprocess": postprocess_ms,
                            "total": _ms(started)},
         }
         if mask_png is not None:
             response["mask_png_base64"] = mask_png
+        if probability_png is not None:
+            response["probability_png_base64"] = probability_png
         return response
 
     @api.get("/v1/model")
     async def model_info(self) -> dict:
         card = await self.card()
-        size = card["image_size"]
         return {
             **card,
-            "tiling": {"tile": size, "overlap_px": self.settings.tile_overlap_px(size), "stitch": self.settings.stitch},
             "limits": {"max_body_bytes": self.settings.max_body_bytes, "max_pixels": self.settings.max_pixels,
                        "formats": list(SUPPORTED_FORMATS)},
         }

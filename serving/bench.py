@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from serving.config import application_section, deployment_options, read_serve_config
-from serving.tiling import TileGrid
+from jaffnet.contract import InputContract
+from jaffnet.frames import plan_frame
 
 MAX_CONCURRENCY = 64
 MAX_DURATION_S = 300.0
@@ -82,12 +83,12 @@ def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_reques
     return LoadResult(latencies, errors, time.perf_counter() - started)
 
 
-def raw_forward_rate(predictor, tiles: np.ndarray, batch_size: int, duration_s: float) -> float:
-    """Tiles per second through ``predictor`` on full batches (after one warm-up batch)."""
-    from jaffnet.preprocess import normalize
+def raw_forward_rate(predictor, inputs: list[np.ndarray], batch_size: int, duration_s: float) -> float:
+    """Model inputs per second through ``predictor`` on full batches (after one warm-up batch)."""
+    from jaffnet.frames import model_inputs
 
-    reps = -(-batch_size // len(tiles))
-    batch = normalize(np.concatenate([tiles] * reps)[:batch_size])
+    reps = -(-batch_size // len(inputs))
+    batch = model_inputs((inputs * reps)[:batch_size])
     predictor(batch)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < duration_s or done == 0:
@@ -101,7 +102,8 @@ def _random_model_dir(width: float, image_size: int, directory: Path) -> str:
     from jaffnet.io import save_pretrained
 
     return str(save_pretrained(JAFFNet(width=width), directory / "model",
-                               metadata={"image_size": image_size, "threshold": 0.5, "model_name": "random"}))
+                               metadata={"input_contract": InputContract(image_size).to_dict(),
+                                         "threshold": 0.5, "model_name": "random"}))
 
 
 def run(args) -> int:
@@ -149,7 +151,7 @@ def _measure(args, settings: dict, replica_cpus: float) -> int:
     height, width = args.frame_height or size, args.frame_width or size
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     body = cv2.imencode(".png", frame)[1].tobytes()
-    grid = TileGrid.plan(height, width, size, card["tiling"]["overlap_px"])
+    plan = plan_frame(InputContract.from_dict(card["contract"]), height, width)
 
     drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8)  # warm-up
     load = drive(base + "/v1/inspect", body, args.concurrency, args.duration, args.max_requests)
@@ -159,14 +161,14 @@ def _measure(args, settings: dict, replica_cpus: float) -> int:
     predictor = build_predictor(model, backend=card["backend"], **(
         {"image_size": size} if card["backend"] == "onnx" else {}))
     batch_size = int(settings.get("max_batch_size", 8))
-    tiles = np.stack(grid.split(frame))
+    inputs = plan.split(frame)
     # Batch 1 too: on a CPU a full batch can be slower per tile (cache), and the service
     # then forms small batches; the ratio is taken against the faster of the two.
-    raw_frames = {batch: raw_forward_rate(predictor, tiles, batch, duration_s=min(args.duration, 10)) / len(grid)
+    raw_frames = {batch: raw_forward_rate(predictor, inputs, batch, duration_s=min(args.duration, 10)) / len(plan)
                   for batch in sorted({1, batch_size})}
 
     print(f"jaffnet bench serve: model {card['name']}/{card['version']} ({card['backend']}, {card['device']}), "
-          f"frame {width}x{height} = {len(grid)} tile(s) of {size}px, max_batch_size {batch_size}, "
+          f"frame {width}x{height} = {len(plan)} input(s) of {size}px, max_batch_size {batch_size}, "
           f"{args.concurrency} clients for {load.elapsed_s:.1f} s, torch threads {torch.get_num_threads()}")
     print(f"{'':<28}{'frames/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
     print(f"{'HTTP service':<28}{load.throughput:>10.2f}{load.percentile_ms(50):>10.1f}"

@@ -2,7 +2,7 @@
 
     from serving.client import inspect_file
     result = inspect_file("frame.png", "http://127.0.0.1:8000")
-    print(result["decision"], result["defect_score"])
+    print(result["decision"], result["image_score"], result["reason"])
 """
 
 from __future__ import annotations
@@ -39,15 +39,18 @@ class Result:
 
     def summary(self) -> str:
         r = self.response
-        return (f"{self.path}  {r['decision']}  score={r['defect_score']:.4f}  threshold={r['threshold']:.3f}  "
+        return (f"{self.path}  {r['decision']}  image_score={r['image_score']:.4f}/{r['image_threshold']:.3f}  "
+                f"max_p={r['defect_score']:.4f}  pixel_threshold={r['threshold']:.3f}  "
                 f"area={r['defect_area_px']}px ({r['defect_area_ratio']:.4%})  regions={r['region_count']}  "
                 f"{r['timings_ms']['total']:.1f} ms  model={r['model']['name']}/{r['model']['version']}")
 
 
 def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool = False,
-               timeout: float = 60.0) -> dict:
+               timeout: float = 60.0, probability: bool = False) -> dict:
     """POST raw image bytes to ``{url}/v1/inspect``; returns the JSON answer or raises ``InspectionFailed``."""
     query = {"mask": "true"} if mask else {}
+    if probability:
+        query["probability"] = "true"
     if threshold is not None:
         query["threshold"] = str(threshold)
     endpoint = url.rstrip("/") + "/v1/inspect" + ("?" + urllib.parse.urlencode(query) if query else "")
@@ -63,6 +66,15 @@ def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool
         except json.JSONDecodeError:
             body = text
         raise InspectionFailed(exc.code, body) from None
+
+
+def get_json(url: str, path: str, timeout: float = 60.0) -> dict:
+    """GET ``{url}{path}`` (e.g. ``/v1/model``) as JSON, or raise ``InspectionFailed``."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise InspectionFailed(exc.code, exc.read().decode("utf-8", "replace")) from None
 
 
 def inspect_file(path: str | Path, url: str, threshold: float | None = None, mask: bool = False,

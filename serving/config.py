@@ -9,16 +9,13 @@ fails the deployment instead of being ignored).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 DEFAULT_MODEL_URI = "models:/jaffnet@champion"
-# Used when the registered model's metadata lacks them.
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_IMAGE_SIZE = 256
 
 
 class ServingConfig(BaseModel):
@@ -36,27 +33,16 @@ class ServingConfig(BaseModel):
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=5)
 
-    # Overrides of the model's metadata (None: use the registered values).
-    image_size: int | None = Field(None, ge=32, le=4096)
-    threshold: float | None = Field(None, ge=0, le=1)
-
-    # Tiling of frames larger than the model input.
-    tile_overlap: float = Field(0.25, ge=0, lt=1, description="fraction of the tile shared with its neighbour")
-    stitch: Literal["mean", "max"] = "mean"
+    # Overrides of the model's calibrated decision rule (None: the registered values). The
+    # input contract (size, resize/tile, overlap) is the model's own and cannot be overridden:
+    # it is what the registered metrics were measured with.
+    threshold: float | None = Field(None, ge=0, le=1, description="pixel threshold (mask, regions)")
+    image_threshold: float | None = Field(None, ge=0, le=1, description="image-score threshold (OK/NG)")
 
     # Input limits.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(16384 * 1024, ge=1024, description="width x height above which a frame gets 413")
     max_regions: int = Field(100, ge=0, description="regions listed per response, largest first")
-
-    @model_validator(mode="after")
-    def _image_size_multiple_of_32(self) -> ServingConfig:
-        if self.image_size is not None and self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
-        return self
-
-    def tile_overlap_px(self, tile: int) -> int:
-        return min(int(round(self.tile_overlap * tile)), tile - 1)
 
 
 def read_serve_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The model deployment: one registry version, batched tile forwards, a health check.
+"""The model deployment: one registry version, batched forwards, a health check.
 
-Each call carries one ``tile x tile x 3`` uint8 RGB tile; ``@serve.batch`` gathers
-tiles from concurrent frames (and the many tiles of one large frame) into one forward.
-Batches only fill if the deployment's ``max_ongoing_requests`` is at least
-``max_batch_size`` (set in ``serve_config.yaml``).
+Each call carries one model input (``S x S x 3`` uint8 RGB: a resized frame or a native
+tile, as the model's input contract says; the ingress cuts frames with
+``jaffnet.frames``); ``@serve.batch`` gathers the inputs of concurrent frames (and the
+many tiles of one large frame) into one forward. Batches only fill if the deployment's
+``max_ongoing_requests`` is at least ``max_batch_size`` (set in ``serve_config.yaml``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import numpy as np
 import torch
 from ray import serve
 
+from jaffnet.frames import model_inputs
 from jaffnet.inference import backend_options, build_predictor
 from jaffnet.io import WeightsError
-from jaffnet.preprocess import normalize
 from pipelines.registry import configure_tracking, load_model
-from serving.config import DEFAULT_IMAGE_SIZE, DEFAULT_THRESHOLD, ServingConfig
+from serving.config import ServingConfig
 
 logger = logging.getLogger("ray.serve")
 
@@ -52,9 +53,12 @@ class JAFFNetModel:
         except (LookupError, FileNotFoundError, WeightsError) as exc:
             raise ModelLoadError(f"cannot load model {settings.model_uri!r}: {exc}") from exc
         metadata = loaded.metadata
-        image_size = int(settings.image_size or metadata.get("image_size", DEFAULT_IMAGE_SIZE))
-        if image_size % 32:
-            raise ModelLoadError(f"the model's image_size {image_size} is not a multiple of 32; set image_size")
+        try:
+            contract = loaded.contract
+            rule = loaded.rule.with_overrides(settings.threshold, settings.image_threshold)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        image_size = contract.image_size
         options = dict(settings.backend_options)
         try:
             if "image_size" in backend_options(settings.backend):  # e.g. onnx exports at the tile size
@@ -68,8 +72,9 @@ class JAFFNetModel:
             "version": loaded.version or "local",
             "run_id": loaded.run_id,
             "source": settings.model_uri,
-            "threshold": float(settings.threshold if settings.threshold is not None
-                               else metadata.get("threshold", DEFAULT_THRESHOLD)),
+            "contract": contract.to_dict(),
+            "rule": rule.to_dict(),
+            "threshold": rule.pixel_threshold,
             "image_size": image_size,
             "metrics": metadata.get("metrics", {}),
             "architecture": loaded.model.config,
@@ -77,8 +82,8 @@ class JAFFNetModel:
             "device": self.predictor.device,
             "torch_threads": torch.get_num_threads(),  # Ray sets OMP_NUM_THREADS to the replica's CPUs
         }
-        self.predict_tile.set_max_batch_size(settings.max_batch_size)
-        self.predict_tile.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.predict_input.set_max_batch_size(settings.max_batch_size)
+        self.predict_input.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self._failed_batches = 0
         self._warm_up()
         logger.info("serving %s version %s on %s (%s backend)", self.card["name"], self.card["version"],
@@ -93,9 +98,9 @@ class JAFFNetModel:
         return self.card
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def predict_tile(self, tiles: list[np.ndarray]) -> list[dict]:
-        """uint8 RGB tiles -> ``{"probability": float32 tile x tile, "batch_size": n}`` each."""
-        batch = normalize(np.stack(tiles))
+    async def predict_input(self, inputs: list[np.ndarray]) -> list[dict]:
+        """uint8 RGB model inputs -> ``{"probability": float32 S x S, "batch_size": n}`` each."""
+        batch = model_inputs(inputs)
         try:
             # A worker thread keeps the replica's event loop free for health checks and
             # for queueing the next batch while this one runs.
@@ -104,7 +109,7 @@ class JAFFNetModel:
             self._failed_batches += 1
             raise
         self._failed_batches = 0
-        return [{"probability": p, "batch_size": len(tiles)} for p in probabilities]
+        return [{"probability": p, "batch_size": len(inputs)} for p in probabilities]
 
     def check_health(self) -> None:
         if self._failed_batches >= UNHEALTHY_AFTER_FAILED_BATCHES:

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import yaml
 
+from jaffnet.frames import resize_image, resize_mask
+
 DEFAULT_CONFIG = Path(__file__).with_name("augment.yaml")
 
 
@@ -23,6 +25,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("augment.yaml")
 class AugmentConfig:
     crop_p: float
     crop_scale: tuple[float, float]
+    tile_scale: tuple[float, float]
     hflip_p: float
     vflip_p: float
     rot90: bool
@@ -52,26 +55,48 @@ def sample_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both to ``size`` x ``size`` with the same interpolation, then re-binarise the mask."""
-    shrinking = size < max(mask.shape)
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interpolation)
-    mask = cv2.resize(mask, (size, size), interpolation=interpolation)
-    return image, np.where(mask >= 128, np.uint8(255), np.uint8(0))
+    """Both to ``size`` x ``size`` exactly as the ``resize`` input contract resizes frames."""
+    return resize_image(image, size), resize_mask(mask, size)
+
+
+def _native_crop(image: np.ndarray, mask: np.ndarray, side: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A ``side`` x ``side`` window at native resolution; frames smaller than it are
+    edge-padded at the bottom/right, as the ``tile`` contract pads them."""
+    height, width = mask.shape
+    pad_h, pad_w = max(0, side - height), max(0, side - width)
+    if pad_h or pad_w:
+        image = np.pad(image, [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2), mode="edge")
+        mask = np.pad(mask, [(0, pad_h), (0, pad_w)], mode="edge")
+        height, width = mask.shape
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    return image[top:top + side, left:left + side], mask[top:top + side, left:left + side]
 
 
 def geometric(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
-              config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Scale-crop, resize, flips and 90-degree rotations: one draw for both arrays."""
+              config: AugmentConfig, input_mode: str = "resize") -> tuple[np.ndarray, np.ndarray]:
+    """One draw for both arrays: ``resize`` mode scale-crops the frame and resizes it to
+    ``size`` (like the contract resizes whole frames); ``tile`` mode takes a native crop
+    of ``size`` (times a ``tile_scale`` draw, then resized to ``size``). Then flips and
+    90-degree rotations."""
     height, width = mask.shape
-    if rng.random() < config.crop_p:
-        fraction = rng.uniform(*config.crop_scale)
-        crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
-        top = int(rng.integers(0, height - crop_h + 1))
-        left = int(rng.integers(0, width - crop_w + 1))
-        image = image[top:top + crop_h, left:left + crop_w]
-        mask = mask[top:top + crop_h, left:left + crop_w]
-    image, mask = resize_pair(image, mask, size)
+    if input_mode == "tile":
+        side = max(1, round(size * rng.uniform(*config.tile_scale)))
+        image, mask = _native_crop(image, mask, side, rng)
+        if side != size:
+            image, mask = resize_pair(image, mask, size)
+    elif input_mode == "resize":
+        if rng.random() < config.crop_p:
+            fraction = rng.uniform(*config.crop_scale)
+            crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+            image = image[top:top + crop_h, left:left + crop_w]
+            mask = mask[top:top + crop_h, left:left + crop_w]
+        image, mask = resize_pair(image, mask, size)
+    else:
+        raise ValueError(f"unknown input mode {input_mode!r}")
     if rng.random() < config.hflip_p:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if rng.random() < config.vflip_p:
@@ -97,7 +122,7 @@ def photometric(image: np.ndarray, rng: np.random.Generator, config: AugmentConf
 
 
 def augment_pair(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
-                 config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+                 config: AugmentConfig, input_mode: str = "resize") -> tuple[np.ndarray, np.ndarray]:
     """uint8 image (HxW or HxWx3) and 0/255 mask -> augmented ``size`` x ``size`` pair."""
-    image, mask = geometric(image, mask, size, rng, config)
+    image, mask = geometric(image, mask, size, rng, config, input_mode)
     return photometric(image, rng, config), mask

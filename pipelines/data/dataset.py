@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from jaffnet.preprocess import normalize, to_rgb
+from jaffnet.contract import INPUT_MODES, check_image_size
+from jaffnet.frames import model_inputs
+from jaffnet.preprocess import to_rgb
 from pipelines.data.augment import AugmentConfig, augment_pair, resize_pair, sample_rng
 from pipelines.data.codec import decode_image, decode_mask
 from pipelines.data.ingestion import DATA_FOLDER, MANIFEST
@@ -56,19 +58,20 @@ def manifest_hash(dataset_dir: str | Path) -> str:
 
 
 def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, seed: int,
-                  epoch: int, config: AugmentConfig | None) -> dict[str, np.ndarray]:
+                  epoch: int, config: AugmentConfig | None, input_mode: str = "resize") -> dict[str, np.ndarray]:
     """Ray Data UDF: encoded rows -> model-ready float tensors (new arrays, never in-place)."""
     images, masks = [], []
     for sample_id, image_bytes, mask_bytes in zip(batch["id"], batch["image"], batch["mask"]):
         image, mask = decode_image(image_bytes), decode_mask(mask_bytes)
         if augment:
-            image, mask = augment_pair(image, mask, image_size, sample_rng(seed, epoch, sample_id), config)
+            image, mask = augment_pair(image, mask, image_size, sample_rng(seed, epoch, sample_id), config,
+                                       input_mode)
         else:
             image, mask = resize_pair(image, mask, image_size)
-        images.append(to_rgb(image))
+        images.append(image)
         masks.append(mask)
     return {
-        "image": normalize(np.stack(images)),
+        "image": model_inputs(images),
         "mask": (np.stack(masks)[:, None] >= 128).astype(np.float32),
         "id": np.asarray(batch["id"], dtype=object).copy(),
         "defect_class": np.asarray(batch["defect_class"], dtype=object).copy(),
@@ -103,28 +106,34 @@ def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16)
     return rows.repartition(target_num_rows_per_block=rows_per_block)
 
 
-def build_dataset(source, split: str, image_size: int, *, augment: bool,
+def build_dataset(source, split: str, image_size: int, *, augment: bool, input_mode: str = "resize",
                   seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
                   num_cpus: float = 0.25, batch_size: int = 16):
     """A lazy Ray Dataset of one split with columns ``image`` float32 (3, S, S) normalised,
-    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``.
+    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``: the training input.
 
     ``source``: a dataset folder, or that split's rows from :func:`read_split` (e.g.
     materialised once and shared by every epoch). ``augment=True`` applies the training
-    augmentation drawn from ``(seed, epoch, id)``; build one dataset per epoch. Nothing
-    executes until the dataset is consumed; the fractional ``num_cpus`` leaves room beside
-    training workers.
+    augmentation drawn from ``(seed, epoch, id)`` for the model's ``input_mode`` (resized
+    frames or native tiles); build one dataset per epoch. ``augment=False`` (``resize`` mode
+    only) gives each frame resized as the contract resizes it; scoring whole frames goes
+    through ``jaffnet.frames`` instead. Nothing executes until the dataset is consumed; the
+    fractional ``num_cpus`` leaves room beside training workers.
     """
     _check_split(split)
-    if image_size < 32 or image_size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+    check_image_size(image_size)
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    if not augment and input_mode != "resize":
+        raise ValueError("un-augmented rows exist for the resize input mode only; "
+                         "cut whole frames into tiles with jaffnet.frames.predict_frames")
     if augment and config is None:
         config = AugmentConfig.from_yaml()
     rows = read_split(source, split, rows_per_block=batch_size) if isinstance(source, (str, Path)) else source
     return rows.map_batches(
         _prepare_batch_in_worker,
         fn_kwargs={"image_size": image_size, "augment": augment, "seed": seed, "epoch": epoch,
-                   "config": config},
+                   "config": config, "input_mode": input_mode},
         batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus,
     )
 
@@ -142,10 +151,13 @@ def iter_encoded_batches(dataset_dir: str | Path, split: str,
             yield {name: np.array(values, dtype=object) for name, values in batch.to_pydict().items()}
 
 
-def iter_samples(dataset_dir: str | Path, split: str) -> Iterator[Sample]:
-    """Decoded originals of one split, without Ray, in a stable order."""
+def iter_samples(dataset_dir: str | Path, split: str, keep: Callable[[str], bool] | None = None) -> Iterator[Sample]:
+    """Decoded originals of one split, without Ray, in a stable order; with ``keep``, only
+    the ids it accepts are decoded (e.g. one validation rank's share)."""
     for batch in iter_encoded_batches(dataset_dir, split):
         for i, sample_id in enumerate(batch["id"]):
+            if keep is not None and not keep(str(sample_id)):
+                continue
             image = to_rgb(decode_image(batch["image"][i]))
             yield Sample(sample_id, batch["defect_class"][i], image, decode_mask(batch["mask"][i]),
                          image.shape[0], image.shape[1])

@@ -5,7 +5,6 @@ Public API (used by ``tuning`` and the CLI):
 - ``load_config(path | None, overrides) -> TrainConfig``: validated config, ``--set`` style overrides
 - ``train_loop_per_worker(loop_config)``: the plain-function Ray Train loop
 - ``build_trainer(cfg, dataset_dir, *, run_config) -> TorchTrainer`` and ``build_run_config``
-- ``REPORTED_METRICS``: the metric names reported each epoch
 - ``MLflowEpochLogger``: Ray Train callback logging those metrics to an MLflow run
 - ``publish_best(result, cfg, ...)``: best checkpoint -> logged, registered, maybe champion
 - ``train(cfg, dataset_dir, ...)``: all of the above in one tracked run
@@ -17,7 +16,6 @@ import importlib
 # Lazy exports: the CLI imports ``pipelines.training.commands`` for every ``jaffnet``
 # invocation, and ``jaffnet --help`` should not pay for torch, Ray and MLflow.
 _EXPORTS = {
-    "REPORTED_METRICS": "config",
     "SELECTABLE_METRICS": "config",
     "TrainConfig": "config",
     "load_config": "config",

@@ -8,6 +8,8 @@ defect-free frames (their F is 0 at every cut), and a factory line mostly sends 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 BETA2 = 0.3  # the saliency literature's F-measure weighting (precision-leaning)
@@ -49,3 +51,33 @@ class ThresholdCalibrator:
         f_beta = np.divide((1 + BETA2) * precision * recall, denominator, out=np.zeros(LEVELS), where=denominator > 0)
         best = np.flatnonzero(f_beta >= f_beta.max() - 1e-12)
         return float(best[len(best) // 2]) / (LEVELS - 1)
+
+
+def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool], *, escape_cost: float = 1.0,
+                              passes_area: Sequence[bool] | None = None) -> float | None:
+    """The image-score cut (NG when score >= cut) that minimises
+    ``overkill_rate + escape_cost * escape_rate`` on the validation frames.
+
+    ``escape_cost`` 1 weighs a missed defective part and a rejected good part by their
+    rates equally (balanced error); raise it when escapes cost more than overkill.
+    ``passes_area[i]``: whether frame i meets ``min_defect_area_px`` (frames that do not
+    stay OK whatever the cut). Cuts sit midway between neighbouring scores, so a score
+    that moves by float noise between evaluation and serving cannot flip a verdict;
+    among equally good cuts the middle one is taken. None when the split lacks either
+    defective or defect-free frames (nothing to trade off).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    defective = np.asarray(defective, dtype=bool)
+    eligible = np.ones(len(scores), bool) if passes_area is None else np.asarray(passes_area, dtype=bool)
+    if escape_cost <= 0:
+        raise ValueError(f"escape_cost must be > 0, got {escape_cost}")
+    if defective.all() or not defective.any():
+        return None
+    levels = np.unique(scores)
+    cuts = np.concatenate([[levels[0] / 2], (levels[:-1] + levels[1:]) / 2, [(levels[-1] + 1) / 2]])
+    rejected = (scores[None, :] >= cuts[:, None]) & eligible[None, :]
+    overkill_rate = (rejected & ~defective).sum(axis=1) / (~defective).sum()
+    escape_rate = (~rejected & defective).sum(axis=1) / defective.sum()
+    cost = overkill_rate + escape_cost * escape_rate
+    best = np.flatnonzero(cost <= cost.min() + 1e-12)
+    return float(cuts[best[len(best) // 2]])

@@ -1,7 +1,7 @@
 """What one epoch's checkpoint holds, and how training resumes from it.
 
 A checkpoint directory is a ``jaffnet.io.save_pretrained`` model (``config.json`` with the
-training config, epoch and metrics as metadata, ``model.safetensors``) plus
+training config, epoch, metrics, input contract and decision rule as metadata, ``model.safetensors``) plus
 ``training_state.pt`` (optimiser, LR scheduler and AMP scaler state, read back with
 ``weights_only=True``: nothing arbitrary is unpickled) and ``overlays/`` PNGs.
 """
@@ -14,8 +14,11 @@ from typing import Any
 
 import torch
 
+from jaffnet.contract import CONTRACT_KEY
+from jaffnet.decision import RULE_KEY, DecisionRule
 from jaffnet.io import load_pretrained, read_config, save_pretrained
 from jaffnet.model import JAFFNet
+from pipelines.training.config import TrainConfig
 
 TRAINING_STATE_FILE = "training_state.pt"
 OVERLAY_DIR = "overlays"
@@ -33,12 +36,17 @@ class TrainingState:
         return self.epoch + 1
 
 
-def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """The metadata a saved model carries; ``serving`` reads threshold and image_size."""
+def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, float],
+                   rule: DecisionRule) -> dict[str, Any]:
+    """The metadata a saved model carries: the input contract and the decision rule travel
+    with the weights, so evaluation and serving apply what validation measured."""
+    contract = TrainConfig.from_dict(train_config).input_contract()
     return {
         "model_name": train_config["model_name"],
-        "image_size": int(train_config["image_size"]),
-        "threshold": float(metrics["val_threshold"]),
+        "image_size": contract.image_size,
+        CONTRACT_KEY: contract.to_dict(),
+        RULE_KEY: rule.to_dict(),
+        "threshold": rule.pixel_threshold,
         "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
         "epoch": int(epoch),
         "train_config": train_config,
@@ -46,9 +54,9 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
 
 
 def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[str, Any], optimizer, scheduler,
-                    scaler, state: TrainingState) -> Path:
+                    scaler, state: TrainingState, rule: DecisionRule) -> Path:
     directory = Path(directory)
-    save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1]))
+    save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1], rule))
     torch.save(
         {
             "epoch": state.epoch,

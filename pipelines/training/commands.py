@@ -23,12 +23,18 @@ def add_commands(subparsers, bench_subparsers) -> None:
     train.set_defaults(func=train_command)
 
     evaluate = subparsers.add_parser(
-        "evaluate", help="paper-style metrics of a model on a dataset split, per defect class and overall")
-    evaluate.add_argument("--model", required=True,
-                          help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory")
+        "evaluate", help="saliency and image-level OK/NG metrics of a model (or a live endpoint) on a dataset split",
+        description="Score a model with its own input contract and calibrated decision rule, per defect class "
+                    "and overall. With --endpoint, post every frame of the split to a running endpoint at its "
+                    "own size and score its answers the same way (a site acceptance test).")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model",
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory")
+    source.add_argument("--endpoint", metavar="URL", help="a running inspection endpoint, e.g. http://127.0.0.1:8000")
     evaluate.add_argument("--data", required=True, help="ingested dataset directory")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=int, default=8, help="model inputs per forward (--model)")
+    evaluate.add_argument("--concurrency", type=int, default=4, help="requests in flight (--endpoint)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON ('-' for stdout)")
     evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     evaluate.set_defaults(func=evaluate_command)
@@ -78,11 +84,17 @@ def train_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    from pipelines.training.evaluation import evaluate
-
     try:
-        evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size,
-                              tracking_uri=args.tracking_uri)
+        if args.endpoint:
+            # The one place this layer reaches into serving: its HTTP client and reply format.
+            from serving.acceptance import evaluate_endpoint
+
+            evaluation = evaluate_endpoint(args.endpoint, args.data, args.split, concurrency=args.concurrency)
+        else:
+            from pipelines.training.evaluation import evaluate
+
+            evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size,
+                                  tracking_uri=args.tracking_uri)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     print(evaluation.table())

@@ -17,13 +17,14 @@ from typing import Any
 
 import yaml
 
+from jaffnet.contract import INPUT_MODES, INPUT_MULTIPLE, InputContract
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
 
-# Metrics reported by the training loop each epoch (``ray.train.report``).
-VALIDATION_METRICS = tuple(f"val_{name}" for name in METRIC_COLUMNS)
-REPORTED_METRICS = ("epoch", "train_loss", "val_loss", *VALIDATION_METRICS, "val_threshold", "lr")
+# Validation metrics the training loop reports each epoch (``ray.train.report``) that can pick the best epoch.
+VALIDATION_METRICS = tuple(f"val_{name}" for name in (*METRIC_COLUMNS, "image_auroc", "overkill_rate",
+                                                       "escape_rate"))
 SELECTABLE_METRICS = ("val_loss", *VALIDATION_METRICS)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -37,8 +38,10 @@ class TrainConfig:
     width: float = 1.0
     dilation_rates: list[int] = field(default_factory=lambda: [1, 2, 4])
     encoder_weights: str | None = None
-    # data
+    # data: the input contract stored with the model (jaffnet.contract)
     image_size: int = 256
+    input_mode: str = "resize"
+    tile_overlap: float = 0.25
     # loss
     w_bce: float = 1.0
     w_ssim: float = 1.0
@@ -55,6 +58,9 @@ class TrainConfig:
     gamma: float = 0.1
     mixed_precision: bool = True
     seed: int = 0
+    # image-level decision (jaffnet.decision), calibrated on the validation split
+    min_defect_area_px: int = 0
+    escape_cost: float = 1.0
     # validation, selection, registry
     best_metric: str = "val_weighted_f"
     num_overlays: int = 4
@@ -80,6 +86,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def input_contract(self) -> InputContract:
+        return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -141,8 +150,12 @@ def validate(cfg: TrainConfig) -> None:
     _require(0 < cfg.width <= 4, "width", "must be in (0, 4]", cfg.width)
     _require(len(cfg.dilation_rates) > 0 and all(r >= 1 for r in cfg.dilation_rates), "dilation_rates",
              "must be a non-empty list of positive integers", cfg.dilation_rates)
-    _require(cfg.image_size >= 32 and cfg.image_size % 32 == 0, "image_size",
-             "must be a positive multiple of 32", cfg.image_size)
+    _require(cfg.image_size >= INPUT_MULTIPLE and cfg.image_size % INPUT_MULTIPLE == 0, "image_size",
+             f"must be a positive multiple of {INPUT_MULTIPLE}", cfg.image_size)
+    _require(cfg.input_mode in INPUT_MODES, "input_mode", f"must be one of {', '.join(INPUT_MODES)}", cfg.input_mode)
+    _require(0 <= cfg.tile_overlap < 1, "tile_overlap", "must be in [0, 1)", cfg.tile_overlap)
+    _require(cfg.min_defect_area_px >= 0, "min_defect_area_px", "must be >= 0 (0: off)", cfg.min_defect_area_px)
+    _require(cfg.escape_cost > 0, "escape_cost", "must be > 0", cfg.escape_cost)
     for key in ("w_bce", "w_ssim", "w_iou"):
         _require(getattr(cfg, key) >= 0, key, "must be >= 0", getattr(cfg, key))
     _require(cfg.w_bce + cfg.w_ssim + cfg.w_iou > 0, "w_bce", "and w_ssim, w_iou must not all be 0", cfg.w_bce)

@@ -1,8 +1,9 @@
 """``jaffnet evaluate``: a registered or saved model's metrics on a dataset split.
 
-Same path as the training loop's validation: the data pipeline's un-augmented dataset at
-the model's training size, ``inference.predict_probabilities``, then
-``scoring.score_predictions`` at each image's original size.
+The path is the one training validation and the Serve endpoint take: every frame at its
+own size through the model's input contract (``jaffnet.frames.predict_frames``), the
+saliency metrics on the frame-size probability maps, and the image-level OK/NG metrics
+at the operating point stored with the model (``jaffnet.decision``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from jaffnet.metrics import format_table
-from pipelines import registry
-from pipelines.training.inference import predict_probabilities
-from pipelines.training.scoring import score_predictions
+from jaffnet.contract import InputContract
+from jaffnet.decision import DecisionRule
+from jaffnet.metrics import IMAGE_COLUMNS, format_table
+from pipelines.training.scoring import SplitScores, score_predictions
 
 
 @dataclass
@@ -25,52 +26,71 @@ class Evaluation:
     model: str
     split: str
     count: int
-    image_size: int
-    rows: dict[str, dict[str, float]]  # per defect class and "overall"
+    contract: dict[str, Any]
+    rule: dict[str, Any]
+    rows: dict[str, dict[str, float]]  # saliency metrics per defect class and "overall"
+    image_rows: dict[str, dict[str, float]]  # image-level OK/NG metrics, same keys
     name: str | None = None
     version: str | None = None
 
+    @classmethod
+    def from_scores(cls, scores: SplitScores, contract: InputContract, model: str, split: str,
+                    name: str | None = None, version: str | None = None) -> Evaluation:
+        return cls(model=model, split=split, count=scores.count, contract=contract.to_dict(),
+                   rule=scores.rule.to_dict(), rows=scores.rows, image_rows=scores.image_rows,
+                   name=name, version=version)
+
     def table(self, title: str | None = None) -> str:
-        return format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images)")
+        rule = DecisionRule.from_dict(self.rule)
+        contract = InputContract.from_dict(self.contract)
+        operating_point = (f"image-level OK/NG: NG when image_score >= {rule.image_threshold:.4f}"
+                           + (f" and a region >= {rule.min_defect_area_px} px" if rule.min_defect_area_px else "")
+                           + f" (pixel threshold {rule.pixel_threshold:.4f}"
+                           + ("" if rule.calibrated else "; NOT calibrated: a model saved before image-level rules")
+                           + ")")
+        return "\n".join([
+            format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images, "
+                                             f"{contract.mode}: {contract.describe()})"),
+            "",
+            format_table(self.image_rows, operating_point, columns=IMAGE_COLUMNS),
+        ])
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Saliency and image-level metrics merged per row."""
+        return {name: {**self.rows[name], **self.image_rows.get(name, {})} for name in self.rows}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
 
-def model_image_size(metadata: dict[str, Any], source: str) -> int:
-    size = metadata.get("image_size")
-    if not isinstance(size, int) or size < 32 or size % 32:
-        raise ValueError(f"{source} has no usable 'image_size' in its metadata (got {size!r}); "
-                         "was it saved by `jaffnet train`?")
-    return size
-
-
 def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test", *, batch_size: int = 8,
              tracking_uri: str | None = None) -> Evaluation:
     """Load ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or
-    a local directory) and score it on ``split``."""
-    from pipelines.data import build_dataset, iter_samples
-    from pipelines.training.trainer import configure_data_context
+    a local directory) and score it on ``split`` with its own contract and decision rule."""
+    from jaffnet.frames import predict_frames
+    from jaffnet.inference import build_predictor
+    from pipelines import registry
+    from pipelines.data import iter_samples
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     registry.configure_tracking(tracking_uri)
     loaded = registry.load_model(model_uri)
-    image_size = model_image_size(loaded.metadata, str(model_uri))
-    configure_data_context()
-    dataset = build_dataset(dataset_dir, split, image_size, augment=False)
-    probabilities = predict_probabilities(loaded.model, dataset.iter_batches(batch_size=batch_size,
-                                                                              batch_format="numpy"))
-    scores = score_predictions(probabilities, iter_samples(dataset_dir, split), per_class=True)
-    return Evaluation(model=str(model_uri), split=split, count=scores.count, image_size=image_size,
-                      rows=scores.rows, name=loaded.name, version=loaded.version)
+    contract, rule = loaded.contract, loaded.rule
+    predictor = build_predictor(loaded.model, "eager")
+    samples = list(iter_samples(dataset_dir, split))
+    probabilities = {str(sample.id): probability
+                     for sample, probability in predict_frames(samples, contract, predictor, batch_size=batch_size)}
+    scores = score_predictions(probabilities, samples, rule=rule, per_class=True)
+    return Evaluation.from_scores(scores, contract, str(model_uri), split, loaded.name, loaded.version)
 
 
 def all_background_baseline(dataset_dir: str | Path, split: str = "test") -> Evaluation:
     """The scores of predicting "no defect anywhere": what a model must beat to have learnt."""
     from pipelines.data import iter_samples
 
-    # A 1x1 zero map per image; scoring resizes it to the image's size.
-    blank = {str(s.id): np.zeros((1, 1), np.float32) for s in iter_samples(dataset_dir, split)}
-    scores = score_predictions(blank, iter_samples(dataset_dir, split), per_class=True)
-    return Evaluation(model="all-background", split=split, count=scores.count, image_size=0, rows=scores.rows)
+    samples = list(iter_samples(dataset_dir, split))
+    blank = {str(s.id): np.zeros(s.mask.shape, np.float32) for s in samples}
+    rule = DecisionRule(pixel_threshold=0.5, image_threshold=0.5)
+    scores = score_predictions(blank, samples, rule=rule, per_class=True)
+    return Evaluation.from_scores(scores, InputContract(image_size=32), "all-background", split)

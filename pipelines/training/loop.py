@@ -1,10 +1,11 @@
 """``train_loop_per_worker``: the plain function every Ray Train worker runs.
 
 Per epoch: train on this worker's shard of ``train_<epoch>`` (a fresh augmentation draw
-per epoch) under DDP; validate on this worker's share of ``val``; gather the validation
-probabilities on rank 0, which scores them at the original image sizes, calibrates the
-threshold, writes overlays and the checkpoint; every rank then calls ``ray.train.report``
-(a barrier) with the same metrics.
+per epoch) under DDP; validate this worker's hash share of the ``val`` frames through the
+model's input contract (``jaffnet.frames``: the path evaluation and serving take), each
+frame decoded once; gather the frame-size probability maps on rank 0, which scores them,
+calibrates the pixel and image thresholds, writes overlays and the checkpoint; every rank
+then calls ``ray.train.report`` (a barrier) with the same metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from jaffnet.frames import predict_frames
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
-from pipelines.training.inference import batch_ids, batch_tensor, probability_maps
+from pipelines.training.inference import batch_tensor, probability_maps
 from pipelines.training.scoring import score_predictions
 
 
@@ -32,7 +35,7 @@ def train_dataset_name(epoch: int) -> str:
     return f"train_{epoch}"
 
 
-VAL_DATASET = "val"
+VAL_SPLIT = "val"
 _progress = logging.getLogger("jaffnet.training")
 
 
@@ -67,7 +70,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     resumed_at = state.next_epoch
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     loss_fn = build_loss(cfg)
-    val_shard = ray.train.get_dataset_shard(VAL_DATASET)
+    contract = cfg.input_contract()
 
     for epoch in range(state.next_epoch, cfg.epochs):
         _maybe_inject_failure(cfg, epoch, rank, world, loop_config.get("run_dir"))
@@ -76,20 +79,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_shard = ray.train.get_dataset_shard(train_dataset_name(epoch))
         train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
         _sync_buffers_from_rank0(model)
-        val_loss, probabilities = _validate(model, val_shard, loss_fn, cfg, device, rank, world)
+        val_loss, frames = _validate(model, loop_config["dataset_dir"], contract, loss_fn, cfg, device, rank, world)
         scheduler.step()
 
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                scores = score_predictions(probabilities, _val_samples(loop_config["dataset_dir"]), per_class=False,
+                scores = score_predictions({f.id: f.probability for f in frames}, frames, per_class=False,
+                                           min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
                                            overlay_dir=Path(tmp) / OVERLAY_DIR, num_overlays=cfg.num_overlays)
                 metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                           **{f"val_{k}": v for k, v in scores.overall.items()},
-                           "val_threshold": scores.threshold, "lr": lr,
+                           **{f"val_{k}": v for k, v in scores.overall_metrics().items()},
+                           "val_threshold": scores.rule.pixel_threshold,
+                           "val_image_threshold": scores.rule.image_threshold, "lr": lr,
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
-                save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state)
+                save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule)
                 # A logger, not print: Ray Train's patched print would show the line twice.
                 _progress.info(format_epoch_line(metrics, cfg.epochs))
             metrics = _broadcast(metrics)
@@ -111,7 +116,12 @@ def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:
     return (f"epoch {int(metrics['epoch']) + 1}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  MAE {metrics['val_mae']:.4f}  wF {metrics['val_weighted_f']:.4f}  "
             f"Sm {metrics['val_s_measure']:.4f}  mEm {metrics['val_mean_e']:.4f}  maxF {metrics['val_max_f']:.4f}  "
-            f"thr {metrics['val_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s)")
+            f"escape {_rate(metrics.get('val_escape_rate'))}  overkill {_rate(metrics.get('val_overkill_rate'))}  "
+            f"thr {metrics['val_threshold']:.3f}/{metrics['val_image_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s)")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool) -> float:
@@ -143,37 +153,45 @@ def owns_sample(sample_id: str, rank: int, world: int) -> bool:
     return zlib.crc32(sample_id.encode()) % world == rank
 
 
-@torch.inference_mode()
-def _validate(model, shard, loss_fn, cfg: TrainConfig, device, rank: int, world: int):
-    """This rank's share of the validation split: loss (image-weighted) and probabilities.
+@dataclass
+class ValFrame:
+    """One validation frame's result, small enough to gather on rank 0."""
 
-    Runs the unwrapped model in float32 (no autocast), like ``evaluate``.
-    Returns the mean loss over all ranks and, on rank 0, every rank's probabilities.
+    id: str
+    defect_class: str
+    mask: np.ndarray  # bool, the frame's size
+    probability: np.ndarray  # float32, the frame's size
+    image: np.ndarray | None = None  # kept on rank 0 only, for overlays
+
+
+@torch.inference_mode()
+def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int):
+    """This rank's hash share of the validation frames through the input contract.
+
+    Runs the unwrapped model in float32 (no autocast), like ``evaluate``. Returns the
+    mean loss over all ranks' model inputs and, on rank 0, every rank's ``ValFrame``.
     """
+    from pipelines.data import iter_samples
+
     model.eval()
     total, count = 0.0, 0
-    probabilities: dict[str, np.ndarray] = {}
-    for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy"):
-        ids = batch_ids(batch)
-        mine = [i for i, sample_id in enumerate(ids) if owns_sample(sample_id, rank, world)]
-        if not mine:
-            continue
-        images = batch_tensor(batch["image"][mine], device)
-        masks = batch_tensor(batch["mask"][mine], device)
-        outputs = model(images, side_outputs=True)
-        total += loss_fn(outputs, masks).item() * len(mine)
-        count += len(mine)
-        probabilities.update(zip((ids[i] for i in mine), probability_maps(outputs[0])))
+
+    def predict(inputs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        nonlocal total, count
+        outputs = model(batch_tensor(inputs, device), side_outputs=True)
+        total += loss_fn(outputs, batch_tensor(masks, device)).item() * len(inputs)
+        count += len(inputs)
+        return probability_maps(outputs[0])
+
+    mine = iter_samples(dataset_dir, VAL_SPLIT, keep=lambda sample_id: owns_sample(sample_id, rank, world))
+    frames = [ValFrame(str(sample.id), str(sample.defect_class), sample.mask > 0, probability,
+                       sample.image if rank == 0 else None)
+              for sample, probability in predict_frames(mine, contract, predict, batch_size=cfg.batch_size,
+                                                        mask_of=lambda sample: sample.mask)]
     total, count = _sum_across_ranks([total, count], device)
     if count == 0:
         raise ValueError("the validation split is empty")
-    return total / count, _gather_to_rank0(probabilities, rank, world)
-
-
-def _val_samples(dataset_dir: str):
-    from pipelines.data import iter_samples
-
-    return iter_samples(dataset_dir, VAL_DATASET)
+    return total / count, _gather_to_rank0(frames, rank, world)
 
 
 def _distributed() -> bool:
@@ -197,15 +215,12 @@ def _sync_buffers_from_rank0(model: torch.nn.Module) -> None:
         dist.broadcast(buffer, src=0)
 
 
-def _gather_to_rank0(probabilities: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+def _gather_to_rank0(frames: list[ValFrame], rank: int, world: int) -> list[ValFrame]:
     if not _distributed():
-        return probabilities
+        return frames
     gathered: list[Any] | None = [None] * world if rank == 0 else None
-    dist.gather_object(probabilities, gathered, dst=0)
-    merged: dict[str, np.ndarray] = {}
-    for part in gathered or []:
-        merged.update(part)
-    return merged
+    dist.gather_object(frames, gathered, dst=0)
+    return [frame for part in gathered or [] for frame in part]
 
 
 def _broadcast(metrics: dict[str, float] | None) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaffnet.metrics import format_table
+from jaffnet.metrics import IMAGE_COLUMNS, format_table
 from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS
 
 
@@ -19,9 +19,12 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
 
 def print_training_summary(outcome) -> None:
     pub = outcome.publication
-    print(format_table({f"val, best epoch {pub.epoch + 1}": validation_row(pub.metrics)}))
+    row = {f"val, best epoch {pub.epoch + 1}": validation_row(pub.metrics)}
+    print(format_table(row))
+    print(format_table(row, columns=IMAGE_COLUMNS))
     aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if pub.promoted else [])
-    print(f"threshold {pub.threshold:.3f} (max pooled-pixel F-measure on val)")
+    print(f"pixel threshold {pub.threshold:.3f} (max pooled-pixel F-measure on val); image threshold "
+          f"{pub.image_threshold:.3f} (min overkill rate + escape_cost x escape rate on val)")
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason})")
     print(f"checkpoint {pub.checkpoint_path}")
     print(f"Ray Train run {outcome.run_name}; MLflow run {outcome.mlflow_run_id} "

@@ -1,8 +1,11 @@
-"""Saliency metrics of predicted probability maps against a split's original masks.
+"""Scoring a split: saliency metrics, image-level OK/NG metrics, and the calibrated rule.
 
-Predictions made at the training size are resized back to each image's own size before
-scoring (``jaffnet.metrics.resize_probability``), as the paper evaluates. The same pass
-calibrates the decision threshold and writes overlays for the first few defect images.
+Probability maps arrive at each frame's own size (``jaffnet.frames`` made them, through
+the model's input contract), so the pixels scored are the pixels the line would get.
+Without a rule (training validation) the pixel threshold and the image threshold are
+calibrated here on the split; with one (``jaffnet evaluate``) the stored operating point
+is applied. With ``verdicts`` (a live endpoint's answers) the decisions and image scores
+are the endpoint's own.
 """
 
 from __future__ import annotations
@@ -15,18 +18,28 @@ from typing import Any
 
 import numpy as np
 
-from jaffnet.metrics import SaliencyMetrics, resize_probability
+from jaffnet.decision import DecisionRule, find_regions, image_score
+from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics
 from jaffnet.preprocess import to_rgb
-from pipelines.training.calibration import ThresholdCalibrator
+from pipelines.training.calibration import ThresholdCalibrator, calibrate_image_threshold
 from pipelines.training.overlays import write_overlay
 
 OVERALL = "overall"
 
 
+@dataclass(frozen=True)
+class EndpointVerdict:
+    """What a live endpoint answered for one frame."""
+
+    decision: str  # "OK" or "NG"
+    image_score: float
+
+
 @dataclass
 class SplitScores:
-    rows: dict[str, dict[str, float]]  # per defect class (when asked) and "overall"
-    threshold: float
+    rows: dict[str, dict[str, float]]  # saliency metrics per defect class (when asked) and "overall"
+    image_rows: dict[str, dict[str, float]]  # image-level OK/NG metrics, same keys
+    rule: DecisionRule  # the operating point the image rows were computed at
     count: int
     overlays: list[Path] = field(default_factory=list)
 
@@ -34,46 +47,103 @@ class SplitScores:
     def overall(self) -> dict[str, float]:
         return self.rows[OVERALL]
 
+    @property
+    def threshold(self) -> float:
+        return self.rule.pixel_threshold
+
+    def overall_metrics(self) -> dict[str, float]:
+        """Saliency and image-level overall metrics in one flat mapping."""
+        return {**self.rows[OVERALL], **self.image_rows[OVERALL]}
+
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
 
 
-def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable[Any], *, per_class: bool = True,
+def _largest_region(probability: np.ndarray, pixel_threshold: float) -> int:
+    return find_regions(probability >= pixel_threshold, probability, max_regions=0)[1]
+
+
+def calibrate_rule(probabilities: Mapping[str, np.ndarray], pixel_calibrator: ThresholdCalibrator,
+                   scores: Mapping[str, float], defective: Mapping[str, bool], *,
+                   min_defect_area_px: int = 0, escape_cost: float = 1.0) -> DecisionRule:
+    """The pixel threshold (pooled F-measure) and then the image threshold (overkill vs
+    escapes) of a split; without both defective and good frames the image threshold
+    falls back to the pixel threshold and the rule says it is not calibrated."""
+    pixel_threshold = pixel_calibrator.compute()
+    ids = list(scores)
+    passes_area = None
+    if min_defect_area_px:
+        passes_area = [_largest_region(probabilities[i], pixel_threshold) >= min_defect_area_px for i in ids]
+    image_threshold = calibrate_image_threshold([scores[i] for i in ids], [defective[i] for i in ids],
+                                                escape_cost=escape_cost, passes_area=passes_area)
+    return DecisionRule(pixel_threshold=pixel_threshold,
+                        image_threshold=pixel_threshold if image_threshold is None else image_threshold,
+                        min_defect_area_px=min_defect_area_px, calibrated=image_threshold is not None)
+
+
+def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable[Any], *,
+                      rule: DecisionRule | None = None, min_defect_area_px: int = 0, escape_cost: float = 1.0,
+                      verdicts: Mapping[str, EndpointVerdict] | None = None, per_class: bool = True,
                       overlay_dir: str | Path | None = None, num_overlays: int = 0) -> SplitScores:
-    """Score ``id -> probability map`` against ``samples`` (``pipelines.data.iter_samples`` items).
+    """Score ``id -> probability map (frame size)`` against ``samples`` (items with ``id``,
+    ``defect_class``, ``mask`` and, for overlays, ``image``).
 
     Every sample needs a prediction and every prediction a sample: a mismatch means the
     predictions came from other data, and is an error rather than a silently partial score.
     """
-    overall, by_class = SaliencyMetrics(), {}
+    saliency: dict[str, SaliencyMetrics] = {OVERALL: SaliencyMetrics()}
     calibrator = ThresholdCalibrator()
+    classes: dict[str, str] = {}
+    defective: dict[str, bool] = {}
+    scores: dict[str, float] = {}
     overlays: list[Path] = []
-    seen: set[str] = set()
     missing: list[str] = []
     for sample in samples:
         sample_id = str(sample.id)
         if sample_id not in probabilities:
             missing.append(sample_id)
             continue
-        seen.add(sample_id)
-        mask = np.asarray(sample.mask)
-        prob = resize_probability(probabilities[sample_id], mask.shape[0], mask.shape[1])
-        overall.update(prob, mask)
-        calibrator.update(prob, mask > 0)
-        if per_class:
-            by_class.setdefault(str(sample.defect_class), SaliencyMetrics()).update(prob, mask)
-        if overlay_dir is not None and len(overlays) < num_overlays and mask.any():
+        mask = np.asarray(sample.mask) > 0
+        prob = np.asarray(probabilities[sample_id], dtype=np.float32)
+        if prob.shape != mask.shape:
+            raise ValueError(f"the prediction for {sample_id} is {prob.shape[1]}x{prob.shape[0]}, its frame "
+                             f"{mask.shape[1]}x{mask.shape[0]}: maps must be at the frame's own size")
+        classes[sample_id] = str(sample.defect_class)
+        defective[sample_id] = bool(mask.any())
+        scores[sample_id] = verdicts[sample_id].image_score if verdicts else image_score(prob)
+        targets = [OVERALL, classes[sample_id]] if per_class else [OVERALL]
+        for name in targets:
+            saliency.setdefault(name, SaliencyMetrics()).update(prob, mask)
+        if rule is None:
+            calibrator.update(prob, mask)
+        image = getattr(sample, "image", None)
+        if overlay_dir is not None and image is not None and len(overlays) < num_overlays and mask.any():
             name = f"{len(overlays):02d}_{_safe_name(sample_id)}.png"
-            overlays.append(write_overlay(Path(overlay_dir) / name, to_rgb(np.asarray(sample.image)), mask, prob))
-    unexpected = sorted(set(probabilities) - seen)
+            overlays.append(write_overlay(Path(overlay_dir) / name, to_rgb(np.asarray(image)), mask, prob))
+    unexpected = sorted(set(probabilities) - set(classes))
     if missing or unexpected:
         raise ValueError(
             f"predictions do not match the split: {len(missing)} samples without a prediction "
             f"({', '.join(missing[:5])}), {len(unexpected)} predictions without a sample ({', '.join(unexpected[:5])})"
         )
-    if overall.count == 0:
+    if not classes:
         raise ValueError("the split holds no samples to score")
-    rows = {name: by_class[name].compute() for name in sorted(by_class)}
-    rows[OVERALL] = overall.compute()
-    return SplitScores(rows=rows, threshold=calibrator.compute(), count=overall.count, overlays=overlays)
+    if rule is None:
+        rule = calibrate_rule(probabilities, calibrator, scores, defective,
+                              min_defect_area_px=min_defect_area_px, escape_cost=escape_cost)
+
+    image_level: dict[str, ImageLevelMetrics] = {OVERALL: ImageLevelMetrics()}
+    for sample_id, class_name in classes.items():
+        if verdicts:
+            rejected = verdicts[sample_id].decision == "NG"
+        else:
+            largest = _largest_region(probabilities[sample_id], rule.pixel_threshold) if rule.min_defect_area_px else 0
+            rejected = rule.is_ng(scores[sample_id], largest)
+        for name in ([OVERALL, class_name] if per_class else [OVERALL]):
+            image_level.setdefault(name, ImageLevelMetrics()).update(scores[sample_id], defective[sample_id], rejected)
+
+    order = sorted(name for name in saliency if name != OVERALL) + [OVERALL]
+    return SplitScores(rows={name: saliency[name].compute() for name in order},
+                       image_rows={name: image_level[name].compute() for name in order},
+                       rule=rule, count=len(classes), overlays=overlays)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jaffnet.contract import contract_from_metadata, contract_tags
+from jaffnet.decision import rule_from_metadata
 from jaffnet.io import load_pretrained
 from pipelines import registry
 from pipelines.training.checkpointing import OVERLAY_DIR, read_checkpoint_metadata
@@ -91,6 +93,7 @@ class Publication:
     version: str
     metrics: dict[str, float]
     threshold: float
+    image_threshold: float
     epoch: int
     promoted: bool
     promotion_reason: str
@@ -122,11 +125,15 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
     metrics = metadata["metrics"]
     mlflow.log_metrics({f"best_{key}": value for key, value in metrics.items()})
     mlflow.log_metric("best_epoch", metadata["epoch"])
+    rule = rule_from_metadata(metadata)
     tags = {
         registry.MANIFEST_TAG: dataset_manifest,
         registry.SELECTION_METRIC_TAG: cfg.best_metric,
         "git_commit": git_commit(),
-        "threshold": f"{metadata['threshold']:.6f}",
+        "threshold": f"{rule.pixel_threshold:.6f}",
+        "image_threshold": f"{rule.image_threshold:.6f}",
+        "min_defect_area_px": str(rule.min_defect_area_px),
+        **contract_tags(contract_from_metadata(metadata)),
         "epoch": str(metadata["epoch"]),
         **{key: f"{value:.6f}" for key, value in metrics.items()},
     }
@@ -135,6 +142,6 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
                                           lower_is_better=cfg.best_mode == "min",
                                           force=promote)
     return Publication(model_uri=f"models:/{cfg.model_name}/{version.version}", model_name=cfg.model_name,
-                       version=str(version.version), metrics=metrics, threshold=float(metadata["threshold"]),
+                       version=str(version.version), metrics=metrics, threshold=rule.pixel_threshold, image_threshold=rule.image_threshold,
                        epoch=int(metadata["epoch"]), promoted=decision.promote,
                        promotion_reason=decision.reason, checkpoint_path=checkpoint.path)

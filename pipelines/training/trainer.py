@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.training.config import TrainConfig
-from pipelines.training.loop import VAL_DATASET, train_dataset_name, train_loop_per_worker
+from pipelines.training.loop import train_dataset_name, train_loop_per_worker
 
 
 def resolve_storage_path(storage_path: str) -> str:
@@ -44,21 +44,18 @@ def configure_data_context() -> None:
 
 def build_datasets(cfg: TrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
     """One lazy train dataset per epoch (``train_<e>``: a fresh, reproducible augmentation
-    draw each epoch; only the epochs that run are ever executed) plus ``val``,
-    materialised once: it never changes, and every worker reads all of it each epoch.
+    draw each epoch for the config's input mode; only the epochs that run are ever executed).
 
     The train split's encoded rows are read once into the object store; each epoch only
-    decodes and augments them."""
+    decodes and augments them. Validation reads whole frames itself (see the loop)."""
     from pipelines.data import build_dataset, read_split
 
     encoded_train = read_split(dataset_dir, "train").materialize()
-    datasets = {
+    return {
         train_dataset_name(epoch): build_dataset(encoded_train, "train", cfg.image_size, augment=True,
-                                                 seed=cfg.seed, epoch=epoch)
+                                                 input_mode=cfg.input_mode, seed=cfg.seed, epoch=epoch)
         for epoch in range(cfg.epochs)
     }
-    datasets[VAL_DATASET] = build_dataset(dataset_dir, "val", cfg.image_size, augment=False).materialize()
-    return datasets
 
 
 def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] = ()):
@@ -86,7 +83,6 @@ def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, data
     configure_data_context()  # before the datasets are built; the trainer hands it to the workers
     dataset_dir = str(Path(dataset_dir).resolve())
     datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir)
-    train_names = [name for name in datasets if name != VAL_DATASET]
     loop_config = {
         "config": cfg.to_dict(),
         "dataset_dir": dataset_dir,
@@ -99,8 +95,7 @@ def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, data
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=resources),
         datasets=datasets,
-        # Split each epoch's train data across workers; every worker reads the whole
-        # validation stream and scores its hash share of it (see loop.owns_sample).
-        dataset_config=ray.train.DataConfig(datasets_to_split=train_names),
+        # Split each epoch's train data across workers.
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets)),
         run_config=run_config,
     )

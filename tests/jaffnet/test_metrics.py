@@ -2,7 +2,8 @@ import numpy as np
 import py_sod_metrics as sod
 import pytest
 
-from jaffnet.metrics import SaliencyMetrics, format_table, resize_probability
+from jaffnet.frames import resize_probability
+from jaffnet.metrics import SaliencyMetrics, format_table
 
 
 def _cases():
@@ -74,3 +75,20 @@ def test_resize_and_table():
     lines = table.splitlines()
     assert lines[0] == "test" and "MAE" in lines[1] and "Sm" in lines[1]
     assert "0.0100" in lines[3] and "0.9000" in lines[3] and lines[4].startswith("overall")
+
+
+def test_image_level_metrics_and_auroc():
+    from jaffnet.metrics import IMAGE_COLUMNS, ImageLevelMetrics, image_auroc
+
+    metrics = ImageLevelMetrics()
+    for score, defective, rejected in [(0.9, True, True), (0.2, True, False), (0.1, False, False), (0.7, False, True),
+                                       (0.05, False, False)]:
+        metrics.update(score, defective, rejected)
+    result = metrics.compute()
+    assert (result["true_ng"], result["escapes"], result["overkill"], result["true_ok"]) == (1, 1, 1, 2)
+    assert result["escape_rate"] == 0.5 and result["overkill_rate"] == pytest.approx(1 / 3)
+    assert result["image_auroc"] == pytest.approx(5 / 6)
+    assert image_auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5  # ties count half
+    assert image_auroc(np.array([0.1]), np.array([True])) is None
+    table = format_table({"overall": result}, columns=IMAGE_COLUMNS)
+    assert "AUROC" in table and "0.8333" in table and " 1 " in table

@@ -47,3 +47,30 @@ def test_local_directory(tmp_path):
     assert registry.load_model(tmp_path / "m").metadata["threshold"] == 0.5
     with pytest.raises(FileNotFoundError, match="no JAFFNet model"):
         registry.load_model(tmp_path)
+
+
+def test_the_input_contract_and_rule_round_trip_through_the_registry(tracking):
+    import mlflow
+
+    from jaffnet.contract import InputContract
+    from jaffnet.decision import DecisionRule
+
+    contract = InputContract(image_size=96, mode="tile", tile_overlap=0.5)
+    rule = DecisionRule(pixel_threshold=0.41, image_threshold=0.63, min_defect_area_px=5)
+    with mlflow.start_run():
+        info = registry.log_model(JAFFNet(width=0.125), {"input_contract": contract.to_dict(),
+                                                         "decision_rule": rule.to_dict(), "threshold": 0.41})
+    registry.register(info.model_uri, "contract-test")
+    loaded = registry.load_model("models:/contract-test@candidate")
+    assert loaded.contract == contract and loaded.rule == rule
+
+
+def test_a_model_registered_before_contracts_loads_as_resize(tracking):
+    import mlflow
+
+    with mlflow.start_run():
+        info = registry.log_model(JAFFNet(width=0.125), {"threshold": 0.4, "image_size": 64})
+    registry.register(info.model_uri, "legacy-test")
+    loaded = registry.load_model("models:/legacy-test@candidate")
+    assert loaded.contract.mode == "resize" and loaded.contract.image_size == 64
+    assert loaded.rule.image_threshold == 0.4 and not loaded.rule.calibrated

@@ -16,14 +16,17 @@ import numpy as np
 import pytest
 import requests
 
+from jaffnet.contract import InputContract
+from jaffnet.decision import DecisionRule
 from tests.serving.conftest import temporary_tracking
 from tests.serving.images import encode, textured
 
 TILE = 64
 LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000}
-RESPONSE_KEYS = {"request_id", "model", "decision", "defect_score", "threshold", "defect_area_px",
-                 "defect_area_ratio", "region_count", "regions", "image", "tiles", "max_batch_size_seen",
-                 "timings_ms"}
+RESPONSE_KEYS = {"request_id", "model", "decision", "reason", "image_score", "image_threshold", "min_defect_area_px",
+                 "defect_score", "threshold", "defect_area_px", "defect_area_ratio", "largest_region_px",
+                 "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms"}
+PROBE_CONTRACT = InputContract(image_size=TILE, mode="tile", tile_overlap=0.25)
 
 
 def _free_port() -> int:
@@ -41,10 +44,12 @@ def _bright_spot_model():
 
         def info(self) -> dict:
             return {"name": "bright-spot", "version": "0", "run_id": None, "threshold": 0.5, "image_size": TILE,
+                    "contract": PROBE_CONTRACT.to_dict(),
+                    "rule": DecisionRule(pixel_threshold=0.5, image_threshold=0.5).to_dict(),
                     "metrics": {}, "backend": "numpy", "device": "cpu"}
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-        async def predict_tile(self, tiles):
+        async def predict_input(self, tiles):
             return [{"probability": (t.min(axis=2) > 200).astype(np.float32), "batch_size": len(tiles)}
                     for t in tiles]
 
@@ -76,7 +81,7 @@ def service(ray_session, tmp_path_factory):
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
                  "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
         serve.run(build_application(settings, small), name="jaffnet", route_prefix="/")
-        probe_settings = {"model_uri": "unused", "tile_overlap": 0.25, **LIMITS}
+        probe_settings = {"model_uri": "unused", **LIMITS}
         probe_model = _bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
         serve.run(InspectionAPI.options(**small["InspectionAPI"]).bind(probe_model, probe_settings), name="probe",
                   route_prefix="/probe")
@@ -109,7 +114,11 @@ def test_good_frames_of_several_sizes_and_formats(service, image_format, shape):
     assert body["model"] == {"name": "jaffnet-serving-test", "version": service["version"],
                              "run_id": service["run_id"]}
     assert body["decision"] in ("OK", "NG") and 0 <= body["defect_score"] <= 1 and body["threshold"] == 0.5
-    assert (body["decision"] == "NG") == (body["defect_area_px"] > 0) == (body["defect_score"] >= 0.5)
+    assert (body["decision"] == "NG") == (body["image_score"] >= body["image_threshold"])
+    assert body["reason"].endswith(body["decision"])
+    assert (body["defect_area_px"] > 0) == (body["defect_score"] >= 0.5)
+    # a model registered before input contracts: served as it was evaluated, whole frames resized
+    assert body["input"] == {"mode": "resize", "image_size": TILE, "count": 1}
     assert body["image"]["width"] == shape[1] and body["image"]["height"] == shape[0]
     assert body["image"]["format"] == image_format
     assert body["defect_area_ratio"] == pytest.approx(body["defect_area_px"] / (shape[0] * shape[1]))
@@ -120,16 +129,26 @@ def test_good_frames_of_several_sizes_and_formats(service, image_format, shape):
         assert set(region) == {"bbox", "area_px", "max_probability"}
 
 
-def test_multipart_upload_and_threshold_override(service):
+def test_multipart_upload_and_threshold_overrides(service):
     data = encode(textured(48, 48), "PNG")
     everything = requests.post(service["url"] + "/v1/inspect", files={"file": ("frame.png", data, "image/png")},
-                               params={"threshold": 0.0}, timeout=120)
+                               params={"threshold": 0.0, "image_threshold": 0.0}, timeout=120)
     assert everything.status_code == 200, everything.text
     body = everything.json()
-    assert body["threshold"] == 0.0 and body["decision"] == "NG" and body["defect_area_px"] == 48 * 48
-    nothing = _post(service["url"], data, "image/png", threshold=1.0).json()
+    assert body["threshold"] == 0.0 and body["image_threshold"] == 0.0
+    assert body["decision"] == "NG" and body["defect_area_px"] == 48 * 48
+    nothing = _post(service["url"], data, "image/png", threshold=1.0, image_threshold=1.0).json()
     assert nothing["threshold"] == 1.0 and nothing["defect_area_px"] == 0 and nothing["decision"] == "OK"
-    assert "mask_png_base64" not in nothing
+    assert "mask_png_base64" not in nothing and "probability_png_base64" not in nothing
+
+
+def test_the_probability_map_comes_back_at_the_frame_size(service):
+    from serving.postprocess import png_base64_to_probability
+
+    body = _post(service["url"], encode(textured(70, 130), "PNG"), "image/png", probability="true").json()
+    probability = png_base64_to_probability(body["probability_png_base64"])
+    assert probability.shape == (70, 130)
+    assert probability.max() == pytest.approx(body["defect_score"], abs=1e-4)
 
 
 def test_model_card_and_health(service):
@@ -138,6 +157,7 @@ def test_model_card_and_health(service):
                                                                service["run_id"])
     assert card["source"] == f"models:/jaffnet-serving-test/{service['version']}"  # alias resolved once
     assert card["threshold"] == 0.5 and card["image_size"] == TILE and card["metrics"] == {"mae": 0.25}
+    assert card["contract"]["mode"] == "resize" and card["rule"]["calibrated"] is False  # a legacy model
     assert card["limits"]["max_pixels"] == LIMITS["max_pixels"]
     health = requests.get(service["url"] + "/healthz", timeout=60)
     assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -188,6 +208,8 @@ def _bad_requests():
                               422, "invalid_parameter"),
         "threshold below 0": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": -0.1}),
                               422, "invalid_parameter"),
+        "image threshold above 1": (dict(data=png, headers={"Content-Type": "image/png"},
+                                         params={"image_threshold": 2}), 422, "invalid_parameter"),
         "multipart without file": (dict(files={"frame": ("a.png", png, "image/png")}), 400, "missing_file"),
     }
 

@@ -2,7 +2,7 @@ import pytest
 
 from jaffnet import JAFFNet
 from pipelines import registry
-from pipelines.registry import MANIFEST_TAG, compare_with_champion
+from pipelines.registry import ESCAPE_TAG, MANIFEST_TAG, compare_with_champion
 
 
 def test_compare_with_champion_rules():
@@ -17,6 +17,18 @@ def test_compare_with_champion_rules():
     assert not other_data.promote and "other data" in other_data.reason
     assert compare_with_champion(new, {MANIFEST_TAG: "xyz", "val_weighted_f": "0.9"}, "val_weighted_f", False,
                                  force=True).promote
+
+
+def test_a_version_that_lets_more_defects_pass_never_becomes_champion_unforced():
+    champion = {MANIFEST_TAG: "abc", "val_weighted_f": "0.5", ESCAPE_TAG: "0.05"}
+    better_but_escapes = {MANIFEST_TAG: "abc", "val_weighted_f": "0.9", ESCAPE_TAG: "0.10"}
+    decision = compare_with_champion(better_but_escapes, champion, "val_weighted_f", False)
+    assert not decision.promote and "escape rate 0.1000 is worse" in decision.reason
+    assert compare_with_champion(better_but_escapes, champion, "val_weighted_f", False, force=True).promote
+    as_safe = {**better_but_escapes, ESCAPE_TAG: "0.05"}
+    assert compare_with_champion(as_safe, champion, "val_weighted_f", False).promote
+    legacy_champion = {MANIFEST_TAG: "abc", "val_weighted_f": "0.5"}  # registered before escape rates
+    assert compare_with_champion(better_but_escapes, legacy_champion, "val_weighted_f", False).promote
 
 
 @pytest.fixture()

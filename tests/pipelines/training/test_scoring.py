@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from jaffnet.metrics import SaliencyMetrics
-from pipelines.training.calibration import ThresholdCalibrator
+from jaffnet.decision import DecisionRule
+from pipelines.training.calibration import ThresholdCalibrator, calibrate_image_threshold
 from pipelines.training.loop import owns_sample
-from pipelines.training.scoring import score_predictions
+from pipelines.training.scoring import EndpointVerdict, score_predictions
 
 
 @dataclass
@@ -56,29 +57,78 @@ def test_a_split_without_defect_pixels_keeps_the_default_threshold():
     assert calibrator.compute() == 0.5
 
 
-def test_scores_at_original_size_per_class(tmp_path):
+def test_scores_frame_size_maps_per_class_with_image_level_rows(tmp_path):
     samples = [_square_sample("a", "scratch"), _square_sample("b", "scratch"), _square_sample("c", "clean")]
-    # Predictions at a smaller "training size"; perfect after resizing back.
-    probs = {s.id: cv2.resize((s.mask / 255).astype(np.float32), (32, 32), interpolation=cv2.INTER_NEAREST)
-             for s in samples}
+    probs = {s.id: (s.mask / 255 * 0.8 + 0.05).astype(np.float32) for s in samples}
     scores = score_predictions(probs, samples, overlay_dir=tmp_path, num_overlays=5)
-    assert set(scores.rows) == {"scratch", "clean", "overall"} and scores.count == 3
-    assert scores.overall["mae"] < 0.02 and scores.rows["scratch"]["max_f"] > 0.9
+    assert set(scores.rows) == set(scores.image_rows) == {"scratch", "clean", "overall"} and scores.count == 3
+    assert scores.overall["mae"] < 0.06 and scores.rows["scratch"]["max_f"] > 0.9
     reference = SaliencyMetrics()
     for s in samples:
-        reference.update(cv2.resize(probs[s.id], (40, 40), interpolation=cv2.INTER_LINEAR).clip(0, 1), s.mask)
+        reference.update(probs[s.id], s.mask)
     assert scores.overall == pytest.approx(reference.compute())
+    # calibrated on this split: both defective frames NG, the clean one OK
+    assert scores.rule.calibrated and 0.05 < scores.rule.image_threshold < 0.85
+    assert scores.image_rows["overall"] == {"true_ng": 2, "overkill": 0, "escapes": 0, "true_ok": 1,
+                                            "overkill_rate": 0.0, "escape_rate": 0.0, "image_auroc": 1.0}
+    assert "escape_rate" not in scores.image_rows["clean"] and "overkill_rate" not in scores.image_rows["scratch"]
     assert [p.name for p in scores.overlays] == ["00_a.png", "01_b.png"]  # defect images only
     panel = cv2.imread(str(scores.overlays[0]))
     assert panel.shape == (40, 120, 3)  # image | truth | heat map
 
 
+def test_maps_not_at_the_frame_size_are_refused():
+    sample = _square_sample("a", "scratch")
+    with pytest.raises(ValueError, match="frame's own size"):
+        score_predictions({"a": np.zeros((32, 32), np.float32)}, [sample])
+
+
+def test_a_stored_rule_is_applied_not_recalibrated():
+    samples = [_square_sample("a", "scratch"), _square_sample("c", "clean")]
+    probs = {"a": np.full((40, 40), 0.4, np.float32), "c": np.full((40, 40), 0.3, np.float32)}
+    strict = DecisionRule(pixel_threshold=0.5, image_threshold=0.35)
+    scores = score_predictions(probs, samples, rule=strict)
+    assert scores.rule == strict
+    assert scores.image_rows["overall"]["true_ng"] == 1 and scores.image_rows["overall"]["true_ok"] == 1
+    lenient = score_predictions(probs, samples, rule=DecisionRule(pixel_threshold=0.5, image_threshold=0.25))
+    assert lenient.image_rows["overall"]["overkill"] == 1
+
+
+def test_min_defect_area_keeps_small_spots_ok():
+    samples = [_square_sample("a", "scratch"), _square_sample("c", "clean")]
+    spot = np.zeros((40, 40), np.float32)
+    spot[5:8, 5:8] = 0.9  # a 9-pixel blob on the clean frame
+    probs = {"a": (samples[0].mask / 255 * 0.9).astype(np.float32), "c": spot}
+    rule = DecisionRule(pixel_threshold=0.5, image_threshold=0.5, min_defect_area_px=20)
+    scores = score_predictions(probs, samples, rule=rule)
+    assert scores.image_rows["overall"]["overkill"] == 0 and scores.image_rows["overall"]["true_ng"] == 1
+
+
+def test_endpoint_verdicts_are_scored_as_answered():
+    samples = [_square_sample("a", "scratch"), _square_sample("c", "clean")]
+    probs = {s.id: np.zeros((40, 40), np.float32) for s in samples}
+    verdicts = {"a": EndpointVerdict("OK", 0.1), "c": EndpointVerdict("NG", 0.9)}
+    scores = score_predictions(probs, samples, rule=DecisionRule(0.5, 0.5), verdicts=verdicts)
+    assert scores.image_rows["overall"]["escapes"] == 1 and scores.image_rows["overall"]["overkill"] == 1
+    assert scores.image_rows["overall"]["image_auroc"] == 0.0
+
+
+def test_image_threshold_trades_overkill_against_escapes():
+    scores = [0.1, 0.2, 0.3, 0.6, 0.35, 0.7, 0.8]
+    defective = [False, False, False, False, True, True, True]
+    balanced = calibrate_image_threshold(scores, defective)
+    assert 0.3 < balanced <= 0.35  # every defect NG; one good part (0.6) rejected: 1/4 < 1/3
+    overkill_averse = calibrate_image_threshold(scores, defective, escape_cost=0.5)
+    assert 0.6 < overkill_averse <= 0.7  # the good part at 0.6 stays OK, the defect at 0.35 escapes
+    assert calibrate_image_threshold([0.2, 0.4], [True, True]) is None
+
+
 def test_mismatched_predictions_are_an_error():
     samples = [_square_sample("a", "scratch"), _square_sample("b", "scratch")]
     with pytest.raises(ValueError, match="1 samples without a prediction \\(b\\)"):
-        score_predictions({"a": np.zeros((8, 8), np.float32)}, samples)
+        score_predictions({"a": np.zeros((40, 40), np.float32)}, samples)
     with pytest.raises(ValueError, match="predictions without a sample \\(z\\)"):
-        score_predictions({"a": np.zeros((8, 8)), "b": np.zeros((8, 8)), "z": np.zeros((8, 8))}, samples)
+        score_predictions({"a": np.zeros((40, 40)), "b": np.zeros((40, 40)), "z": np.zeros((40, 40))}, samples)
     with pytest.raises(ValueError, match="no samples"):
         score_predictions({}, [])
 

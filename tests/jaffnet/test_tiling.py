@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from serving.postprocess import judge
-from serving.tiling import TileGrid, tile_starts
+from jaffnet.decision import DecisionRule, judge
+from jaffnet.tiling import TileGrid, tile_starts
 from tests.serving.images import textured
 
 
@@ -53,7 +53,7 @@ def test_tiling_finds_a_few_pixel_defect_a_resize_would_erase():
     frame[101:104, 517:520] = 255
     grid = TileGrid.plan(160, 640, tile=64, overlap=16)
     probabilities = grid.stitch([(t.min(axis=2) > 200).astype(np.float32) for t in grid.split(frame)])
-    verdict = judge(probabilities, threshold=0.5)
+    verdict = judge(probabilities, DecisionRule(pixel_threshold=0.5, image_threshold=0.3))
     assert verdict.decision == "NG" and verdict.defect_area_px == 9
     (region,) = verdict.regions
     assert (region.x, region.y, region.width, region.height) == (517, 101, 3, 3)

@@ -1,10 +1,8 @@
-"""Frames of any size -> fixed-size model tiles at native resolution, and back.
+"""Frames of any size -> fixed-size tiles at native resolution, and back (the ``tile`` input mode).
 
-A frame is never resized: resizing a wide line-scan frame to the model input would
-shrink a few-pixel defect to nothing. A frame smaller than the tile is padded (edge
-replication, so no artificial step edge appears); a larger one is cut into overlapping
-tiles whose probabilities are stitched back by averaging (or max) where they overlap.
-Pure numpy, so it is tested without Serve.
+A frame smaller than the tile is padded (edge replication, so no artificial step edge
+appears); a larger one is cut into overlapping tiles whose probabilities are stitched
+back by averaging (or max) where they overlap. Pure numpy.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STITCH_MODES = ("mean", "max")
+from jaffnet.contract import STITCH_MODES
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -1,0 +1,151 @@
+"""The one frame -> probability-map path: a frame of any size through a model's input contract.
+
+``plan_frame(contract, height, width)`` gives a plan whose ``split`` turns the frame into
+model-size inputs (one resized image, or native tiles) and whose ``merge`` turns their
+probabilities into one map at the frame's own size. ``predict_frames`` drives it with
+any batch predictor. Training validation, calibration, ``jaffnet evaluate`` and the
+Serve endpoint (which sends the inputs to its batched model deployment between
+``split`` and ``merge``) all go through these functions, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from jaffnet.contract import InputContract
+from jaffnet.preprocess import normalize, to_rgb
+from jaffnet.tiling import TileGrid
+
+Item = TypeVar("Item")
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Any HxW(xC) uint8 image -> ``size`` x ``size`` (area averaging when shrinking)."""
+    shrinking = size < max(image.shape[:2])
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A 0/255 mask resized like its image, then re-binarised."""
+    return np.where(resize_image(mask, size) >= 128, np.uint8(255), np.uint8(0))
+
+
+def resize_probability(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a probability map to ``height`` x ``width``, clipped to [0, 1]."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.shape != (height, width):
+        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(prob, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ResizePlan:
+    height: int
+    width: int
+    size: int
+
+    def __len__(self) -> int:
+        return 1
+
+    def split(self, frame: np.ndarray) -> list[np.ndarray]:
+        return [resize_image(frame, self.size)]
+
+    def split_mask(self, mask: np.ndarray) -> list[np.ndarray]:
+        return [resize_mask(mask, self.size)]
+
+    def merge(self, probabilities: Sequence[np.ndarray]) -> np.ndarray:
+        (probability,) = probabilities
+        return resize_probability(probability, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    grid: TileGrid
+    stitch: str
+
+    def __len__(self) -> int:
+        return len(self.grid)
+
+    def split(self, frame: np.ndarray) -> list[np.ndarray]:
+        return self.grid.split(frame)
+
+    def split_mask(self, mask: np.ndarray) -> list[np.ndarray]:
+        return self.grid.split(mask)
+
+    def merge(self, probabilities: Sequence[np.ndarray]) -> np.ndarray:
+        return np.clip(self.grid.stitch(list(probabilities), self.stitch), 0.0, 1.0)
+
+
+FramePlan = ResizePlan | TilePlan
+
+
+def plan_frame(contract: InputContract, height: int, width: int) -> FramePlan:
+    if height < 1 or width < 1:
+        raise ValueError(f"a frame needs at least one pixel, got {width}x{height}")
+    if contract.mode == "resize":
+        return ResizePlan(height, width, contract.image_size)
+    grid = TileGrid.plan(height, width, contract.image_size, contract.tile_overlap_px)
+    return TilePlan(grid, contract.stitch)
+
+
+def model_inputs(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Model-size uint8 images (grayscale or RGB) -> the float32 ``(N, 3, S, S)`` batch the
+    contract's normalisation gives."""
+    return normalize(np.stack([to_rgb(image) for image in images]))
+
+
+# float32 (N, 3, S, S) [, masks] -> float32 (N, S, S) in [0, 1]
+Predict = Callable[..., np.ndarray]
+
+
+def predict_frames(items: Iterable[Item], contract: InputContract, predict: Predict, *, batch_size: int = 8,
+                   image_of: Callable[[Item], np.ndarray] = lambda item: item.image,
+                   mask_of: Callable[[Item], np.ndarray] | None = None,
+                   ) -> Iterator[tuple[Item, np.ndarray]]:
+    """``(item, probability map at the frame's size)`` for every item, in order.
+
+    Inputs of consecutive frames share batches of ``batch_size`` (a large frame's tiles
+    span several). With ``mask_of`` (for a validation loss) each item's 0/255 mask is
+    split the same way and ``predict(inputs, masks)`` gets them as float32
+    ``(N, 1, S, S)`` in {0, 1}.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    waiting: list[tuple[Any, FramePlan]] = []  # frames whose inputs are queued, in order
+    inputs: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    outputs: list[np.ndarray] = []
+
+    def run(count: int) -> None:
+        batch = model_inputs(inputs[:count])
+        if mask_of is None:
+            predicted = predict(batch)
+        else:
+            predicted = predict(batch, (np.stack(masks[:count])[:, None] >= 128).astype(np.float32))
+        outputs.extend(np.asarray(predicted, dtype=np.float32))
+        del inputs[:count], masks[:count]
+
+    def finished() -> Iterator[tuple[Any, np.ndarray]]:
+        while waiting and len(waiting[0][1]) <= len(outputs):
+            item, plan = waiting.pop(0)
+            yield item, plan.merge(outputs[:len(plan)])
+            del outputs[:len(plan)]
+
+    for item in items:
+        frame = image_of(item)
+        plan = plan_frame(contract, frame.shape[0], frame.shape[1])
+        inputs.extend(plan.split(frame))
+        if mask_of is not None:
+            masks.extend(plan.split_mask(mask_of(item)))
+        waiting.append((item, plan))
+        while len(inputs) >= batch_size:
+            run(batch_size)
+        yield from finished()
+    if inputs:
+        run(len(inputs))
+    yield from finished()

@@ -1,0 +1,33 @@
+import pytest
+
+from jaffnet.contract import InputContract, contract_from_metadata, contract_tags
+
+
+def test_round_trip_and_tags():
+    contract = InputContract(image_size=96, mode="tile", tile_overlap=0.5, stitch="max")
+    assert InputContract.from_dict(contract.to_dict()) == contract
+    assert contract.tile_overlap_px == 48
+    assert contract_tags(contract)["input_mode"] == "tile" and contract_tags(contract)["input_image_size"] == "96"
+
+
+@pytest.mark.parametrize("values,error", [
+    ({"image_size": 50}, "multiple of 32"),
+    ({"image_size": 64, "mode": "stretch"}, "input mode"),
+    ({"image_size": 64, "channels": 1}, "3-channel"),
+    ({"image_size": 64, "tile_overlap": 1.0}, r"\[0, 1\)"),
+    ({"image_size": 64, "stitch": "median"}, "stitch"),
+    ({"image_size": 64, "colour": "rgb"}, "unknown input contract keys"),
+])
+def test_bad_contracts_are_refused(values, error):
+    with pytest.raises(ValueError, match=error):
+        InputContract.from_dict(values)
+
+
+def test_models_saved_before_contracts_are_resize_models():
+    legacy = contract_from_metadata({"image_size": 64, "threshold": 0.4})
+    assert legacy == InputContract(image_size=64, mode="resize")
+
+
+def test_a_model_without_any_input_size_is_refused_clearly():
+    with pytest.raises(ValueError, match="no usable input contract"):
+        contract_from_metadata({"threshold": 0.4}, "models:/x/1")

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from jaffnet.contract import InputContract
+from jaffnet.frames import model_inputs, plan_frame, predict_frames, resize_image
+from jaffnet.preprocess import normalize
+from tests.serving.images import textured
+
+RESIZE = InputContract(image_size=64, mode="resize")
+TILE = InputContract(image_size=64, mode="tile", tile_overlap=0.25)
+
+
+def brightness(batch: np.ndarray) -> np.ndarray:
+    """A stand-in model: the normalised red channel squashed to [0, 1]."""
+    return 1 / (1 + np.exp(-batch[:, 0]))
+
+
+@pytest.mark.parametrize("contract", [RESIZE, TILE], ids=["resize", "tile"])
+@pytest.mark.parametrize("height,width", [(64, 64), (128, 128), (80, 150), (20, 45)])
+def test_every_frame_comes_back_at_its_own_size(contract, height, width):
+    frame = textured(height, width)
+    plan = plan_frame(contract, height, width)
+    inputs = plan.split(frame)
+    assert all(x.shape == (64, 64, 3) for x in inputs) and len(inputs) == len(plan)
+    probability = plan.merge(list(brightness(model_inputs(inputs))))
+    assert probability.shape == (height, width) and probability.dtype == np.float32
+    assert 0 <= probability.min() and probability.max() <= 1
+
+
+def test_resize_mode_is_one_input_and_tile_mode_native_tiles():
+    assert len(plan_frame(RESIZE, 300, 500)) == 1
+    assert len(plan_frame(TILE, 300, 500)) == len(plan_frame(TILE, 300, 500).grid) > 1
+    tile = plan_frame(TILE, 128, 128).split(textured(128, 128))[0]
+    assert np.array_equal(tile, textured(128, 128)[:64, :64])  # native pixels, not resized
+
+
+def test_tile_mode_reproduces_a_pixel_exact_map():
+    frame = textured(100, 230)
+    plan = plan_frame(TILE, 100, 230)
+    merged = plan.merge([x[:, :, 0].astype(np.float32) / 255 for x in plan.split(frame)])
+    np.testing.assert_allclose(merged, frame[:, :, 0] / 255, atol=1e-6)
+
+
+def test_predict_frames_batches_across_frames_and_keeps_order():
+    frames = [textured(64, 64), textured(200, 90), textured(30, 30), textured(128, 300)]
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch))
+        return brightness(batch)
+
+    results = list(predict_frames(frames, TILE, predict, batch_size=4, image_of=lambda f: f))
+    assert [r[0] is f for r, f in zip(results, frames)] == [True] * 4
+    assert all(p.shape == f.shape[:2] for f, p in results)
+    assert max(calls) == 4 and sum(calls) == sum(len(plan_frame(TILE, *f.shape[:2])) for f in frames)
+    one_by_one = [plan_frame(TILE, *f.shape[:2]) for f in frames]
+    for (frame, got), plan in zip(results, one_by_one):
+        np.testing.assert_allclose(got, plan.merge(list(brightness(model_inputs(plan.split(frame))))), atol=1e-6)
+
+
+def test_masks_are_split_with_their_frames():
+    frame, mask = textured(128, 96), np.zeros((128, 96), np.uint8)
+    mask[10:30, 10:30] = 255
+    seen = []
+
+    def predict(batch, masks):
+        seen.append(masks)
+        return brightness(batch)
+
+    list(predict_frames([(frame, mask)], TILE, predict, image_of=lambda p: p[0], mask_of=lambda p: p[1]))
+    masks = np.concatenate(seen)
+    assert masks.shape[1:] == (1, 64, 64) and set(np.unique(masks)) == {0.0, 1.0}
+
+
+def test_inputs_are_normalised_like_training():
+    image = textured(64, 64)
+    np.testing.assert_array_equal(model_inputs([image]), normalize(image[None]))
+    gray = image[:, :, 0]
+    np.testing.assert_array_equal(model_inputs([gray]), normalize(np.repeat(gray[None, :, :, None], 3, axis=3)))
+    assert resize_image(textured(200, 100), 64).shape == (64, 64, 3)
