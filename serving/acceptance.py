@@ -23,7 +23,7 @@ from pipelines.data.dataset import iter_encoded_batches
 from pipelines.training.evaluation import Evaluation
 from pipelines.training.scoring import EndpointVerdict, score_predictions
 from serving.client import InspectionFailed, get_json, post_frame
-from serving.postprocess import png_base64_to_probability
+from serving.postprocess import decode_probability
 
 
 @dataclass
@@ -63,7 +63,7 @@ def evaluate_endpoint(url: str, dataset_dir: str | Path, split: str = "test", *,
     if failed:
         shown = "; ".join(f"{frame_id}: {error}" for frame_id, error in list(failed.items())[:5])
         raise ValueError(f"the endpoint refused {len(failed)} of {len(frames)} frames ({shown})")
-    probabilities = {frame_id: png_base64_to_probability(answer["probability_png_base64"])
+    probabilities = {frame_id: decode_probability(answer["probability_map"])
                      for frame_id, answer in answers.items()}
     verdicts = {frame_id: EndpointVerdict(answer["decision"], float(answer["image_score"]))
                 for frame_id, answer in answers.items()}

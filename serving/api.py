@@ -26,7 +26,7 @@ from jaffnet.frames import plan_frame
 from serving.config import ServingConfig
 from serving.decoding import SUPPORTED_FORMATS, decode_frame
 from serving.errors import InspectionError
-from serving.postprocess import mask_to_png_base64, probability_to_png_base64
+from serving.postprocess import encode_probability, mask_to_png_base64
 from serving.upload import read_frame_bytes
 
 api = FastAPI(
@@ -84,8 +84,8 @@ class InspectionAPI:
         self,
         request: Request,
         mask: bool = Query(False, description="include the defect mask (pixels >= threshold) as a base64 PNG"),
-        probability: bool = Query(False, description="include the probability map as a base64 16-bit PNG "
-                                                     "(value / 65535)"),
+        probability: bool = Query(False, description="include the probability map (exact float32, "
+                                                     "zlib + base64: see serving.postprocess)"),
         threshold: float | None = Query(None, ge=0, le=1, description="override the model's pixel threshold "
                                                                       "(mask, regions, min_defect_area_px)"),
         image_threshold: float | None = Query(None, ge=0, le=1, description="override the model's image "
@@ -113,7 +113,7 @@ class InspectionAPI:
         probability_map = await asyncio.to_thread(plan.merge, [r["probability"] for r in results])
         verdict = await asyncio.to_thread(judge, probability_map, rule, settings.max_regions)
         mask_png = await asyncio.to_thread(mask_to_png_base64, verdict.mask) if mask else None
-        probability_png = await asyncio.to_thread(probability_to_png_base64, probability_map) if probability else None
+        probability_out = await asyncio.to_thread(encode_probability, probability_map) if probability else None
         postprocess_ms = _ms(post_start)
 
         response = {
@@ -141,8 +141,8 @@ class InspectionAPI:
         }
         if mask_png is not None:
             response["mask_png_base64"] = mask_png
-        if probability_png is not None:
-            response["probability_png_base64"] = probability_png
+        if probability_out is not None:
+            response["probability_map"] = probability_out
         return response
 
     @api.get("/v1/model")

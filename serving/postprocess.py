@@ -1,14 +1,15 @@
-"""Frame-size maps <-> base64 PNG for the JSON reply: the binary mask, and the probability
-map itself (16-bit, for clients that score it, such as ``jaffnet evaluate --endpoint``)."""
+"""Frame-size maps for the JSON reply: the binary mask as a base64 PNG, and the probability
+map itself as exact float32 (for clients that score it, such as ``jaffnet evaluate --endpoint``)."""
 
 from __future__ import annotations
 
 import base64
+import zlib
 
 import cv2
 import numpy as np
 
-PROBABILITY_SCALE = 65535  # 16-bit PNG: quantisation error <= 7.7e-6
+PROBABILITY_ENCODING = "float32-le+zlib+base64"
 
 
 def _png_base64(image: np.ndarray) -> str:
@@ -35,15 +36,22 @@ def png_base64_to_mask(text: str) -> np.ndarray:
     return _png_base64_decode(text, "mask") > 127
 
 
-def probability_to_png_base64(probability: np.ndarray) -> str:
-    """HxW probabilities in [0, 1] -> base64 of a 16-bit PNG (value = round(p * 65535))."""
-    scaled = np.rint(np.clip(probability, 0.0, 1.0) * PROBABILITY_SCALE).astype(np.uint16)
-    return _png_base64(scaled)
+def encode_probability(probability: np.ndarray) -> dict:
+    """HxW probabilities -> ``{"encoding", "height", "width", "data"}``: the exact float32
+    values (little-endian, zlib, base64). Exact, not quantised: adaptive thresholds (twice
+    a frame's mean probability) of near-empty maps move with any rounding."""
+    array = np.ascontiguousarray(probability, dtype="<f4")
+    return {"encoding": PROBABILITY_ENCODING, "height": int(array.shape[0]), "width": int(array.shape[1]),
+            "data": base64.b64encode(zlib.compress(array.tobytes(), 1)).decode("ascii")}
 
 
-def png_base64_to_probability(text: str) -> np.ndarray:
-    """The inverse of ``probability_to_png_base64``: float32 HxW in [0, 1]."""
-    image = _png_base64_decode(text, "probability map")
-    if image.dtype != np.uint16:
-        raise ValueError("the probability map is not a 16-bit PNG")
-    return image.astype(np.float32) / PROBABILITY_SCALE
+def decode_probability(encoded: dict) -> np.ndarray:
+    """The inverse of ``encode_probability``: float32 HxW."""
+    if encoded.get("encoding") != PROBABILITY_ENCODING:
+        raise ValueError(f"unknown probability map encoding {encoded.get('encoding')!r}")
+    height, width = int(encoded["height"]), int(encoded["width"])
+    expected = 4 * height * width
+    raw = zlib.decompressobj().decompress(base64.b64decode(encoded["data"]), expected + 1)  # bounded
+    if len(raw) != expected:
+        raise ValueError(f"the probability map holds {len(raw)} bytes, not {height}x{width} float32")
+    return np.frombuffer(raw, dtype="<f4").reshape(height, width).astype(np.float32)

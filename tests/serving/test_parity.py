@@ -19,7 +19,7 @@ from tests.serving.images import textured
 
 S = 64
 SIZES = {"at_s": (S, S), "twice_s": (2 * S, 2 * S), "non_square": (80, 150)}
-TOLERANCE = 1e-3
+TOLERANCE = 1e-4  # the issue asks 1e-3; exact float32 transport measured ~1e-9
 
 
 def _free_port() -> int:
@@ -80,6 +80,8 @@ def deployed(ray_session, tmp_path_factory):
                      test_fraction=0.4).dataset_dir
     torch.manual_seed(0)
     model = JAFFNet(width=0.125).eval()
+    with torch.no_grad():  # mostly near-zero probabilities, like a trained model on background
+        model.heads.convs[-1].bias -= 10.0
     contracts = {"resize": InputContract(S, "resize"), "tile": InputContract(S, "tile", tile_overlap=0.25)}
     with temporary_tracking(root) as tracking_uri:
         experiment = mlflow.create_experiment("parity", artifact_location=str(root / "artifacts"))

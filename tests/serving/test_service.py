@@ -139,16 +139,16 @@ def test_multipart_upload_and_threshold_overrides(service):
     assert body["decision"] == "NG" and body["defect_area_px"] == 48 * 48
     nothing = _post(service["url"], data, "image/png", threshold=1.0, image_threshold=1.0).json()
     assert nothing["threshold"] == 1.0 and nothing["defect_area_px"] == 0 and nothing["decision"] == "OK"
-    assert "mask_png_base64" not in nothing and "probability_png_base64" not in nothing
+    assert "mask_png_base64" not in nothing and "probability_map" not in nothing
 
 
 def test_the_probability_map_comes_back_at_the_frame_size(service):
-    from serving.postprocess import png_base64_to_probability
+    from serving.postprocess import decode_probability
 
     body = _post(service["url"], encode(textured(70, 130), "PNG"), "image/png", probability="true").json()
-    probability = png_base64_to_probability(body["probability_png_base64"])
+    probability = decode_probability(body["probability_map"])
     assert probability.shape == (70, 130)
-    assert probability.max() == pytest.approx(body["defect_score"], abs=1e-4)
+    assert probability.max() == pytest.approx(body["defect_score"], abs=1e-6)
 
 
 def test_model_card_and_health(service):
