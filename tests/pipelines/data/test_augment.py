@@ -91,3 +91,26 @@ def test_config_file_is_checked(tmp_path):
     path.write_text("geometric:\n  hflip_p: 0.5\n")
     with pytest.raises(ValueError, match="missing"):
         AugmentConfig.from_yaml(path)
+
+
+def test_tile_mode_takes_native_crops_aligned_with_their_mask():
+    image, mask = painted_pair()
+    image = image.copy()
+    image[..., 1] = np.arange(40, dtype=np.uint8)[None, :] * 5  # column ids: a native crop keeps them 1:1
+    for seed in range(12):
+        out_image, out_mask = geometric(image, mask, SIZE, np.random.default_rng(seed), NOTHING, "tile")
+        assert out_image.shape[:2] == out_mask.shape == (SIZE, SIZE)
+        assert np.array_equal(np.where(out_image[..., 0] >= 128, 255, 0), out_mask)
+        assert np.all(np.diff(out_image[0, :, 1].astype(int)) == 5)  # not resized
+
+
+def test_tile_mode_pads_frames_smaller_than_a_tile_and_scale_jitter_resizes():
+    image, mask = painted_pair()
+    small_image, small_mask = image[:20, :25], mask[:20, :25]
+    out_image, out_mask = geometric(small_image, small_mask, SIZE, np.random.default_rng(0), NOTHING, "tile")
+    assert out_image.shape[:2] == (SIZE, SIZE) and np.array_equal(out_image[:20, :25], small_image)
+    jittered = replace(NOTHING, tile_scale=(1.5, 1.5))
+    out_image, out_mask = geometric(image, mask, SIZE, np.random.default_rng(0), jittered, "tile")
+    assert out_image.shape[:2] == out_mask.shape == (SIZE, SIZE)
+    with pytest.raises(ValueError, match="input mode"):
+        geometric(image, mask, SIZE, np.random.default_rng(0), NOTHING, "stretch")

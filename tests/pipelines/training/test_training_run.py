@@ -64,12 +64,17 @@ def test_registers_a_version_with_aliases_and_serving_metadata(trained):
     assert str(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == pub.version
     assert pub.promoted and str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == pub.version
     tags = client.get_model_version(MODEL_NAME, pub.version).tags
-    assert {"dataset_manifest", "git_commit", "val_weighted_f", "val_mae", "threshold"} <= set(tags)
+    assert {"dataset_manifest", "git_commit", "val_weighted_f", "val_mae", "threshold", "image_threshold",
+            "val_escape_rate", "input_mode", "input_image_size"} <= set(tags)
+    assert loaded_contract_and_rule(tags) == ("resize", float(tags["image_threshold"]))
     loaded = registry.load_model(f"models:/{MODEL_NAME}@candidate")
     assert loaded.run_id == trained.mlflow_run_id
     assert loaded.metadata["image_size"] == 32 and loaded.metadata["model_name"] == MODEL_NAME
     assert 0.0 <= loaded.metadata["threshold"] <= 1.0
     assert loaded.metadata["metrics"]["val_mae"] == pytest.approx(pub.metrics["val_mae"])
+    assert loaded.contract.mode == "resize" and loaded.contract.image_size == 32
+    assert loaded.rule.pixel_threshold == loaded.metadata["threshold"] and loaded.rule.calibrated
+    assert loaded.rule.image_threshold == pytest.approx(pub.metrics["val_image_threshold"])
     assert loaded.model.config["width"] == 0.125
 
 
@@ -87,6 +92,23 @@ def test_logs_params_epoch_metrics_and_overlays(trained):
     assert 1 <= len(pngs) <= 2 and all(a.path.endswith(".png") for a in pngs)
 
 
+def loaded_contract_and_rule(tags: dict) -> tuple[str, float]:
+    return tags["input_mode"], float(tags["image_threshold"])
+
+
+def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_dataset, tracking_uri, workdir):
+    """64-px frames, 32-px native tiles: training crops, validation and evaluation agree."""
+    from pipelines.training import evaluate, load_config, train
+
+    cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "model_name=jaffnet-tiles", "experiment=tiles",
+                             f"storage_path={workdir / 'ray_results_tiles'}"])
+    pub = train(cfg, tiny_dataset, tracking_uri=tracking_uri).publication
+    evaluation = evaluate(pub.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    assert evaluation.contract["mode"] == "tile" and evaluation.contract["image_size"] == 32
+    for key, value in evaluation.metrics()["overall"].items():
+        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
+
+
 def test_injected_worker_failure_is_survived_without_losing_epochs(trained, workdir):
     assert (workdir / "ray_results" / trained.run_name / "injected_failure_epoch_1").exists()
     final = trained.result.metrics
@@ -100,7 +122,7 @@ def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset
 
     pub = trained.publication
     evaluation = evaluate(pub.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
-    for key, value in evaluation.rows["overall"].items():
+    for key, value in evaluation.metrics()["overall"].items():
         assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
     test = evaluate(f"models:/{MODEL_NAME}@champion", tiny_dataset, "test", tracking_uri=tracking_uri)
     assert "overall" in test.rows and len(test.rows) >= 2  # per defect class rows too
