@@ -99,10 +99,9 @@ def concurrency_limit(cfg, cluster: dict[str, float], requested: int | None = No
 
 
 def ensure_ray() -> None:
-    import ray
+    from pipelines.runtime import init_ray
 
-    if not ray.is_initialized():
-        ray.init()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
+    init_ray()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
 
 
 def default_search_name() -> str:

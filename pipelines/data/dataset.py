@@ -58,8 +58,17 @@ def manifest_hash(dataset_dir: str | Path) -> str:
 
 
 def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, seed: int,
-                  epoch: int, config: AugmentConfig | None, input_mode: str = "resize") -> dict[str, np.ndarray]:
-    """Ray Data UDF: encoded rows -> model-ready float tensors (new arrays, never in-place)."""
+                  epoch: int | str, config: AugmentConfig | None, input_mode: str = "resize") -> dict[str, np.ndarray]:
+    """Ray Data UDF: encoded rows -> model-size uint8 RGB images ``(N, S, S, 3)`` and 0/255
+    masks ``(N, S, S)`` (new arrays, never in-place). uint8 is a quarter of float32 through
+    the object store; the trainer normalises (``training_tensors``).
+
+    ``epoch``: an int, or the name of the run's ``EpochClock`` (one dataset for all epochs).
+    """
+    if augment and isinstance(epoch, str):
+        from pipelines.data.epochs import current_epoch  # imports Ray: only where a clock is used
+
+        epoch = current_epoch(epoch)
     images, masks = [], []
     for sample_id, image_bytes, mask_bytes in zip(batch["id"], batch["image"], batch["mask"]):
         image, mask = decode_image(image_bytes), decode_mask(mask_bytes)
@@ -68,14 +77,20 @@ def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, 
                                        input_mode)
         else:
             image, mask = resize_pair(image, mask, image_size)
-        images.append(image)
+        images.append(to_rgb(image))
         masks.append(mask)
     return {
-        "image": model_inputs(images),
-        "mask": (np.stack(masks)[:, None] >= 128).astype(np.float32),
+        "image": np.stack(images),
+        "mask": np.stack(masks),
         "id": np.asarray(batch["id"], dtype=object).copy(),
         "defect_class": np.asarray(batch["defect_class"], dtype=object).copy(),
     }
+
+
+def training_arrays(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared batch -> float32 model inputs ``(N, 3, S, S)`` normalised as the input
+    contract says, and float32 masks ``(N, 1, S, S)`` in {0, 1}."""
+    return model_inputs(list(batch["image"])), (np.asarray(batch["mask"])[:, None] >= 128).astype(np.float32)
 
 
 def _prepare_batch_in_worker(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:
@@ -107,15 +122,17 @@ def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16)
 
 
 def build_dataset(source, split: str, image_size: int, *, augment: bool, input_mode: str = "resize",
-                  seed: int = 0, epoch: int = 0, config: AugmentConfig | None = None,
-                  num_cpus: float = 0.25, batch_size: int = 16):
-    """A lazy Ray Dataset of one split with columns ``image`` float32 (3, S, S) normalised,
-    ``mask`` float32 (1, S, S) in {0, 1}, ``id`` and ``defect_class``: the training input.
+                  seed: int = 0, epoch: int | str = 0, config: AugmentConfig | None = None,
+                  num_cpus: float = 0.5, batch_size: int = 64):
+    """A lazy Ray Dataset of one split with columns ``image`` uint8 (S, S, 3) RGB, ``mask``
+    uint8 (S, S) 0/255, ``id`` and ``defect_class``: the training input (``training_arrays``
+    turns a batch into model tensors).
 
     ``source``: a dataset folder, or that split's rows from :func:`read_split` (e.g.
     materialised once and shared by every epoch). ``augment=True`` applies the training
     augmentation drawn from ``(seed, epoch, id)`` for the model's ``input_mode`` (resized
-    frames or native tiles); build one dataset per epoch. ``augment=False`` (``resize`` mode
+    frames or native tiles); ``epoch`` may name an ``EpochClock`` so that one dataset,
+    re-executed, gives every epoch its own draw. ``augment=False`` (``resize`` mode
     only) gives each frame resized as the contract resizes it; scoring whole frames goes
     through ``jaffnet.frames`` instead. Nothing executes until the dataset is consumed; the
     fractional ``num_cpus`` leaves room beside training workers.

@@ -57,11 +57,10 @@ class IngestResult:
 
 
 def ensure_ray() -> None:
-    """Start a local Ray instance unless the caller (a test fixture, a job) already did."""
-    import ray
+    """Start a local Ray instance unless the caller (a test fixture, a job, the CLI) already did."""
+    from pipelines.runtime import init_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray(include_dashboard=False, log_to_driver=False)
 
 
 def _read(path: str) -> bytes:

@@ -39,6 +39,12 @@ def add_commands(subparsers, bench_subparsers) -> None:
     evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     evaluate.set_defaults(func=evaluate_command)
 
+    bench = bench_subparsers.add_parser(
+        "train", help="memory of a long tiny training run: Ray processes' RSS at epoch 5 vs the last epoch")
+    bench.add_argument("--epochs", type=int, default=40, help="epochs of the tiny run (default 40)")
+    bench.add_argument("--count", type=int, default=64, help="synthetic frames (default 64)")
+    bench.set_defaults(func=bench_train_command)
+
     demo = subparsers.add_parser(
         "demo", help="end to end on 2 CPU cores: synth -> ingest -> train -> register -> evaluate")
     demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
@@ -71,9 +77,11 @@ def train_command(args) -> int:
         return 0
     if not args.data:
         return _fail("--data DATASET is required (an ingested dataset directory)")
+    from pipelines.runtime import init_ray
     from pipelines.training.reporting import print_training_summary
     from pipelines.training.run import train
 
+    init_ray()  # joins the cluster at RAY_ADDRESS (ray job submit) or starts a local one
     try:
         outcome = train(cfg, args.data, run_name=args.run_name, resume=args.resume, promote=args.promote,
                         tracking_uri=args.tracking_uri)
@@ -115,3 +123,12 @@ def demo_command(args) -> int:
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def bench_train_command(args) -> int:
+    from pipelines.training.bench import bench_train
+
+    try:
+        return bench_train(args.epochs, args.count)
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))

@@ -63,6 +63,7 @@ class TrainConfig:
     escape_cost: float = 1.0
     # validation, selection, registry
     best_metric: str = "val_weighted_f"
+    patience: int | None = None
     num_overlays: int = 4
     model_name: str = "jaffnet"
     experiment: str = "jaffnet"
@@ -171,6 +172,8 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.best_metric in SELECTABLE_METRICS, "best_metric", f"must be one of {', '.join(SELECTABLE_METRICS)}",
              cfg.best_metric)
     _require(cfg.num_overlays >= 0, "num_overlays", "must be >= 0", cfg.num_overlays)
+    if cfg.patience is not None:
+        _require(cfg.patience >= 1, "patience", "must be >= 1 (or null: no early stopping)", cfg.patience)
     for key in ("model_name", "experiment"):
         _require(bool(_NAME_PATTERN.match(getattr(cfg, key))), key,
                  "must be letters, digits, '_', '.' or '-'", getattr(cfg, key))

@@ -30,15 +30,14 @@ def _step(message: str, started: float) -> None:
 def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, config_path: str | Path | None = None,
              overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None) -> dict:
     """Run every stage; returns the test metrics of the model and of the baseline."""
-    import ray
-
     from pipelines.data import ingest, synthesize
+    from pipelines.runtime import init_ray
     from pipelines.training.run import train
 
-    if not ray.is_initialized():  # before ingest's own init, which mutes worker output
-        # With the dashboard: Ray Train's placement-group cleaner polls the state API it
-        # serves and warns every few seconds without it.
-        ray.init()  # workers' epoch lines stream to this console
+    # Before ingest's own init, which mutes worker output: the workers' epoch lines stream to
+    # this console. With the dashboard: Ray Train's placement-group cleaner polls the state API
+    # it serves and warns every few seconds without it.
+    init_ray()
 
     out = Path(out_dir).resolve()
     cfg = load_config(config_path or DEMO_CONFIG, [f"storage_path={out / 'ray_results'}", *overrides])

@@ -1,7 +1,7 @@
 """``train_loop_per_worker``: the plain function every Ray Train worker runs.
 
-Per epoch: train on this worker's shard of ``train_<epoch>`` (a fresh augmentation draw
-per epoch) under DDP; validate this worker's hash share of the ``val`` frames through the
+Per epoch: set the run's epoch clock and train on this worker's shard of the one ``train``
+dataset (re-executed each epoch with that epoch's augmentation draw) under DDP; validate this worker's hash share of the ``val`` frames through the
 model's input contract (``jaffnet.frames``: the path evaluation and serving take), each
 frame decoded once; gather the frame-size probability maps on rank 0, which scores them,
 calibrates the pixel and image thresholds, writes overlays and the checkpoint; every rank
@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 
 from jaffnet.frames import predict_frames
+from pipelines.data.dataset import training_arrays
+from pipelines.data.epochs import set_epoch
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
@@ -31,10 +33,7 @@ from pipelines.training.inference import batch_tensor, probability_maps
 from pipelines.training.scoring import score_predictions
 
 
-def train_dataset_name(epoch: int) -> str:
-    return f"train_{epoch}"
-
-
+TRAIN_DATASET = "train"
 VAL_SPLIT = "val"
 _progress = logging.getLogger("jaffnet.training")
 
@@ -71,12 +70,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     loss_fn = build_loss(cfg)
     contract = cfg.input_contract()
+    train_shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    clock = loop_config["epoch_clock"]
 
     for epoch in range(state.next_epoch, cfg.epochs):
         _maybe_inject_failure(cfg, epoch, rank, world, loop_config.get("run_dir"))
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_shard = ray.train.get_dataset_shard(train_dataset_name(epoch))
+        set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
         train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
         _sync_buffers_from_rank0(model)
         val_loss, frames = _validate(model, loop_config["dataset_dir"], contract, loss_fn, cfg, device, rank, world)
@@ -102,6 +103,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 state.epoch, state.history = epoch, [*state.history, metrics]
             report_checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(metrics, checkpoint=report_checkpoint)
+        # Every rank holds the same history, so all stop together (report is a barrier).
+        stale = epochs_without_improvement(state.history, cfg.best_metric, cfg.best_mode)
+        if cfg.patience is not None and stale >= cfg.patience:
+            if rank == 0:
+                _progress.info(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved "
+                               f"for {stale} epochs (patience {cfg.patience})")
+            break
+
+
+def epochs_without_improvement(history: list[dict[str, float]], metric: str, mode: str) -> int:
+    """Epochs reported since the best ``metric`` value (0: the last epoch is the best)."""
+    values = [entry[metric] for entry in history]
+    best = values.index(min(values) if mode == "min" else max(values))
+    return len(values) - 1 - best
 
 
 def _quiet_report_log(level: str) -> None:
@@ -130,7 +145,7 @@ def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig,
     # drop_last: a 1-image batch breaks BatchNorm, and every DDP rank must step equally
     # often (Ray's training split gives each rank the same number of rows).
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
-        images, masks = batch_tensor(batch["image"], device), batch_tensor(batch["mask"], device)
+        images, masks = (batch_tensor(array, device) for array in training_arrays(batch))
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=use_amp):
             outputs = model(images, side_outputs=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.training.config import TrainConfig
-from pipelines.training.loop import train_dataset_name, train_loop_per_worker
+from pipelines.training.loop import TRAIN_DATASET, train_loop_per_worker
 
 
 def resolve_storage_path(storage_path: str) -> str:
@@ -31,31 +31,29 @@ def configure_data_context() -> None:
     """Ray Data settings for training and evaluation.
 
     - Parquet datasource V1: V2 (the 2.60 default) starts 32 footer-reader actors for
-      every read; with one fresh train dataset per epoch that cost 15-20 s per epoch on
-      a 2-core machine, against 0.3 s with V1.
-    - No per-operator progress bars: one per worker stream drowns the per-epoch lines.
+      every read (15-20 s on a 2-core machine, against 0.3 s with V1).
+    - No progress bars and no "Starting execution" / plan lines: one set per epoch drowns
+      the epoch lines (they stay in Ray Data's log files).
     """
     from ray.data import DataContext
 
     context = DataContext.get_current()
     context.use_datasource_v2 = False
     context.enable_progress_bars = False
+    context.print_on_execution_start = False
 
 
-def build_datasets(cfg: TrainConfig, dataset_dir: str | Path) -> dict[str, Any]:
-    """One lazy train dataset per epoch (``train_<e>``: a fresh, reproducible augmentation
-    draw each epoch for the config's input mode; only the epochs that run are ever executed).
-
-    The train split's encoded rows are read once into the object store; each epoch only
-    decodes and augments them. Validation reads whole frames itself (see the loop)."""
+def build_datasets(cfg: TrainConfig, dataset_dir: str | Path, epoch_clock: str) -> dict[str, Any]:
+    """The run's one training dataset: the train split's encoded rows, read from Parquet
+    once into the object store, decoded and augmented lazily for the config's input mode.
+    Re-executed every epoch; the UDF reads the epoch from ``epoch_clock`` (see
+    ``pipelines.data.epochs``). One dataset means one Ray Train split coordinator for the
+    whole run, however many epochs. Validation reads whole frames itself (see the loop)."""
     from pipelines.data import build_dataset, read_split
 
     encoded_train = read_split(dataset_dir, "train").materialize()
-    return {
-        train_dataset_name(epoch): build_dataset(encoded_train, "train", cfg.image_size, augment=True,
-                                                 input_mode=cfg.input_mode, seed=cfg.seed, epoch=epoch)
-        for epoch in range(cfg.epochs)
-    }
+    return {TRAIN_DATASET: build_dataset(encoded_train, "train", cfg.image_size, augment=True,
+                                         input_mode=cfg.input_mode, seed=cfg.seed, epoch=epoch_clock)}
 
 
 def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] = ()):
@@ -80,12 +78,16 @@ def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, data
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pipelines.data.epochs import clock_name, start_epoch_clock
+
     configure_data_context()  # before the datasets are built; the trainer hands it to the workers
     dataset_dir = str(Path(dataset_dir).resolve())
-    datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir)
+    clock = start_epoch_clock(clock_name(run_config.name or "unnamed"))
+    datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir, clock)
     loop_config = {
         "config": cfg.to_dict(),
         "dataset_dir": dataset_dir,
+        "epoch_clock": clock,
         "run_dir": local_run_dir(cfg, run_config.name) if run_config.name else None,
     }
     resources = {"GPU": 1, "CPU": cfg.cpus_per_worker} if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}

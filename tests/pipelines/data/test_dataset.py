@@ -3,6 +3,7 @@ import pytest
 
 from pipelines.data import build_dataset, iter_samples, manifest_hash, read_manifest, read_split
 from pipelines.data.augment import resize_pair
+from pipelines.data.dataset import training_arrays
 from pipelines.data.ingestion import ingest
 from pipelines.data.testing import make_tiny_dataset
 
@@ -29,13 +30,16 @@ def test_every_split_is_populated_and_matches_the_manifest(tiny):
     assert build_dataset(tiny, "val", SIZE, augment=False).count() == totals["val"]
 
 
-def test_training_batches_are_model_ready(tiny):
+def test_training_batches_travel_as_uint8_and_become_model_ready(tiny):
     batch = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=0))
     n = read_manifest(tiny)["totals"]["train"]
-    assert batch["image"].shape == (n, 3, SIZE, SIZE) and batch["image"].dtype == np.float32
-    assert batch["mask"].shape == (n, 1, SIZE, SIZE) and batch["mask"].dtype == np.float32
-    assert set(np.unique(batch["mask"])) <= {0.0, 1.0} and batch["mask"].any()
-    assert -3 < batch["image"].min() < 0 < batch["image"].max() < 3  # ImageNet-normalised
+    assert batch["image"].shape == (n, SIZE, SIZE, 3) and batch["image"].dtype == np.uint8
+    assert batch["mask"].shape == (n, SIZE, SIZE) and batch["mask"].dtype == np.uint8
+    images, masks = training_arrays(batch)
+    assert images.shape == (n, 3, SIZE, SIZE) and images.dtype == np.float32
+    assert masks.shape == (n, 1, SIZE, SIZE) and masks.dtype == np.float32
+    assert set(np.unique(masks)) <= {0.0, 1.0} and masks.any()
+    assert -3 < images.min() < 0 < images.max() < 3  # ImageNet-normalised
     assert set(batch["defect_class"]) <= {"scratch", "inclusion", "patch", "crack", "blowhole", "none"}
 
 
@@ -45,7 +49,19 @@ def test_epochs_differ_and_a_seed_reproduces(tiny):
     epoch1 = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=1))
     assert np.array_equal(epoch0["image"], again["image"])
     assert np.array_equal(epoch0["mask"], again["mask"])
-    assert not np.allclose(epoch0["image"], epoch1["image"])
+    assert not np.array_equal(epoch0["image"], epoch1["image"])
+
+
+def test_one_dataset_draws_each_epoch_from_the_run_clock(tiny):
+    from pipelines.data.epochs import set_epoch, start_epoch_clock
+
+    clock = start_epoch_clock("epoch-clock-dataset-test")
+    one_dataset = build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=clock)
+    for epoch in (0, 1, 2):
+        set_epoch(clock, epoch)
+        drawn = take(one_dataset)  # the same dataset object, re-executed
+        expected = take(build_dataset(tiny, "train", SIZE, augment=True, seed=0, epoch=epoch))
+        assert np.array_equal(drawn["image"], expected["image"]) and np.array_equal(drawn["mask"], expected["mask"])
 
 
 def test_materialised_rows_give_the_same_epochs_as_the_folder(tiny):
@@ -63,7 +79,7 @@ def test_evaluation_splits_are_not_augmented(tiny):
     assert list(batch["id"]) == [s.id for s in samples]
     for row_mask, sample in zip(batch["mask"], samples):
         _, expected = resize_pair(sample.image, sample.mask, SIZE)
-        assert np.array_equal(row_mask[0], expected / 255.0)
+        assert np.array_equal(row_mask, expected)
 
 
 def test_iter_samples_gives_decoded_originals(tiny):

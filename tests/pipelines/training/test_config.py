@@ -70,3 +70,15 @@ def test_repo_config_is_the_packaged_one():
 
     repo_config = Path(__file__).resolve().parents[3] / "configs" / "train.yaml"
     assert read_yaml(repo_config) == read_yaml(None)
+
+
+def test_patience_counts_epochs_since_the_best():
+    from pipelines.training.loop import epochs_without_improvement
+
+    history = [{"val_mae": v} for v in (0.5, 0.3, 0.4, 0.35)]
+    assert epochs_without_improvement(history, "val_mae", "min") == 2
+    assert epochs_without_improvement(history, "val_mae", "max") == 3
+    assert epochs_without_improvement(history[:2], "val_mae", "min") == 0
+    with pytest.raises(ValueError, match="patience"):
+        load_config(None, ["patience=0"])
+    assert load_config(None, ["patience=3"]).patience == 3 and load_config(None, []).patience is None

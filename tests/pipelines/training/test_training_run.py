@@ -43,8 +43,13 @@ def tracking_uri(workdir):
 def trained(tiny_dataset, tracking_uri, workdir):
     from pipelines.training import load_config, train
 
+    from pipelines.training.memory import RayMemoryProbe
+
     cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "debug_fail_once_at_epoch=1"])
-    return train(cfg, tiny_dataset, tracking_uri=tracking_uri)
+    probe = RayMemoryProbe(workdir / "memory.jsonl")
+    outcome = train(cfg, tiny_dataset, tracking_uri=tracking_uri, callbacks=(probe,))
+    outcome.memory = probe.samples()
+    return outcome
 
 
 def _training_state(checkpoint) -> dict:
@@ -76,6 +81,12 @@ def test_registers_a_version_with_aliases_and_serving_metadata(trained):
     assert loaded.rule.pixel_threshold == loaded.metadata["threshold"] and loaded.rule.calibrated
     assert loaded.rule.image_threshold == pytest.approx(pub.metrics["val_image_threshold"])
     assert loaded.model.config["width"] == 0.125
+
+
+def test_one_training_dataset_means_one_split_coordinator_for_the_whole_run(trained):
+    # Per-epoch datasets kept one ~250 MB coordinator per epoch alive until the run ended.
+    assert [sample.epoch for sample in trained.memory] == [0, 1]
+    assert [sample.split_coordinators for sample in trained.memory] == [1, 1]
 
 
 def test_logs_params_epoch_metrics_and_overlays(trained):

@@ -1,0 +1,47 @@
+"""``jaffnet bench train``: does a long training run keep its memory flat?
+
+A tiny run (width 0.125, 32 px, synthetic data) for ``--epochs`` epochs with
+``RayMemoryProbe``: prints the summed RSS of the Ray processes and the number of Ray Data
+split coordinators at epoch 5 and at the last epoch, and the growth between them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+TINY = ["width=0.125", "image_size=32", "batch_size=4", "num_workers=2", "cpus_per_worker=0.5", "torch_threads=1",
+        "num_overlays=0", "experiment=bench-train", "model_name=bench-train", "best_metric=val_mae"]
+GROWTH_LIMIT = 0.10
+
+
+def bench_train(epochs: int = 40, count: int = 64) -> int:
+    from pipelines.data import ingest, synthesize
+    from pipelines.runtime import init_ray
+    from pipelines.training.config import load_config
+    from pipelines.training.memory import RayMemoryProbe
+    from pipelines.training.run import train
+
+    if epochs < 6:
+        raise ValueError(f"--epochs must be >= 6 to compare epoch 5 with the last, got {epochs}")
+    with tempfile.TemporaryDirectory(prefix="jaffnet-bench-train-") as tmp:
+        tmp = Path(tmp)
+        init_ray(include_dashboard=False, log_to_driver=False)
+        synthesize(tmp / "synth", count=count, size=32, seed=0, difficulty="easy")
+        dataset = ingest(tmp / "synth", tmp / "dataset", "folder", seed=0).dataset_dir
+        cfg = load_config(None, [*TINY, f"epochs={epochs}", f"storage_path={tmp / 'ray_results'}"])
+        probe = RayMemoryProbe(tmp / "memory.jsonl")
+        started = time.perf_counter()
+        train(cfg, dataset, tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", callbacks=(probe,))
+        elapsed = time.perf_counter() - started
+        samples = probe.samples()
+    at_5, last = samples[4], samples[-1]
+    growth = last.ray_rss_mb / at_5.ray_rss_mb - 1
+    print(f"jaffnet bench train: {epochs} epochs of a tiny run (width 0.125, 32 px, {count} frames) in {elapsed:.0f} s")
+    print(f"{'':<14}{'Ray RSS MB':>12}{'coordinators':>14}{'epoch s':>9}")
+    for label, sample in (("epoch 5", at_5), (f"epoch {last.epoch + 1}", last)):
+        print(f"{label:<14}{sample.ray_rss_mb:>12.0f}{sample.split_coordinators:>14}{sample.epoch_time_s:>9.1f}")
+    verdict = "ok" if growth <= GROWTH_LIMIT else f"ABOVE the {GROWTH_LIMIT:.0%} limit"
+    print(f"growth from epoch 5 to the last: {growth:+.1%} ({verdict})")
+    return 0 if growth <= GROWTH_LIMIT else 1
