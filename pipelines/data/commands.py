@@ -41,7 +41,8 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--dataset", default=None, help="an ingested dataset (default: synthesize one)")
     bench.add_argument("--count", type=int, default=128, help="synthetic frames when no --dataset")
     bench.add_argument("--size", type=int, default=256, help="training image size")
-    bench.add_argument("--batch-size", type=int, default=16)
+    bench.add_argument("--batch-size", type=int, default=64, help="rows per Ray Data block and task")
+    bench.add_argument("--epochs", type=int, default=3, help="Ray Data epochs (the first starts its workers)")
     bench.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per Ray Data task")
     bench.set_defaults(func=run_bench)
 
@@ -115,7 +116,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     try:
         result = bench_data(args.dataset, count=args.count, image_size=args.size,
-                            batch_size=args.batch_size, num_cpus=args.num_cpus)
+                            batch_size=args.batch_size, epochs=args.epochs, num_cpus=args.num_cpus)
     except (FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
     print(result.report())
