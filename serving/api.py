@@ -18,6 +18,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from jaffnet.contract import InputContract
@@ -35,14 +36,15 @@ api = FastAPI(
 )
 
 
-def _error(status: int, code: str, message: str, request: Request) -> JSONResponse:
-    return JSONResponse(status_code=status,
+def _error(status: int, code: str, message: str, request: Request,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
                         content={"request_id": _request_id(request), "error": {"code": code, "message": message}})
 
 
 @api.exception_handler(InspectionError)
 async def _inspection_error(request: Request, exc: InspectionError) -> JSONResponse:
-    return _error(exc.status, exc.code, exc.message, request)
+    return _error(exc.status, exc.code, exc.message, request, exc.headers)
 
 
 @api.exception_handler(RequestValidationError)
@@ -54,6 +56,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def _request_id(request: Request) -> str:
     # Serve's proxy puts an x-request-id on every request and echoes it in the response.
     return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+HEALTH_TIMEOUT_S = 0.8
+BUSY_IS_HEALTHY_S = 60.0
 
 
 def _ms(start: float) -> float:
@@ -69,15 +75,61 @@ class InspectionAPI:
         self._card: dict | None = None
         self._contract: InputContract | None = None
         self._rule: DecisionRule | None = None
+        self._last_model_answer = 0.0  # monotonic time the model deployment last answered
+        self._frames_in_model = 0  # frames whose inputs are at the model deployment now
 
     async def card(self) -> dict:
         """The model deployment's card (name, version, contract, rule...), fetched once."""
         if self._card is None:
-            card = await self.model.info.remote()
+            try:
+                card = await self.model.info.remote()
+            except BackPressureError as exc:
+                raise self._overloaded() from exc
             self._contract = InputContract.from_dict(card["contract"])
             self._rule = DecisionRule.from_dict(card["rule"])
             self._card = card
         return self._card
+
+    def _admit(self, width: int, height: int) -> None:
+        """Refuse, from the header alone, a frame whose work would be unbounded: a side
+        thinner than ``min_frame_side`` or more model inputs than ``max_inputs_per_frame``."""
+        settings = self.settings
+        if min(width, height) < settings.min_frame_side:
+            raise InspectionError(413, "frame_too_thin",
+                                  f"the frame is {width}x{height}: a side is below min_frame_side "
+                                  f"{settings.min_frame_side} px")
+        inputs = len(plan_frame(self._contract, height, width))
+        if inputs > settings.max_inputs_per_frame:
+            raise InspectionError(413, "too_many_inputs",
+                                  f"the frame is {width}x{height}, which needs {inputs} model inputs "
+                                  f"({self._contract.describe()}), above max_inputs_per_frame "
+                                  f"{settings.max_inputs_per_frame}")
+
+    def _overloaded(self) -> InspectionError:
+        return InspectionError(503, "overloaded", "the model queue is full; retry later",
+                               headers={"Retry-After": str(self.settings.retry_after_s)})
+
+    async def _predict(self, inputs: list) -> list[dict]:
+        """Every input through the model deployment. A full model queue is a 503 with
+        Retry-After, and the inputs already sent are cancelled. If the client goes away, Serve
+        cancels this request and (Ray 2.60) the calls it made; cancelling them here as well
+        keeps that true whatever the Serve version."""
+        responses = []
+        self._frames_in_model += 1
+        try:
+            for x in inputs:
+                responses.append(self.model.predict_input.remote(x))
+            results = await asyncio.gather(*responses)
+        except (asyncio.CancelledError, BackPressureError) as exc:
+            for response in responses:
+                response.cancel()
+            if isinstance(exc, BackPressureError):
+                raise self._overloaded() from exc
+            raise
+        finally:
+            self._frames_in_model -= 1
+        self._last_model_answer = time.monotonic()
+        return results
 
     @api.post("/v1/inspect")
     async def inspect(
@@ -99,14 +151,14 @@ class InspectionAPI:
 
         data, declared_format = await read_frame_bytes(request, settings.max_body_bytes)
         decode_start = time.perf_counter()
-        frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels)
+        frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels, self._admit)
         del data
         plan = plan_frame(self._contract, frame.height, frame.width)
         inputs = await asyncio.to_thread(plan.split, frame.rgb)
         decode_ms = _ms(decode_start)
 
         inference_start = time.perf_counter()
-        results = await asyncio.gather(*(self.model.predict_input.remote(x) for x in inputs))
+        results = await self._predict(inputs)
         inference_ms = _ms(inference_start)
 
         post_start = time.perf_counter()
@@ -156,8 +208,15 @@ class InspectionAPI:
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
+        """200 within a second under any load: the model replica answers its card, or it is
+        busy with frames (some in flight, or one answered within the last minute); else 503."""
         try:
-            card = await asyncio.wait_for(self.model.info.remote(), timeout=5)
-        except Exception as exc:  # any failure to reach the model replica means "not ready"
-            return JSONResponse(status_code=503, content={"status": "unavailable", "reason": str(exc)[:500]})
+            card = await asyncio.wait_for(self.model.info.remote(), timeout=HEALTH_TIMEOUT_S)
+        except Exception as exc:  # timed out behind queued inputs, or the replica is unreachable
+            recent = time.monotonic() - self._last_model_answer < BUSY_IS_HEALTHY_S
+            if self._card is not None and (self._frames_in_model or recent):
+                card = self._card
+                return JSONResponse({"status": "busy", "model": {"name": card["name"], "version": card["version"]}})
+            return JSONResponse(status_code=503, content={"status": "unavailable",
+                                                          "reason": type(exc).__name__})
         return JSONResponse({"status": "ok", "model": {"name": card["name"], "version": card["version"]}})

@@ -25,8 +25,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
                     "overrides below, and blocks until Ctrl-C.")
     serve.add_argument("--model", help="registry URI or saved-model directory (default from the config: "
                                        "models:/jaffnet@champion)")
-    serve.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 for the network)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", help="listen address (default: the config's http_options, 127.0.0.1; "
+                                      "0.0.0.0 for the network)")
+    serve.add_argument("--port", type=int, help="listen port (default: the config's http_options, 8000)")
     serve.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="Serve config YAML")
     serve.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI "
                                               "or ./mlflow.db)")
@@ -70,7 +71,8 @@ def serve_command(args) -> int:
     from serving.model_deployment import ModelLoadError
 
     try:
-        application = application_section(read_serve_config(args.config))
+        config = read_serve_config(args.config)
+        application = application_section(config)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -92,12 +94,14 @@ def serve_command(args) -> int:
         return 2
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    http_options = http_options_for(config, args.host, args.port)
+    serve.start(http_options=http_options)
     name = application.get("name", "jaffnet")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`docker stop` shut Serve down like Ctrl-C
     try:
         serve.run(app, name=name, route_prefix=application.get("route_prefix", "/"))
-        print(f"serving on http://{args.host}:{args.port}/v1/inspect (Ctrl-C to stop)", flush=True)
+        print(f"serving on http://{http_options['host']}:{http_options['port']}/v1/inspect (Ctrl-C to stop)",
+              flush=True)
         while True:
             time.sleep(60)
     except KeyboardInterrupt:
@@ -108,6 +112,13 @@ def serve_command(args) -> int:
     finally:
         serve.shutdown()
     return 0
+
+
+def http_options_for(config: dict, host: str | None, port: int | None) -> dict:
+    """The Serve config's ``http_options`` (what ``serve run`` applies), with --host/--port on top."""
+    options = {"host": "127.0.0.1", "port": 8000, **(config.get("http_options") or {})}
+    options.update({key: value for key, value in (("host", host), ("port", port)) if value is not None})
+    return options
 
 
 def _interrupt(signum, frame):

@@ -43,6 +43,10 @@ class ServingConfig(BaseModel):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(16384 * 1024, ge=1024, description="width x height above which a frame gets 413")
     max_regions: int = Field(100, ge=0, description="regions listed per response, largest first")
+    # Work per frame, checked from the header before decoding (413 beyond).
+    max_inputs_per_frame: int = Field(256, ge=1, le=65536, description="model inputs (tiles) one frame may need")
+    min_frame_side: int = Field(16, ge=1, description="frames with a shorter side are refused")
+    retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the model queue is full")
 
 
 def read_serve_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, Any]:

@@ -8,6 +8,8 @@ codec's :class:`DecodeError` into an :class:`InspectionError` (a 4xx JSON answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipelines.data.codec import SUPPORTED_FORMATS, DecodedImage, DecodeError, read_image
 from serving.errors import InspectionError
 
@@ -50,12 +52,14 @@ def format_for_content_type(content_type: str) -> str | None:
     )
 
 
-def decode_frame(data: bytes, declared_format: str | None = None, max_pixels: int = 1 << 24) -> DecodedImage:
-    """Validate and decode one frame (``.rgb`` is what the model takes).
+def decode_frame(data: bytes, declared_format: str | None = None, max_pixels: int = 1 << 24,
+                 admit: Callable[[int, int], None] | None = None) -> DecodedImage:
+    """Validate and decode one frame (``.rgb`` is what the model takes); ``admit(width,
+    height)`` may refuse it from the header, before any pixel is decoded.
 
     Every refusal is an ``InspectionError`` carrying the codec's status and code.
     """
     try:
-        return read_image(data, declared_format, max_pixels)
+        return read_image(data, declared_format, max_pixels, admit)
     except DecodeError as exc:
         raise InspectionError(exc.status, exc.code, exc.message) from exc

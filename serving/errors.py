@@ -1,4 +1,4 @@
-"""The one error type the HTTP layer turns into a 4xx JSON answer."""
+"""The one error type the HTTP layer turns into a 4xx (or 503) JSON answer."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ class InspectionError(ValueError):
     The message says what is wrong in words a line engineer can act on.
     """
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}

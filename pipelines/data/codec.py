@@ -18,7 +18,7 @@ PNG, masks become 0/255 single-channel PNG.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -107,18 +107,20 @@ class DecodedImage:
 # --- the decoder -------------------------------------------------------------------
 
 
-def read_image(data: bytes, declared_format: str | None = None, max_pixels: int | None = None) -> DecodedImage:
+def read_image(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
+               admit: Callable[[int, int], None] | None = None) -> DecodedImage:
     """Validate and decode one image. Every refusal is a :class:`DecodeError`.
 
     ``declared_format`` (e.g. from a content type) must match the sniffed format;
-    ``max_pixels`` caps width x height, checked on the header before decoding.
+    ``max_pixels`` caps width x height, checked on the header before decoding, and so
+    does ``admit(width, height)`` (a caller's own limits: it raises to refuse).
     """
-    image, image_format = _decode(data, declared_format, max_pixels)
+    image, image_format = _decode(data, declared_format, max_pixels, admit)
     return DecodedImage(_to_8bit(_grey_or_rgb(image)), image_format, _channels(image), image.dtype.itemsize * 8)
 
 
-def _decode(data: bytes, declared_format: str | None = None,
-            max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+def _decode(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
+            admit: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str]:
     """The checked OpenCV array at its stored depth and channel layout (BGR order), and
     its format. Kept apart from :func:`read_image` so masks can be binarised before
     their depth is reduced."""
@@ -129,6 +131,8 @@ def _decode(data: bytes, declared_format: str | None = None,
     if max_pixels is not None and width * height > max_pixels:
         raise DecodeError(413, "too_many_pixels",
                           f"the frame is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
+    if admit is not None:
+        admit(width, height)
     image = _imdecode(data, image_format)
     if image.shape[:2] != (height, width):  # a header that lied about the size
         raise DecodeError(400, "corrupt_image",
@@ -289,7 +293,7 @@ def _tiff_dimensions(data: bytes) -> tuple[int, int]:
     for entry in range(count):
         offset = ifd + 2 + 12 * entry
         tag, kind = struct.unpack(order + "HH", data[offset:offset + 4])
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH):
+        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and tag not in found:  # the first of duplicates, as libtiff
             value = data[offset + 8:offset + 12]
             if kind == _TIFF_SHORT:
                 found[tag] = struct.unpack(order + "H", value[:2])[0]

@@ -18,7 +18,6 @@ import hashlib
 import json
 import shutil
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -28,10 +27,12 @@ import numpy as np
 
 from pipelines.data.codec import InvalidSample, encode_png, validate_pair
 from pipelines.data.layouts import Rejection, discover
+from pipelines.data.publish import check_replaceable, clean_leftovers, publish, temporary_sibling
 from pipelines.data.splits import SPLITS, assign_splits, check_fractions
 
 DATA_FOLDER = "data"
 MANIFEST = "manifest.json"
+INGEST_TOOL = "ingest"
 MANIFEST_VERSION = 1
 # Several files even for small datasets: each file is a read task, so readers (and the
 # augmentation after them) run in parallel instead of in one task per dataset.
@@ -135,19 +136,6 @@ def _counts(rows: list[dict]) -> dict:
     return {split: dict(sorted(counter.items())) for split, counter in per_split.items()}
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``out``; an old dataset is swapped out, then deleted."""
-    if out.exists():
-        if not overwrite:
-            raise IngestError(f"{out} already exists; pass --overwrite to replace it")
-        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(trash)
-        tmp.rename(out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
 def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 0,
            val_fraction: float = 0.15, test_fraction: float = 0.15, overwrite: bool = False,
            strict: bool = False, num_cpus: float = 0.5, batch_size: int = 16) -> IngestResult:
@@ -162,11 +150,11 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
 
     src, out = Path(src).resolve(), Path(out).resolve()
     check_fractions(val_fraction, test_fraction)
-    if out.exists() and not overwrite:
-        raise IngestError(f"{out} already exists; pass --overwrite to replace it")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        # --overwrite deletes the old folder: only ever one that is a dataset.
-        raise IngestError(f"{out} exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+    try:  # --overwrite only ever replaces a dataset this tool wrote, never its own source
+        check_replaceable(out, INGEST_TOOL, overwrite, sources=(src,), legacy_marker=MANIFEST)
+    except FileExistsError as exc:
+        raise IngestError(str(exc)) from None
+    clean_leftovers(out)
     start = time.perf_counter()
     found = discover(source_format, src)
     rejected = list(found.rejected)
@@ -174,7 +162,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     records = [{key: value or "" for key, value in asdict(r).items()} for r in found.records]
 
     valid_rows: list[dict] = []
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(out)
     try:
         if records:
             ensure_ray()
@@ -223,7 +211,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             "seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(tmp, out, overwrite)
+        publish(tmp, out, INGEST_TOOL)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return IngestResult(out, manifest)

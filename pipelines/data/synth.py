@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipelines.data.publish import check_replaceable, clean_leftovers, publish, temporary_sibling
 from pipelines.data.defects import DEFECT_FREE, DEFECT_KINDS, draw_defect, get_difficulty, plant
 from pipelines.data.textures import TEXTURES, load_photos, render_texture
 
@@ -75,6 +76,9 @@ def sample_id(index: int) -> str:
     return f"synth_{index:06d}"
 
 
+SYNTH_TOOL = "synth"
+
+
 def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
                *, difficulty: str = "hard", overwrite: bool = False) -> SynthSummary:
     """Write ``count`` frames of ``size`` x ``size`` pixels into ``out_dir``.
@@ -86,13 +90,22 @@ def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
         raise ValueError(f"count must be >= 1, got {count}")
     if size < 16:
         raise ValueError(f"size must be >= 16 pixels, got {size}")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    check_replaceable(final, SYNTH_TOOL, overwrite)  # only ever replaces a folder `jaffnet synth` wrote
+    clean_leftovers(final)
+    out = temporary_sibling(final)
+    (out / "images").mkdir(parents=True)
+    (out / "masks").mkdir(parents=True)
+    try:
+        summary = _write_samples(out, count, size, seed, difficulty)
+        publish(out, final, SYNTH_TOOL)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    summary.out_dir = str(final)
+    return summary
+
+
+def _write_samples(out: Path, count: int, size: int, seed: int, difficulty: str) -> SynthSummary:
 
     load_photos()  # once, outside the timing: the rate reported is the steady state
     start = time.perf_counter()

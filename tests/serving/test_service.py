@@ -7,8 +7,10 @@ Two applications share one Serve instance:
   pixels, where the right answer for a planted defect is known to the pixel (tiling).
 """
 
+import asyncio
 import base64
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -22,7 +24,7 @@ from tests.serving.conftest import temporary_tracking
 from tests.serving.images import encode, textured
 
 TILE = 64
-LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000}
+LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000, "max_inputs_per_frame": 64, "min_frame_side": 8}
 RESPONSE_KEYS = {"request_id", "model", "decision", "reason", "image_score", "image_threshold", "min_defect_area_px",
                  "defect_score", "threshold", "defect_area_px", "defect_area_ratio", "largest_region_px",
                  "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms"}
@@ -56,6 +58,30 @@ def _bright_spot_model():
     return BrightSpotModel
 
 
+def _slow_model():
+    """A stand-in that takes ``delay_s`` per model input, one at a time, and counts them."""
+    from ray import serve
+
+    @serve.deployment
+    class SlowModel:
+        def __init__(self, delay_s: float):
+            self.delay_s, self.computed = delay_s, 0
+
+        def info(self) -> dict:
+            return {"name": "slow", "version": "0", "run_id": None, "threshold": 0.5, "image_size": TILE,
+                    "contract": PROBE_CONTRACT.to_dict(),
+                    "rule": DecisionRule(pixel_threshold=0.5, image_threshold=0.5).to_dict(),
+                    "metrics": {}, "backend": "numpy", "device": "cpu", "computed": self.computed}
+
+        @serve.batch(max_batch_size=1, batch_wait_timeout_s=0)
+        async def predict_input(self, tiles):
+            await asyncio.sleep(self.delay_s)
+            self.computed += 1
+            return [{"probability": np.zeros((TILE, TILE), np.float32), "batch_size": 1}]
+
+    return SlowModel
+
+
 @pytest.fixture(scope="module")
 def service(ray_session, tmp_path_factory):
     import mlflow
@@ -85,6 +111,13 @@ def service(ray_session, tmp_path_factory):
         probe_model = _bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
         serve.run(InspectionAPI.options(**small["InspectionAPI"]).bind(probe_model, probe_settings), name="probe",
                   route_prefix="/probe")
+        slow = _slow_model()
+        # /slow: inputs queue behind a 0.2 s model (cancellation); /full: one running, one queued (backpressure).
+        for name, options in (("slow", {"max_ongoing_requests": 1}),
+                              ("full", {"max_ongoing_requests": 1, "max_queued_requests": 1})):
+            model = slow.options(ray_actor_options={"num_cpus": 0.1}, **options).bind(0.2)
+            serve.run(InspectionAPI.options(ray_actor_options={"num_cpus": 0.1}).bind(model, probe_settings),
+                      name=name, route_prefix=f"/{name}")
         try:
             yield {"url": f"http://127.0.0.1:{port}", "version": str(version.version), "run_id": run.info.run_id}
         finally:
@@ -204,6 +237,8 @@ def _bad_requests():
         "chunked body above the cap": (dict(data=iter([oversized[:600_000], oversized[600_000:]]),
                                             headers={"Content-Type": "image/png"}), 413, "body_too_large"),
         "decompression bomb": (dict(data=bomb, headers={"Content-Type": "image/png"}), 413, "too_many_pixels"),
+        "thin frame": (dict(data=encode(textured(2, 4000), "PNG"), headers={"Content-Type": "image/png"}), 413,
+                       "frame_too_thin"),
         "threshold above 1": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": 1.5}),
                               422, "invalid_parameter"),
         "threshold below 0": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": -0.1}),
@@ -264,3 +299,64 @@ def test_bench_load_driver_is_bounded_and_measures(service):
     assert 0 < load.percentile_ms(50) <= load.percentile_ms(99) and load.throughput > 0
     with pytest.raises(ValueError, match="concurrency"):
         drive(service["url"], b"", concurrency=1000, duration_s=1, max_requests=1)
+
+
+def test_a_frame_needing_too_many_tiles_is_refused_from_its_header(service):
+    frame = encode(textured(64, 4000), "PNG")  # 83 native tiles; the limit here is 64
+    answer = _post(service["url"] + "/probe", frame, "image/png")
+    assert answer.status_code == 413, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "too_many_inputs" and "83 model inputs" in error["message"]
+    assert _post(service["url"] + "/probe", encode(textured(64, 3000), "PNG"), "image/png").status_code == 200
+
+
+def test_health_answers_within_a_second_while_frames_queue(service):
+    frames = [encode(textured(128, 128, seed=i), "PNG") for i in range(6)]  # 9 tiles each, 0.2 s a tile
+    with ThreadPoolExecutor(6) as pool:
+        pending = [pool.submit(_post, service["url"] + "/slow", body, "image/png") for body in frames]
+        time.sleep(1.0)
+        started = time.perf_counter()
+        health = requests.get(service["url"] + "/slow/healthz", timeout=10)
+        elapsed = time.perf_counter() - started
+        for future in pending:
+            future.cancel()
+    assert health.status_code == 200 and health.json()["status"] in ("ok", "busy")
+    assert elapsed < 1.0
+
+
+def test_a_disconnected_clients_remaining_tiles_are_not_computed(service):
+    from ray import serve
+
+    model = serve.get_deployment_handle("SlowModel", app_name="slow")
+
+    def computed() -> int:
+        return model.info.remote().result(timeout_s=60)["computed"]
+
+    time.sleep(12)  # let the previous test's queue drain
+    before = computed()
+    frame = encode(textured(64, 2000), "PNG")  # 42 tiles: 8 s of model time
+    with pytest.raises(requests.exceptions.Timeout):
+        requests.post(service["url"] + "/slow/v1/inspect", data=frame, headers={"Content-Type": "image/png"},
+                      timeout=1.5)
+    time.sleep(10)  # long enough for all 42 to have run had they stayed queued
+    done = computed() - before
+    assert 0 < done < 20, done
+
+
+def test_a_full_model_queue_answers_503_with_retry_after(service):
+    bodies = [encode(textured(TILE, TILE, seed=i), "PNG") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: _post(service["url"] + "/full", body, "image/png"), bodies))
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) == {200, 503}, statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["Retry-After"] == "2" and refused.json()["error"]["code"] == "overloaded"
+
+
+def test_jaffnet_serve_applies_the_configs_http_options():
+    from serving.commands import http_options_for
+
+    config = {"http_options": {"host": "0.0.0.0", "port": 9000, "request_timeout_s": 30}}
+    assert http_options_for(config, None, None) == {"host": "0.0.0.0", "port": 9000, "request_timeout_s": 30}
+    assert http_options_for(config, "127.0.0.1", 8123)["host"] == "127.0.0.1"
+    assert http_options_for({}, None, None) == {"host": "127.0.0.1", "port": 8000}

@@ -42,4 +42,5 @@ def test_bench_data_prints_both_rates(ray_session, capsys):
     assert main(["bench", "data", "--count", "16", "--size", "64", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"plain loop .*\d+\.\d images/s", out)
-    assert re.search(r"Ray Data \(warm\) .*\d+\.\d images/s", out)
+    assert re.search(r"Ray Data, warm epoch .*\d+\.\d images/s .*\d\.\d\dx the plain loop", out)
+    assert re.search(r"demo trainer consumes .*\d+\.\d images/s .*Ray Data supplies .*\d\.\dx that", out)

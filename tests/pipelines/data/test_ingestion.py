@@ -91,16 +91,28 @@ def test_never_overwrites_without_permission_and_swaps_atomically(ray_session, s
     second = ingest(sd900_source, out, "sd900", seed=1, overwrite=True).manifest
     assert read_manifest(out)["arguments"]["seed"] == 1 and second["content_hash"] != first["content_hash"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ds", sd900_source.name])
-    with pytest.raises(IngestError, match="is not a dataset"):  # --overwrite never deletes other folders
+    with pytest.raises(IngestError, match="refusing to replace its own source"):
         ingest(sd900_source, sd900_source.parent, "sd900", overwrite=True)
     assert sd900_source.is_dir()
+    other = tmp_path / "notes"
+    (other / "sub").mkdir(parents=True)
+    with pytest.raises(IngestError, match="was not written by `jaffnet ingest`"):  # never deletes other folders
+        ingest(sd900_source, other, "sd900", overwrite=True)
+    assert (other / "sub").is_dir()
+
+
+def test_leftovers_of_interrupted_runs_are_removed(ray_session, sd900_source, tmp_path):
+    stale = tmp_path / ".ds.tmp-999999999-deadbeef"  # no such process
+    (stale / "data").mkdir(parents=True)
+    ingest(sd900_source, tmp_path / "ds", "sd900")
+    assert not stale.exists() and (tmp_path / "ds" / ".jaffnet-ingest").is_file()
 
 
 def test_an_interrupted_ingest_leaves_nothing_behind(ray_session, sd900_source, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ingestion, "_publish", crash)
+    monkeypatch.setattr(ingestion, "publish", crash)
     with pytest.raises(KeyboardInterrupt):
         ingest(sd900_source, tmp_path / "ds", "sd900")
     assert sorted(p.name for p in tmp_path.iterdir()) == [sd900_source.name]

@@ -84,5 +84,15 @@ def test_synthesize_refuses_to_overwrite_and_checks_arguments(tmp_path):
         synthesize(tmp_path, count=2, size=32, seed=0)
     synthesize(tmp_path, count=3, size=32, seed=0, overwrite=True)
     assert len(list((tmp_path / "images").iterdir())) == 3
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}")) == []
+
+
+def test_overwrite_never_deletes_a_folder_synth_did_not_write(tmp_path):
+    home = tmp_path / "home"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis" / "chapter1.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not written by `jaffnet synth`"):
+        synthesize(home, count=2, size=32, seed=0, overwrite=True)
+    assert (home / "thesis" / "chapter1.tex").read_text() == "years of work"
     with pytest.raises(ValueError, match="count"):
         synthesize(tmp_path / "x", count=0, size=32, seed=0)
