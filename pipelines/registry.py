@@ -9,6 +9,7 @@ deprecated stages.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else a SQLite database in the working directory
     (the registry works with no server; artifacts go to ./mlruns)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+_URI_PASSWORD = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]+):[^@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` masked: tracking
+    and registry URIs (e.g. ``postgresql://mlflow:secret@db/mlflow``) end up in messages."""
+    return _URI_PASSWORD.sub(r"\g<prefix>:***@", str(text))
 
 
 def configure_tracking(tracking_uri: str | None = None) -> str:
@@ -121,7 +131,7 @@ def resolve_model_version(uri: str):
         name, number = spec.rsplit("/", 1)
         return client.get_model_version(name, number)
     except (MlflowException, ValueError) as exc:
-        raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: {exc}") from exc
+        raise LookupError(redact(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: {exc}")) from exc
 
 
 def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
@@ -141,7 +151,7 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:
-        raise LookupError(f"cannot download {uri}: {exc}") from exc
+        raise LookupError(redact(f"cannot download {uri}: {exc}")) from exc
     saved = _find_saved_dir(local)
     return LoadedModel(load_pretrained(saved, map_location), read_config(saved)["metadata"],
                        name=name, version=version, run_id=run_id, source=uri)

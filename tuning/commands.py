@@ -89,7 +89,7 @@ def describe_space(space, base) -> str:
 
 def report(outcome) -> int:
     """Print the trial table and what became of the winner; the exit code."""
-    from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS
+    from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, redact
 
     plan, table = outcome.plan, outcome.table
     print(table.format())
@@ -105,6 +105,7 @@ def report(outcome) -> int:
     at_epoch = f" at epoch {best.best_epoch + 1}" if best.best_epoch is not None else ""
     print(f"best trial {best.trial_id}: {table.metric} {best.best:.4f}{at_epoch} of {best.epochs_run} run")
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason}); "
-          f"threshold {pub.threshold:.3f}")
-    print(f"MLflow parent run {plan.parent_run_id} (experiment {plan.mlflow_experiment_id}) at {plan.tracking_uri}")
+          f"pixel threshold {pub.threshold:.3f}, image threshold {pub.image_threshold:.3f}")
+    print(f"MLflow parent run {plan.parent_run_id} (experiment {plan.mlflow_experiment_id}) "
+          f"at {redact(plan.tracking_uri)}")
     return 0

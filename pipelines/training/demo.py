@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from jaffnet.metrics import format_table
+from pipelines.registry import redact
 from pipelines.training.config import load_config
 from pipelines.training.evaluation import all_background_baseline, evaluate
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
@@ -64,7 +65,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     print(format_table({"JAFFNet": model.rows["overall"], "all-background": baseline.rows["overall"]},
                        title="test split, overall: the trained model vs predicting no defect anywhere"))
     _step("done", started)
-    print(f"MLflow run {outcome.mlflow_run_id} in experiment {cfg.experiment!r} at {outcome.tracking_uri}")
+    print(f"MLflow run {outcome.mlflow_run_id} in experiment {cfg.experiment!r} at {redact(outcome.tracking_uri)}")
     print(f"MLflow UI: {mlflow_ui_hint(outcome.tracking_uri)}")
     return {"model": model.rows["overall"], "baseline": baseline.rows["overall"],
             "seconds": time.perf_counter() - started}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import time
 import zlib
@@ -30,7 +31,7 @@ from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
 from pipelines.training.inference import batch_tensor, probability_maps
-from pipelines.training.scoring import score_predictions
+from pipelines.training.scoring import OVERALL, score_predictions
 
 
 TRAIN_DATASET = "train"
@@ -86,11 +87,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                scores = score_predictions({f.id: f.probability for f in frames}, frames, per_class=False,
+                scores = score_predictions({f.id: f.probability for f in frames}, frames, per_class=True,
                                            min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
                                            overlay_dir=Path(tmp) / OVERLAY_DIR, num_overlays=cfg.num_overlays)
                 metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                            **{f"val_{k}": v for k, v in scores.overall_metrics().items()},
+                           **per_class_image_metrics(scores.image_rows),
                            "val_threshold": scores.rule.pixel_threshold,
                            "val_image_threshold": scores.rule.image_threshold, "lr": lr,
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
@@ -110,6 +112,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 _progress.info(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved "
                                f"for {stale} epochs (patience {cfg.patience})")
             break
+
+
+PER_CLASS_IMAGE_METRICS = ("image_auroc", "overkill_rate", "escape_rate")
+
+
+def per_class_image_metrics(image_rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``val_class_<class>_<metric>`` for the image-level rates of every defect class."""
+    return {f"val_class_{re.sub(r'[^A-Za-z0-9_]+', '_', name)}_{key}": value
+            for name, row in image_rows.items() if name != OVERALL
+            for key, value in row.items() if key in PER_CLASS_IMAGE_METRICS}
 
 
 def epochs_without_improvement(history: list[dict[str, float]], metric: str, mode: str) -> int:

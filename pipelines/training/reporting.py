@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jaffnet.metrics import IMAGE_COLUMNS, format_table
-from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from pipelines.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, redact
 
 
 def validation_row(metrics: dict[str, float]) -> dict[str, float]:
@@ -13,8 +13,8 @@ def validation_row(metrics: dict[str, float]) -> dict[str, float]:
 
 def mlflow_ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://", "databricks")):
-        return f"open {tracking_uri} in a browser"
-    return f"mlflow ui --backend-store-uri {tracking_uri}   # then open http://127.0.0.1:5000"
+        return f"open {redact(tracking_uri)} in a browser"
+    return f"mlflow ui --backend-store-uri {redact(tracking_uri)}   # then open http://127.0.0.1:5000"
 
 
 def print_training_summary(outcome) -> None:
@@ -28,5 +28,5 @@ def print_training_summary(outcome) -> None:
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason})")
     print(f"checkpoint {pub.checkpoint_path}")
     print(f"Ray Train run {outcome.run_name}; MLflow run {outcome.mlflow_run_id} "
-          f"(experiment {outcome.experiment_id}) at {outcome.tracking_uri}")
+          f"(experiment {outcome.experiment_id}) at {redact(outcome.tracking_uri)}")
     print(f"MLflow UI: {mlflow_ui_hint(outcome.tracking_uri)}")

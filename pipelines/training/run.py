@@ -49,7 +49,8 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
     previous = find_run(cfg.experiment, run_name) if resume else None
     if resume and previous is None:
         which = f"named {run_name!r}" if run_name else "at all"
-        raise ValueError(f"--resume: no training run {which} in MLflow experiment {cfg.experiment!r} at {uri}")
+        raise ValueError(f"--resume: no training run {which} in MLflow experiment {cfg.experiment!r} "
+                         f"at {registry.redact(uri)}")
     if previous is not None:
         run_name = previous.data.tags[RAY_RUN_TAG]
     else:

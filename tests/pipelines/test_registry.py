@@ -74,3 +74,16 @@ def test_a_model_registered_before_contracts_loads_as_resize(tracking):
     loaded = registry.load_model("models:/legacy-test@candidate")
     assert loaded.contract.mode == "resize" and loaded.contract.image_size == 64
     assert loaded.rule.image_threshold == 0.4 and not loaded.rule.calibrated
+
+
+def test_registry_errors_never_echo_a_database_password(monkeypatch):
+    import mlflow
+
+    assert registry.redact("postgresql://mlflow:s3cret@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
+    assert registry.redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    monkeypatch.setattr(mlflow, "get_registry_uri", lambda: "mysql://admin:hunter2@10.0.0.5/registry")
+    monkeypatch.setattr("mlflow.MlflowClient.get_model_version_by_alias",
+                        lambda *args: (_ for _ in ()).throw(mlflow.exceptions.MlflowException("no such model")))
+    with pytest.raises(LookupError) as info:
+        registry.resolve_model_version("models:/jaffnet@champion")
+    assert "hunter2" not in str(info.value) and "admin:***@10.0.0.5" in str(info.value)

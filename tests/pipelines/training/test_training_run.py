@@ -95,8 +95,11 @@ def test_logs_params_epoch_metrics_and_overlays(trained):
     client = MlflowClient()
     run = client.get_run(trained.mlflow_run_id)
     assert run.data.params["width"] == "0.125" and run.data.params["epochs"] == "2"
-    for metric in ("train_loss", "val_loss", "val_mae", "val_weighted_f", "val_s_measure", "val_mean_e"):
+    for metric in ("train_loss", "val_loss", "val_mae", "val_weighted_f", "val_s_measure", "val_mean_e",
+                   "val_image_auroc", "val_escape_rate", "val_overkill_rate", "val_image_threshold"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
+    per_class = [key for key in run.data.metrics if key.startswith("val_class_")]
+    assert any(key.endswith("_escape_rate") for key in per_class)  # image-level rates per defect class
     overlays = [a.path for a in client.list_artifacts(run.info.run_id, "overlays")]
     assert len(overlays) == 1
     pngs = client.list_artifacts(run.info.run_id, overlays[0])
