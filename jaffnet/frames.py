@@ -10,6 +10,7 @@ Serve endpoint (which sends the inputs to its batched model deployment between
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -116,7 +117,7 @@ def predict_frames(items: Iterable[Item], contract: InputContract, predict: Pred
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    waiting: list[tuple[Any, FramePlan]] = []  # frames whose inputs are queued, in order
+    waiting: deque[tuple[Any, FramePlan]] = deque()  # frames whose inputs are queued, in order
     inputs: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
@@ -132,7 +133,7 @@ def predict_frames(items: Iterable[Item], contract: InputContract, predict: Pred
 
     def finished() -> Iterator[tuple[Any, np.ndarray]]:
         while waiting and len(waiting[0][1]) <= len(outputs):
-            item, plan = waiting.pop(0)
+            item, plan = waiting.popleft()
             yield item, plan.merge(outputs[:len(plan)])
             del outputs[:len(plan)]
 

@@ -26,7 +26,7 @@ class Evaluation:
     model: str
     split: str
     count: int
-    contract: dict[str, Any]
+    contract: dict[str, Any] | None  # None: not a model (the all-background baseline)
     rule: dict[str, Any]
     rows: dict[str, dict[str, float]]  # saliency metrics per defect class and "overall"
     image_rows: dict[str, dict[str, float]]  # image-level OK/NG metrics, same keys
@@ -34,23 +34,22 @@ class Evaluation:
     version: str | None = None
 
     @classmethod
-    def from_scores(cls, scores: SplitScores, contract: InputContract, model: str, split: str,
+    def from_scores(cls, scores: SplitScores, contract: InputContract | None, model: str, split: str,
                     name: str | None = None, version: str | None = None) -> Evaluation:
-        return cls(model=model, split=split, count=scores.count, contract=contract.to_dict(),
+        return cls(model=model, split=split, count=scores.count, contract=contract.to_dict() if contract else None,
                    rule=scores.rule.to_dict(), rows=scores.rows, image_rows=scores.image_rows,
                    name=name, version=version)
 
     def table(self, title: str | None = None) -> str:
         rule = DecisionRule.from_dict(self.rule)
-        contract = InputContract.from_dict(self.contract)
+        how = f", {self.contract['mode']}: {InputContract.from_dict(self.contract).describe()}" if self.contract else ""
         operating_point = (f"image-level OK/NG: NG when image_score >= {rule.image_threshold:.4f}"
                            + (f" and a region >= {rule.min_defect_area_px} px" if rule.min_defect_area_px else "")
                            + f" (pixel threshold {rule.pixel_threshold:.4f}"
                            + ("" if rule.calibrated else "; NOT calibrated: a model saved before image-level rules")
                            + ")")
         return "\n".join([
-            format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images, "
-                                             f"{contract.mode}: {contract.describe()})"),
+            format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images{how})"),
             "",
             format_table(self.image_rows, operating_point, columns=IMAGE_COLUMNS),
         ])
@@ -93,4 +92,4 @@ def all_background_baseline(dataset_dir: str | Path, split: str = "test") -> Eva
     blank = {str(s.id): np.zeros(s.mask.shape, np.float32) for s in samples}
     rule = DecisionRule(pixel_threshold=0.5, image_threshold=0.5)
     scores = score_predictions(blank, samples, rule=rule, per_class=True)
-    return Evaluation.from_scores(scores, InputContract(image_size=32), "all-background", split)
+    return Evaluation.from_scores(scores, None, "all-background", split)
