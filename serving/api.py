@@ -58,7 +58,7 @@ def _request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-HEALTH_TIMEOUT_S = 0.8
+HEALTH_TIMEOUT_S = 0.5
 BUSY_IS_HEALTHY_S = 60.0
 
 
@@ -151,7 +151,8 @@ class InspectionAPI:
 
         data, declared_format = await read_frame_bytes(request, settings.max_body_bytes)
         decode_start = time.perf_counter()
-        frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels, self._admit)
+        frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels, self._admit,
+                                        settings.bit_depth)
         del data
         plan = plan_frame(self._contract, frame.height, frame.width)
         inputs = await asyncio.to_thread(plan.split, frame.rgb)
@@ -184,7 +185,8 @@ class InspectionAPI:
             "region_count": verdict.region_count,
             "regions": [region.to_dict() for region in verdict.regions],
             "image": {"width": frame.width, "height": frame.height, "channels": frame.channels,
-                      "bit_depth": frame.bit_depth, "format": frame.format},
+                      "bit_depth": frame.bit_depth, "significant_bits": frame.significant_bits,
+                      "bits_source": frame.bits_source, "format": frame.format},
             "input": {"mode": self._contract.mode, "image_size": self._contract.image_size, "count": len(plan)},
             "tiles": len(plan),
             "max_batch_size_seen": max(int(r["batch_size"]) for r in results),

@@ -47,6 +47,9 @@ class ServingConfig(BaseModel):
     max_inputs_per_frame: int = Field(256, ge=1, le=65536, description="model inputs (tiles) one frame may need")
     min_frame_side: int = Field(16, ge=1, description="frames with a shorter side are refused")
     retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the model queue is full")
+    # Significant bits of 16-bit frames without a PNG sBIT chunk (None: inferred from each
+    # frame's maximum, as ingestion does; the reply's image block says which applied).
+    bit_depth: int | None = Field(None, ge=9, le=16)
 
 
 def read_serve_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, Any]:

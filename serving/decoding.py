@@ -53,13 +53,13 @@ def format_for_content_type(content_type: str) -> str | None:
 
 
 def decode_frame(data: bytes, declared_format: str | None = None, max_pixels: int = 1 << 24,
-                 admit: Callable[[int, int], None] | None = None) -> DecodedImage:
+                 admit: Callable[[int, int], None] | None = None, bit_depth: int | None = None) -> DecodedImage:
     """Validate and decode one frame (``.rgb`` is what the model takes); ``admit(width,
     height)`` may refuse it from the header, before any pixel is decoded.
 
     Every refusal is an ``InspectionError`` carrying the codec's status and code.
     """
     try:
-        return read_image(data, declared_format, max_pixels, admit)
+        return read_image(data, declared_format, max_pixels, admit, bit_depth)
     except DecodeError as exc:
         raise InspectionError(exc.status, exc.code, exc.message) from exc

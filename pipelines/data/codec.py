@@ -82,13 +82,18 @@ class DecodedImage:
 
     ``pixels`` is uint8 ``(H, W)`` for grayscale and grayscale + alpha sources and
     ``(H, W, 3)`` RGB for colour and colour + alpha ones; ``channels`` (1, 2, 3 or 4)
-    and ``bit_depth`` (8 or 16) describe the file, not ``pixels``.
+    and ``bit_depth`` (8 or 16) describe the file, not ``pixels``. ``significant_bits``
+    is how many of a 16-bit sample's low bits carry the signal (12 for a 12-bit camera)
+    and ``bits_source`` where that came from: ``file`` (PNG sBIT), ``setting``, ``inferred``
+    (from the frame's maximum) or ``8-bit``.
     """
 
     pixels: np.ndarray
     format: str
     channels: int
     bit_depth: int
+    significant_bits: int = 8
+    bits_source: str = "8-bit"
 
     @property
     def height(self) -> int:
@@ -108,15 +113,20 @@ class DecodedImage:
 
 
 def read_image(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
-               admit: Callable[[int, int], None] | None = None) -> DecodedImage:
+               admit: Callable[[int, int], None] | None = None, bit_depth: int | None = None) -> DecodedImage:
     """Validate and decode one image. Every refusal is a :class:`DecodeError`.
 
     ``declared_format`` (e.g. from a content type) must match the sniffed format;
     ``max_pixels`` caps width x height, checked on the header before decoding, and so
     does ``admit(width, height)`` (a caller's own limits: it raises to refuse).
+    16-bit samples are scaled from their significant bits to 8 bits: the file's PNG
+    ``sBIT`` when present, else ``bit_depth`` (e.g. 12), else the smallest of 10, 12, 14,
+    16 bits that holds the frame's maximum (so a 12-bit camera is not read as near-black).
     """
     image, image_format = _decode(data, declared_format, max_pixels, admit)
-    return DecodedImage(_to_8bit(_grey_or_rgb(image)), image_format, _channels(image), image.dtype.itemsize * 8)
+    bits, source = significant_bits(image, data, image_format, bit_depth)
+    return DecodedImage(_to_8bit(_grey_or_rgb(image), bits), image_format, _channels(image),
+                        image.dtype.itemsize * 8, bits, source)
 
 
 def _decode(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
@@ -211,10 +221,43 @@ def _grey_or_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _to_8bit(image: np.ndarray) -> np.ndarray:
-    """The model and the stored datasets take uint8; 16-bit samples keep their high byte."""
+BIT_DEPTHS = (10, 12, 14, 16)  # what 16-bit files from line cameras carry
+
+
+def significant_bits(image: np.ndarray, data: bytes, image_format: str,
+                     bit_depth: int | None = None) -> tuple[int, str]:
+    """(bits that carry the signal, where that came from); see :func:`read_image`."""
+    if image.dtype == np.uint8:
+        return 8, "8-bit"
+    declared = _png_sbit(data) if image_format == "PNG" else None
+    if declared:
+        return declared, "file"
+    if bit_depth is not None:
+        return bit_depth, "setting"
+    peak = int(image.max()) if image.size else 0
+    return next(bits for bits in BIT_DEPTHS if peak < 1 << bits), "inferred"
+
+
+def _png_sbit(data: bytes) -> int | None:
+    """The largest significant-bits value of a PNG's sBIT chunk (before IDAT), if any."""
+    position = 8
+    while position + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[position:position + 4])
+        kind = data[position + 4:position + 8]
+        if kind == b"sBIT":
+            values = data[position + 8:position + 8 + min(length, 4)]
+            return max(values) if values and 1 <= max(values) <= 16 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        position += 12 + length
+    return None
+
+
+def _to_8bit(image: np.ndarray, bits: int = 16) -> np.ndarray:
+    """The model and the stored datasets take uint8: 16-bit samples keep their top
+    ``bits`` significant bits' high byte (a 12-bit 4095 becomes 255)."""
     if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
+        return np.clip(image >> max(0, bits - 8), 0, 255).astype(np.uint8)
     return image
 
 
@@ -319,10 +362,11 @@ def _refused_as(part: str) -> Iterator[None]:
         raise InvalidSample(f"{part} is not a decodable image ({exc.code}): {exc.message}", part) from exc
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded bytes -> uint8 ``(H, W)`` grayscale or ``(H, W, 3)`` RGB."""
+def decode_image(data: bytes, bit_depth: int | None = None) -> np.ndarray:
+    """Encoded bytes -> uint8 ``(H, W)`` grayscale or ``(H, W, 3)`` RGB (16-bit scaled from
+    its significant bits, see :func:`read_image`)."""
     with _refused_as("image"):
-        return read_image(data).pixels
+        return read_image(data, bit_depth=bit_depth).pixels
 
 
 def decode_mask(data: bytes) -> np.ndarray:
@@ -367,9 +411,10 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def validate_pair(image_bytes: bytes, mask_bytes: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+def validate_pair(image_bytes: bytes, mask_bytes: bytes | None,
+                  bit_depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode both and check they agree; a missing mask means a defect-free frame."""
-    image = decode_image(image_bytes)
+    image = decode_image(image_bytes, bit_depth)
     if mask_bytes is None:
         return image, np.zeros(image.shape[:2], np.uint8)
     mask = decode_mask(mask_bytes)

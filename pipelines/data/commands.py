@@ -35,6 +35,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
     ingest.add_argument("--strict", action="store_true",
                         help="fail (exit 1, write nothing) if any file is rejected")
     ingest.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per decode task")
+    ingest.add_argument("--bit-depth", type=int, choices=range(9, 17), metavar="9..16",
+                        help="significant bits of 16-bit images without a PNG sBIT chunk (default: inferred "
+                             "from each image's maximum, as the endpoint does)")
     ingest.set_defaults(func=run_ingest)
 
     bench = bench_subparsers.add_parser("data", help="decode+augment throughput: Ray Data vs a plain loop")
@@ -96,7 +99,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     try:
         result = ingest(args.src, args.out, args.source_format, seed=args.seed,
                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                        overwrite=args.overwrite, strict=args.strict, num_cpus=args.num_cpus)
+                        overwrite=args.overwrite, strict=args.strict, num_cpus=args.num_cpus,
+                        bit_depth=args.bit_depth)
     except IngestError as exc:
         _print_rejections(exc.rejected)
         print(f"error: {exc}", file=sys.stderr)

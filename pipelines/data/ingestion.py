@@ -69,7 +69,8 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-def decode_and_validate(batch: dict[str, np.ndarray], source_format: str) -> dict[str, np.ndarray]:
+def decode_and_validate(batch: dict[str, np.ndarray], source_format: str,
+                        bit_depth: int | None = None) -> dict[str, np.ndarray]:
     """Ray Data UDF: file paths -> encoded, validated rows (``error`` says why not)."""
     columns = {name: [] for name in ("id", "source_format", "defect_class", "official_split",
                                      "height", "width", "image", "mask", "has_defect",
@@ -80,7 +81,7 @@ def decode_and_validate(batch: dict[str, np.ndarray], source_format: str) -> dic
         try:
             image_bytes = _read(image_path)
             mask_bytes = _read(mask_path) if mask_path else None
-            image, mask = validate_pair(image_bytes, mask_bytes)
+            image, mask = validate_pair(image_bytes, mask_bytes, bit_depth)
             image_png, mask_png = encode_png(image), encode_png(mask)
             has_defect, error, file = bool(mask.any()), "", ""
         except InvalidSample as exc:
@@ -138,7 +139,8 @@ def _counts(rows: list[dict]) -> dict:
 
 def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 0,
            val_fraction: float = 0.15, test_fraction: float = 0.15, overwrite: bool = False,
-           strict: bool = False, num_cpus: float = 0.5, batch_size: int = 16) -> IngestResult:
+           strict: bool = False, num_cpus: float = 0.5, batch_size: int = 16,
+           bit_depth: int | None = None) -> IngestResult:
     """Read ``src`` in ``source_format`` layout and write the Parquet dataset ``out``.
 
     Bad files are rejected (listed in the manifest), never fatal; :class:`IngestError`
@@ -169,7 +171,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             blocks = max(1, min(len(records) // batch_size, 64))
             decoded = (
                 ray.data.from_items(records, override_num_blocks=blocks)
-                .map_batches(decode_and_validate, fn_kwargs={"source_format": source_format},
+                .map_batches(decode_and_validate, fn_kwargs={"source_format": source_format, "bit_depth": bit_depth},
                              batch_size=batch_size, num_cpus=num_cpus)
                 .materialize()  # decode once; read the small columns, then write
             )
@@ -199,7 +201,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             "version": MANIFEST_VERSION,
             "source_format": source_format,
             "arguments": {"src": str(src), "out": str(out), "format": source_format, "seed": seed,
-                          "val_fraction": val_fraction, "test_fraction": test_fraction},
+                          "val_fraction": val_fraction, "test_fraction": test_fraction, "bit_depth": bit_depth},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "content_hash": _content_hash(valid_rows),
             "num_samples": len(valid_rows),

@@ -360,3 +360,14 @@ def test_jaffnet_serve_applies_the_configs_http_options():
     assert http_options_for(config, None, None) == {"host": "0.0.0.0", "port": 9000, "request_timeout_s": 30}
     assert http_options_for(config, "127.0.0.1", 8123)["host"] == "127.0.0.1"
     assert http_options_for({}, None, None) == {"host": "127.0.0.1", "port": 8000}
+
+
+def test_a_twelve_bit_camera_frame_is_judged_on_its_own_scale(service):
+    frame = np.full((64, 96), 1200, np.uint16)  # 12-bit background
+    frame[20:24, 30:34] = 4095  # a bright 12-bit defect: only 15 of 255 if the high byte were kept
+    answer = _post(service["url"] + "/probe", encode(frame, "PNG"), "image/png")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["image"]["bit_depth"] == 16
+    assert (body["image"]["significant_bits"], body["image"]["bits_source"]) == (12, "inferred")
+    assert body["decision"] == "NG" and body["defect_area_px"] == 16  # fail-closed: the defect is seen

@@ -61,11 +61,41 @@ def test_channel_order_is_rgb(image_format):
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
-def test_sixteen_bit_keeps_the_high_byte(image_format):
+def test_full_range_sixteen_bit_keeps_the_high_byte(image_format):
     image = np.full((16, 24), 0xABCD, dtype=np.uint16)
     decoded = read_image(encode(image, image_format))
     assert decoded.bit_depth == 16 and decoded.channels == 1
+    assert decoded.significant_bits == 16 and decoded.bits_source == "inferred"
     assert decoded.pixels.dtype == np.uint8 and (decoded.pixels == 0xAB).all()
+
+
+def _with_sbit(png_bytes: bytes, bits: int) -> bytes:
+    """The PNG with an sBIT chunk (grey: one byte) inserted after IHDR."""
+    import zlib
+
+    chunk = b"sBIT" + bytes([bits])
+    sbit = struct.pack(">I", 1) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    ihdr_end = 8 + 8 + 13 + 4
+    return png_bytes[:ihdr_end] + sbit + png_bytes[ihdr_end:]
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
+def test_a_twelve_bit_camera_frame_is_scaled_from_its_significant_bits(image_format):
+    frame = np.zeros((16, 24), np.uint16)
+    frame[4:8, 4:8] = 4095  # a bright 12-bit defect on a 12-bit background of 1000
+    frame[frame == 0] = 1000
+    decoded = read_image(encode(frame, image_format))
+    assert (decoded.significant_bits, decoded.bits_source) == (12, "inferred")
+    assert decoded.pixels.max() == 255 and decoded.pixels[0, 0] == 1000 >> 4  # not 4095 >> 8 = 15: near black
+    assert read_image(encode(frame, image_format), bit_depth=14).pixels.max() == 4095 >> 6  # the setting
+
+
+def test_png_sbit_wins_over_inference_and_the_setting():
+    frame = np.full((8, 8), 900, np.uint16)  # a dark 12-bit frame: inference would say 10 bits
+    decoded = read_image(_with_sbit(png(frame), 12), bit_depth=16)
+    assert (decoded.significant_bits, decoded.bits_source) == (12, "file")
+    assert decoded.pixels[0, 0] == 900 >> 4
+    assert read_image(png(frame)).significant_bits == 10
 
 
 def test_alpha_is_dropped():
