@@ -28,6 +28,7 @@ from serving.config import ServingConfig
 from serving.decoding import SUPPORTED_FORMATS, decode_frame
 from serving.errors import InspectionError
 from serving.postprocess import encode_probability, mask_to_png_base64
+from serving.schemas import INSPECT_ERRORS, Health, InspectionReply, ModelCard
 from serving.upload import read_frame_bytes
 
 api = FastAPI(
@@ -131,7 +132,8 @@ class InspectionAPI:
         self._last_model_answer = time.monotonic()
         return results
 
-    @api.post("/v1/inspect")
+    @api.post("/v1/inspect", response_model=InspectionReply, response_model_exclude_unset=True,
+              responses=INSPECT_ERRORS)
     async def inspect(
         self,
         request: Request,
@@ -199,16 +201,18 @@ class InspectionAPI:
             response["probability_map"] = probability_out
         return response
 
-    @api.get("/v1/model")
+    @api.get("/v1/model", response_model=ModelCard)
     async def model_info(self) -> dict:
         card = await self.card()
+        settings = self.settings
         return {
             **card,
-            "limits": {"max_body_bytes": self.settings.max_body_bytes, "max_pixels": self.settings.max_pixels,
-                       "formats": list(SUPPORTED_FORMATS)},
+            "limits": {"max_body_bytes": settings.max_body_bytes, "max_pixels": settings.max_pixels,
+                       "formats": list(SUPPORTED_FORMATS), "max_inputs_per_frame": settings.max_inputs_per_frame,
+                       "min_frame_side": settings.min_frame_side},
         }
 
-    @api.get("/healthz")
+    @api.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "not ready"}})
     async def healthz(self) -> JSONResponse:
         """200 within a second under any load: the model replica answers its card, or it is
         busy with frames (some in flight, or one answered within the last minute); else 503."""

@@ -371,3 +371,13 @@ def test_a_twelve_bit_camera_frame_is_judged_on_its_own_scale(service):
     assert body["image"]["bit_depth"] == 16
     assert (body["image"]["significant_bits"], body["image"]["bits_source"]) == (12, "inferred")
     assert body["decision"] == "NG" and body["defect_area_px"] == 16  # fail-closed: the defect is seen
+
+
+def test_openapi_describes_every_reply_field_and_status(service):
+    schema = requests.get(service["url"] + "/openapi.json", timeout=30).json()
+    inspect = schema["paths"]["/v1/inspect"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(inspect)
+    reply = schema["components"]["schemas"]["InspectionReply"]["properties"]
+    assert RESPONSE_KEYS | {"mask_png_base64", "probability_map"} == set(reply)
+    assert {"significant_bits", "bits_source"} <= set(schema["components"]["schemas"]["ImageInfo"]["properties"])
+    assert "ModelCard" in schema["components"]["schemas"] and "Health" in schema["components"]["schemas"]

@@ -1,0 +1,136 @@
+"""The HTTP API's reply types, so ``/docs`` and ``/openapi.json`` describe every field and
+status code. The routes build plain dicts; FastAPI checks them against these models."""
+
+# No `from __future__ import annotations`: FastAPI/pydantic read these annotations at runtime.
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="forbid")
+
+
+class ModelRef(_Reply):
+    name: str
+    version: str
+    run_id: str | None = Field(None, description="the MLflow run that produced the version")
+
+
+class BBox(_Reply):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class RegionOut(_Reply):
+    bbox: BBox
+    area_px: int = Field(description="pixels at or above the pixel threshold")
+    max_probability: float
+
+
+class ImageInfo(_Reply):
+    width: int
+    height: int
+    channels: int = Field(description="as stored: 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha")
+    bit_depth: int = Field(description="as stored: 8 or 16")
+    significant_bits: int = Field(description="bits of a sample that carry the signal (12 for a 12-bit camera)")
+    bits_source: Literal["8-bit", "file", "setting", "inferred"]
+    format: str
+
+
+class InputInfo(_Reply):
+    mode: Literal["resize", "tile"]
+    image_size: int
+    count: int = Field(description="model inputs this frame became")
+
+
+class Timings(_Reply):
+    decode: float
+    inference: float
+    postprocess: float
+    total: float
+
+
+class ProbabilityMap(_Reply):
+    encoding: Literal["float32-le+zlib+base64"]
+    height: int
+    width: int
+    data: str
+
+
+class InspectionReply(_Reply):
+    request_id: str
+    model: ModelRef
+    decision: Literal["OK", "NG"]
+    reason: str = Field(description="the comparison that decided")
+    image_score: float = Field(description="smoothed max of the probability map (3x3 box mean)")
+    image_threshold: float
+    min_defect_area_px: int
+    threshold: float = Field(description="pixel threshold: draws the mask and the regions")
+    defect_score: float = Field(description="highest pixel probability")
+    defect_area_px: int
+    defect_area_ratio: float
+    largest_region_px: int
+    region_count: int
+    regions: list[RegionOut] = Field(description="8-connected, largest first, at most max_regions")
+    image: ImageInfo
+    input: InputInfo
+    tiles: int
+    max_batch_size_seen: int
+    timings_ms: Timings
+    mask_png_base64: str | None = Field(None, description="with ?mask=true")
+    probability_map: ProbabilityMap | None = Field(None, description="with ?probability=true")
+
+
+class ErrorDetail(_Reply):
+    code: str = Field(description="machine-readable, e.g. too_many_inputs, overloaded, corrupt_image")
+    message: str
+
+
+class ErrorReply(_Reply):
+    request_id: str
+    error: ErrorDetail
+
+
+class Limits(_Reply):
+    max_body_bytes: int
+    max_pixels: int
+    formats: list[str]
+    max_inputs_per_frame: int
+    min_frame_side: int
+
+
+class ModelCard(BaseModel):
+    """The serving model version: contract, rule, metrics and where it runs (open for extra keys)."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+    name: str
+    version: str
+    run_id: str | None = None
+    source: str | None = None
+    contract: dict[str, Any]
+    rule: dict[str, Any]
+    threshold: float
+    image_size: int
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    backend: str
+    device: str
+    limits: Limits
+
+
+class Health(_Reply):
+    status: Literal["ok", "busy", "unavailable"]
+    model: ModelRef | None = None
+    reason: str | None = None
+
+
+INSPECT_ERRORS = {
+    400: {"model": ErrorReply, "description": "empty body, not an image, truncated/corrupt, bad multipart"},
+    408: {"description": "Serve's proxy: the request ran past http_options.request_timeout_s"},
+    413: {"model": ErrorReply, "description": "body, pixels, thin side or model inputs above the limits"},
+    415: {"model": ErrorReply, "description": "unsupported format or content type"},
+    422: {"model": ErrorReply, "description": "a query parameter out of range"},
+    503: {"model": ErrorReply, "description": "overloaded (model queue full; Retry-After says when to retry)"},
+}
