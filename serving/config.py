@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.data.codec import OPENCV_MAX_PIXELS
+
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 DEFAULT_MODEL_URI = "models:/jaffnet@champion"
 
@@ -41,7 +43,8 @@ class ServingConfig(BaseModel):
 
     # Input limits.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(16384 * 1024, ge=1024, description="width x height above which a frame gets 413")
+    max_pixels: int = Field(16384 * 1024, ge=1024, le=OPENCV_MAX_PIXELS,
+                            description="width x height above which a frame gets 413")
     max_regions: int = Field(100, ge=0, description="regions listed per response, largest first")
     # Work per frame, checked from the header before decoding (413 beyond).
     max_inputs_per_frame: int = Field(256, ge=1, le=65536, description="model inputs (tiles) one frame may need")

@@ -17,6 +17,7 @@ PNG, masks become 0/255 single-channel PNG.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,10 @@ import numpy as np
 from jaffnet.preprocess import to_rgb
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+# OpenCV's own pixel cap (read once, at its first decode in a process): a backstop behind
+# the header checks here, and the ceiling of the service's configurable max_pixels.
+OPENCV_MAX_PIXELS = 1 << 26
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
 
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -324,27 +329,54 @@ def _bmp_dimensions(data: bytes) -> tuple[int, int]:
     return width, abs(height)  # negative height = rows stored top-down
 
 
-_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 256, 257, 322, 323
 _TIFF_SHORT, _TIFF_LONG = 3, 4
+MAX_TIFF_PAGES = 16  # OpenCV decodes the first page; a longer (or looping) chain is refused
 
 
 def _tiff_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) of the first page, after checking what libtiff would allocate: tiles
+    no larger than the image (rounded to 16), and a short, loop-free page chain. Of
+    duplicated tags the first counts, as in libtiff."""
     order = "<" if data[:2] == b"II" else ">"
     (ifd,) = struct.unpack(order + "I", data[4:8])
+    tags = _tiff_tags(data, order, ifd)
+    if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
+        raise DecodeError(400, "corrupt_image", "the TIFF has no image width/length tags")
+    width, height = tags[_TIFF_WIDTH], tags[_TIFF_LENGTH]
+    for tag, side, name in ((_TIFF_TILE_WIDTH, width, "width"), (_TIFF_TILE_LENGTH, height, "length")):
+        if tag in tags and tags[tag] > max(16, -(-side // 16) * 16):
+            raise DecodeError(400, "corrupt_image", f"the TIFF tile {name} {tags[tag]} exceeds its {side}-px image")
+    _check_tiff_pages(data, order, ifd)
+    return width, height
+
+
+def _tiff_tags(data: bytes, order: str, ifd: int) -> dict[int, int]:
     (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-    found = {}
+    found: dict[int, int] = {}
     for entry in range(count):
         offset = ifd + 2 + 12 * entry
         tag, kind = struct.unpack(order + "HH", data[offset:offset + 4])
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and tag not in found:  # the first of duplicates, as libtiff
-            value = data[offset + 8:offset + 12]
-            if kind == _TIFF_SHORT:
-                found[tag] = struct.unpack(order + "H", value[:2])[0]
-            elif kind == _TIFF_LONG:
-                found[tag] = struct.unpack(order + "I", value)[0]
-    if len(found) < 2:
-        raise DecodeError(400, "corrupt_image", "the TIFF has no image width/length tags")
-    return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
+        if tag in found:
+            continue
+        value = data[offset + 8:offset + 12]
+        if kind == _TIFF_SHORT:
+            found[tag] = struct.unpack(order + "H", value[:2])[0]
+        elif kind == _TIFF_LONG:
+            found[tag] = struct.unpack(order + "I", value)[0]
+    return found
+
+
+def _check_tiff_pages(data: bytes, order: str, ifd: int) -> None:
+    seen = set()
+    while ifd:
+        if ifd in seen:
+            raise DecodeError(400, "corrupt_image", "the TIFF's page chain loops")
+        if len(seen) >= MAX_TIFF_PAGES:
+            raise DecodeError(400, "too_many_pages", f"the TIFF has more than {MAX_TIFF_PAGES} pages; send one frame")
+        seen.add(ifd)
+        (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+        (ifd,) = struct.unpack(order + "I", data[ifd + 2 + 12 * count:ifd + 6 + 12 * count])
 
 
 _HEADER_READERS = {"PNG": _png_dimensions, "JPEG": _jpeg_dimensions, "BMP": _bmp_dimensions, "TIFF": _tiff_dimensions}

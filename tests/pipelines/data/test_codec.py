@@ -117,7 +117,23 @@ def test_big_endian_tiff_header():
     header = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 2)
     header += struct.pack(">HHI", 256, 4, 1) + struct.pack(">I", 70000)  # width, LONG
     header += struct.pack(">HHI", 257, 3, 1) + struct.pack(">HH", 300, 0)  # length, SHORT
+    header += struct.pack(">I", 0)  # no next page
     assert read_dimensions(header, "TIFF") == (70000, 300)
+
+
+def _tiff(entries: list[tuple[int, int]], next_ifd: int = 0) -> bytes:
+    """A little-endian TIFF header: one IFD at 8 with LONG ``(tag, value)`` entries."""
+    body = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + body + struct.pack("<I", next_ifd)
+
+
+def test_tiff_headers_are_checked_like_libtiff_reads_them():
+    assert read_dimensions(_tiff([(256, 16), (257, 16), (256, 99999)]), "TIFF") == (16, 16)  # first tag wins
+    with pytest.raises(DecodeError, match="tile width 65520 exceeds"):  # a 16x16 image with ~1 GB tiles
+        read_dimensions(_tiff([(256, 16), (257, 16), (322, 65520), (323, 65520)]), "TIFF")
+    assert read_dimensions(_tiff([(256, 100), (257, 20), (322, 112), (323, 32)]), "TIFF") == (100, 20)
+    with pytest.raises(DecodeError, match="page chain loops"):
+        read_dimensions(_tiff([(256, 16), (257, 16)], next_ifd=8), "TIFF")
 
 
 # --- read_image: refusals ----------------------------------------------------------
