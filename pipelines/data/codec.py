@@ -7,7 +7,8 @@ decoding, so a small file that would decode to gigabytes (a decompression bomb) 
 refused without being decoded. OpenCV then decodes with ``IMREAD_UNCHANGED`` (keeping
 16-bit and alpha visible) and the result becomes uint8 grayscale ``(H, W)`` or **RGB**
 ``(H, W, 3)`` (OpenCV's BGR is swapped here; alpha is dropped, the camera's pixels
-count). 16-bit samples keep their high byte. Every refusal is a :class:`DecodeError`
+count). 16-bit samples are scaled from their significant bits (:func:`significant_bits`:
+PNG sBIT, a setting, or the frame's maximum). Every refusal is a :class:`DecodeError`
 with an HTTP-style status and a machine-readable code; serving passes those on, and
 ingestion turns them into :class:`InvalidSample` reasons.
 
