@@ -76,7 +76,7 @@ def test_a_model_registered_before_contracts_loads_as_resize(tracking):
     assert loaded.rule.image_threshold == 0.4 and not loaded.rule.calibrated
 
 
-def test_registry_errors_never_echo_a_database_password(monkeypatch):
+def test_registry_errors_never_echo_a_database_password(tracking, monkeypatch):
     import mlflow
 
     assert registry.redact("postgresql://mlflow:s3cret@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
