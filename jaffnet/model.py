@@ -11,12 +11,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from jaffnet.contract import INPUT_MULTIPLE
 from jaffnet.decoders import JAFFDecoder
 from jaffnet.encoders import ResNetEncoder
 from jaffnet.heads import SideOutputs
 from jaffnet.layers.drf import DenseReceptiveField, validate_dilation_rates
-
-INPUT_MULTIPLE = 32  # five 2x downsamplings between the input and the DRF bridge
 
 
 class JAFFNet(nn.Module):

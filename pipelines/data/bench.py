@@ -68,34 +68,19 @@ def _ray_epochs(dataset_dir: Path, image_size: int, batch_size: int, num_cpus: f
 
 
 def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
-    """Images/s two demo workers consume: one-thread train steps of the demo model, x workers."""
+    """Images/s the demo's workers consume: one-thread train steps of the demo model
+    (``jaffnet.inference.bench.bench_training``), times the number of workers."""
     import torch
 
-    from jaffnet import JAFFNet
-    from jaffnet.losses import HybridLoss
+    from jaffnet.inference.bench import bench_training
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = JAFFNet(width=DEMO_TRAINER["width"]).train()
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-        loss_fn = HybridLoss()
-        images = torch.randn(DEMO_TRAINER["batch_size"], 3, image_size, image_size)
-        masks = (torch.rand(DEMO_TRAINER["batch_size"], 1, image_size, image_size) > 0.9).float()
-
-        def step() -> None:
-            optimizer.zero_grad()
-            loss_fn(model(images, side_outputs=True), masks).backward()
-            optimizer.step()
-
-        step()  # warm-up
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        per_worker = steps * DEMO_TRAINER["batch_size"] / (time.perf_counter() - start)
+        result = bench_training({"width": DEMO_TRAINER["width"]}, image_size, DEMO_TRAINER["batch_size"], steps)
     finally:
         torch.set_num_threads(threads)
-    return per_worker * DEMO_TRAINER["workers"]
+    return result.images_per_s * DEMO_TRAINER["workers"]
 
 
 def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image_size: int = 256,

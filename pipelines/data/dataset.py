@@ -61,7 +61,7 @@ def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, 
                   epoch: int | str, config: AugmentConfig | None, input_mode: str = "resize") -> dict[str, np.ndarray]:
     """Ray Data UDF: encoded rows -> model-size uint8 RGB images ``(N, S, S, 3)`` and 0/255
     masks ``(N, S, S)`` (new arrays, never in-place). uint8 is a quarter of float32 through
-    the object store; the trainer normalises (``training_tensors``).
+    the object store; the trainer normalises (``training_arrays``).
 
     ``epoch``: an int, or the name of the run's ``EpochClock`` (one dataset for all epochs).
     """

@@ -43,7 +43,7 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
     contract = TrainConfig.from_dict(train_config).input_contract()
     return {
         "model_name": train_config["model_name"],
-        "image_size": contract.image_size,
+        "image_size": contract.image_size,  # also flat, for readers of older metadata (e.g. jaffnet export)
         CONTRACT_KEY: contract.to_dict(),
         RULE_KEY: rule.to_dict(),
         "threshold": rule.pixel_threshold,

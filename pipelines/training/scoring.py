@@ -64,17 +64,14 @@ def _largest_region(probability: np.ndarray, pixel_threshold: float) -> int:
     return find_regions(probability >= pixel_threshold, probability, max_regions=0)[1]
 
 
-def calibrate_rule(probabilities: Mapping[str, np.ndarray], pixel_calibrator: ThresholdCalibrator,
-                   scores: Mapping[str, float], defective: Mapping[str, bool], *,
-                   min_defect_area_px: int = 0, escape_cost: float = 1.0) -> DecisionRule:
-    """The pixel threshold (pooled F-measure) and then the image threshold (overkill vs
-    escapes) of a split; without both defective and good frames the image threshold
-    falls back to the pixel threshold and the rule says it is not calibrated."""
-    pixel_threshold = pixel_calibrator.compute()
+def calibrate_rule(pixel_threshold: float, scores: Mapping[str, float], defective: Mapping[str, bool],
+                   largest: Mapping[str, int], *, min_defect_area_px: int = 0,
+                   escape_cost: float = 1.0) -> DecisionRule:
+    """The image threshold (overkill vs escapes) of a split at its calibrated pixel
+    threshold; without both defective and good frames the image threshold falls back to
+    the pixel threshold and the rule says it is not calibrated."""
     ids = list(scores)
-    passes_area = None
-    if min_defect_area_px:
-        passes_area = [_largest_region(probabilities[i], pixel_threshold) >= min_defect_area_px for i in ids]
+    passes_area = [largest[i] >= min_defect_area_px for i in ids] if min_defect_area_px else None
     image_threshold = calibrate_image_threshold([scores[i] for i in ids], [defective[i] for i in ids],
                                                 escape_cost=escape_cost, passes_area=passes_area)
     return DecisionRule(pixel_threshold=pixel_threshold,
@@ -129,17 +126,21 @@ def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable
         )
     if not classes:
         raise ValueError("the split holds no samples to score")
+    pixel_threshold = calibrator.compute() if rule is None else rule.pixel_threshold
+    area_rule = min_defect_area_px if rule is None else rule.min_defect_area_px
+    # Each frame's largest region at the pixel threshold, once: only the area rule needs it.
+    largest = {i: _largest_region(probabilities[i], pixel_threshold) if area_rule and not verdicts else 0
+               for i in classes}
     if rule is None:
-        rule = calibrate_rule(probabilities, calibrator, scores, defective,
-                              min_defect_area_px=min_defect_area_px, escape_cost=escape_cost)
+        rule = calibrate_rule(pixel_threshold, scores, defective, largest, min_defect_area_px=min_defect_area_px,
+                              escape_cost=escape_cost)
 
     image_level: dict[str, ImageLevelMetrics] = {OVERALL: ImageLevelMetrics()}
     for sample_id, class_name in classes.items():
         if verdicts:
             rejected = verdicts[sample_id].decision == "NG"
         else:
-            largest = _largest_region(probabilities[sample_id], rule.pixel_threshold) if rule.min_defect_area_px else 0
-            rejected = rule.is_ng(scores[sample_id], largest)
+            rejected = rule.is_ng(scores[sample_id], largest[sample_id])
         for name in ([OVERALL, class_name] if per_class else [OVERALL]):
             image_level.setdefault(name, ImageLevelMetrics()).update(scores[sample_id], defective[sample_id], rejected)
 
