@@ -38,15 +38,21 @@ LOWER_IS_BETTER = {"mae", "overkill_rate", "escape_rate"}
 
 
 class SaliencyMetrics:
-    """Accumulates per-image metrics; ``compute()`` averages them over the images seen."""
+    """Per-image metrics; ``compute()`` averages them over the images seen.
+
+    Each image is scored by fresh pysodmetrics objects and only its own results are kept
+    (a few scalars and two 256-point curves), so accumulators filled in parallel (one per
+    training rank) ``merge`` into exactly what one accumulator over all images computes.
+    """
 
     def __init__(self) -> None:
-        self._mae = sod.MAE()
-        self._wfm = sod.WeightedFmeasure()
-        self._sm = sod.Smeasure()
-        self._em = sod.Emeasure()
-        self._fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
-        self.count = 0
+        self._scalars: dict[str, list[float]] = {key: [] for key in _PER_IMAGE_SCALARS}
+        self._e_curves: list[np.ndarray] = []
+        self._f_curves: list[np.ndarray] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._e_curves)
 
     def update(self, prob: np.ndarray, mask: np.ndarray) -> None:
         """``prob``: float map in [0, 1]; ``mask``: same-size binary (bool or {0,1}/{0,255}) mask."""
@@ -57,25 +63,44 @@ class SaliencyMetrics:
         if prob.size and (prob.min() < 0 or prob.max() > 1):
             raise ValueError("prediction must hold probabilities in [0, 1]")
         gt = mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)
-        for metric in (self._mae, self._wfm, self._sm, self._em, self._fm):
+        mae, wfm, sm, em = sod.MAE(), sod.WeightedFmeasure(), sod.Smeasure(), sod.Emeasure()
+        fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
+        for metric in (mae, wfm, sm, em, fm):
             metric.step(prob, gt, normalize=False)
-        self.count += 1
+        e, f = em.get_results()["em"], fm.get_results()["fm"]
+        for key, value in (("mae", mae.get_results()["mae"]), ("weighted_f", wfm.get_results()["wfm"]),
+                           ("s_measure", sm.get_results()["sm"]), ("adaptive_e", e["adp"]),
+                           ("adaptive_f", f["adaptive"])):
+            self._scalars[key].append(float(value))
+        self._e_curves.append(np.asarray(e["curve"], np.float64))
+        self._f_curves.append(np.asarray(f["dynamic"], np.float64))
+
+    def merge(self, other: "SaliencyMetrics") -> "SaliencyMetrics":
+        """Add ``other``'s images to this accumulator (returns self)."""
+        for key, values in other._scalars.items():
+            self._scalars[key].extend(values)
+        self._e_curves.extend(other._e_curves)
+        self._f_curves.extend(other._f_curves)
+        return self
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             raise ValueError("no images were evaluated")
-        em = self._em.get_results()["em"]
-        fm = self._fm.get_results()["fm"]
+        mean = {key: float(np.mean(values)) for key, values in self._scalars.items()}
+        e_curve, f_curve = np.mean(self._e_curves, axis=0), np.mean(self._f_curves, axis=0)
         return {
-            "mae": float(self._mae.get_results()["mae"]),
-            "weighted_f": float(self._wfm.get_results()["wfm"]),
-            "s_measure": float(self._sm.get_results()["sm"]),
-            "mean_e": float(np.mean(em["curve"])),
-            "adaptive_e": float(em["adp"]),
-            "max_f": float(np.max(fm["dynamic"])),
-            "mean_f": float(np.mean(fm["dynamic"])),
-            "adaptive_f": float(fm["adaptive"]),
+            "mae": mean["mae"],
+            "weighted_f": mean["weighted_f"],
+            "s_measure": mean["s_measure"],
+            "mean_e": float(np.mean(e_curve)),
+            "adaptive_e": mean["adaptive_e"],
+            "max_f": float(np.max(f_curve)),
+            "mean_f": float(np.mean(f_curve)),
+            "adaptive_f": mean["adaptive_f"],
         }
+
+
+_PER_IMAGE_SCALARS = ("mae", "weighted_f", "s_measure", "adaptive_e", "adaptive_f")
 
 
 def image_auroc(scores: np.ndarray, defective: np.ndarray) -> float | None:

@@ -34,6 +34,13 @@ class ThresholdCalibrator:
         self._background += np.bincount(levels[~mask], minlength=LEVELS)
         self.count += 1
 
+    def merge(self, other: "ThresholdCalibrator") -> "ThresholdCalibrator":
+        """Add ``other``'s pixel counts (another rank's frames) to this one (returns self)."""
+        self._defect += other._defect
+        self._background += other._background
+        self.count += other.count
+        return self
+
     def compute(self) -> float:
         """The threshold t (predict defect where prob >= t) with the best pooled F-measure;
         among equally good cuts the middle one is taken."""

@@ -1,11 +1,13 @@
 """``train_loop_per_worker``: the plain function every Ray Train worker runs.
 
 Per epoch: set the run's epoch clock and train on this worker's shard of the one ``train``
-dataset (re-executed each epoch with that epoch's augmentation draw) under DDP; validate this worker's hash share of the ``val`` frames through the
-model's input contract (``jaffnet.frames``: the path evaluation and serving take), each
-frame decoded once; gather the frame-size probability maps on rank 0, which scores them,
-calibrates the pixel and image thresholds, writes overlays and the checkpoint; every rank
-then calls ``ray.train.report`` (a barrier) with the same metrics.
+dataset (re-executed each epoch with that epoch's augmentation draw) under DDP; validate
+this worker's hash share of the ``val`` frames through the model's input contract
+(``jaffnet.frames``: the path evaluation and serving take), each frame decoded once, and
+score them on the same rank (``SplitAccumulator``: per-image metrics, pixel histograms,
+one record per frame); rank 0 merges the ranks' small accumulators, calibrates the pixel
+and image thresholds and writes overlays (of its own frames) and the checkpoint; every
+rank then calls ``ray.train.report`` (a barrier) with the same metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import re
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
 from pipelines.training.inference import batch_tensor, probability_maps
-from pipelines.training.scoring import OVERALL, score_predictions
+from pipelines.training.scoring import OVERALL, SplitAccumulator, overlay_of
 
 
 TRAIN_DATASET = "train"
@@ -81,15 +82,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
         train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
         _sync_buffers_from_rank0(model)
-        val_loss, frames = _validate(model, loop_config["dataset_dir"], contract, loss_fn, cfg, device, rank, world)
-        scheduler.step()
-
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
+            overlays = Path(tmp) / OVERLAY_DIR if rank == 0 else None
+            val_loss, scored, overlay_paths = _validate(model, loop_config["dataset_dir"], contract, loss_fn, cfg,
+                                                        device, rank, world, overlays)
+            scheduler.step()
             if rank == 0:
-                scores = score_predictions({f.id: f.probability for f in frames}, frames, per_class=True,
-                                           min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
-                                           overlay_dir=Path(tmp) / OVERLAY_DIR, num_overlays=cfg.num_overlays)
+                scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
+                                       overlays=overlay_paths)
                 metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                            **{f"val_{k}": v for k, v in scores.overall_metrics().items()},
                            **per_class_image_metrics(scores.image_rows),
@@ -180,23 +181,14 @@ def owns_sample(sample_id: str, rank: int, world: int) -> bool:
     return zlib.crc32(sample_id.encode()) % world == rank
 
 
-@dataclass
-class ValFrame:
-    """One validation frame's result, small enough to gather on rank 0."""
-
-    id: str
-    defect_class: str
-    mask: np.ndarray  # bool, the frame's size
-    probability: np.ndarray  # float32, the frame's size
-    image: np.ndarray | None = None  # kept on rank 0 only, for overlays
-
-
 @torch.inference_mode()
-def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int):
-    """This rank's hash share of the validation frames through the input contract.
+def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int,
+              overlay_dir: Path | None) -> tuple[float, SplitAccumulator | None, list[Path]]:
+    """This rank's hash share of the validation frames through the input contract, scored here.
 
-    Runs the unwrapped model in float32 (no autocast), like ``evaluate``. Returns the
-    mean loss over all ranks' model inputs and, on rank 0, every rank's ``ValFrame``.
+    Runs the unwrapped model in float32 (no autocast), like ``evaluate``. Returns the mean
+    loss over all ranks' model inputs, on rank 0 the merged accumulator of every rank (else
+    None), and the overlays written to ``overlay_dir`` (rank 0's own frames).
     """
     from pipelines.data import iter_samples
 
@@ -211,14 +203,30 @@ def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, devi
         return probability_maps(outputs[0])
 
     mine = iter_samples(dataset_dir, VAL_SPLIT, keep=lambda sample_id: owns_sample(sample_id, rank, world))
-    frames = [ValFrame(str(sample.id), str(sample.defect_class), sample.mask > 0, probability,
-                       sample.image if rank == 0 else None)
-              for sample, probability in predict_frames(mine, contract, predict, batch_size=cfg.batch_size,
-                                                        mask_of=lambda sample: sample.mask)]
+    scored, overlays = SplitAccumulator(per_class=True), []
+    kept: dict[str, np.ndarray] = {}  # maps stay on their rank, and only for the area rule
+    for sample, probability in predict_frames(mine, contract, predict, batch_size=cfg.batch_size,
+                                              mask_of=lambda sample: sample.mask):
+        scored.add(str(sample.id), str(sample.defect_class), probability, sample.mask)
+        if cfg.min_defect_area_px:
+            kept[str(sample.id)] = probability
+        if overlay_dir is not None and len(overlays) < cfg.num_overlays:
+            overlays.extend(overlay_of(sample, probability, overlay_dir, len(overlays)))
     total, count = _sum_across_ranks([total, count], device)
     if count == 0:
         raise ValueError("the validation split is empty")
-    return total / count, _gather_to_rank0(frames, rank, world)
+    if cfg.min_defect_area_px:  # regions at the pooled pixel threshold, which needs every rank's histogram
+        pooled = SplitAccumulator()
+        for part in _all_gather(scored.calibrator):
+            pooled.calibrator.merge(part)
+        scored.measure_regions(kept.__getitem__, pooled.pixel_threshold())
+    parts = _gather_to_rank0(scored, rank, world)
+    if rank != 0:
+        return total / count, None, []
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    return total / count, merged, overlays
 
 
 def _distributed() -> bool:
@@ -242,12 +250,21 @@ def _sync_buffers_from_rank0(model: torch.nn.Module) -> None:
         dist.broadcast(buffer, src=0)
 
 
-def _gather_to_rank0(frames: list[ValFrame], rank: int, world: int) -> list[ValFrame]:
+def _gather_to_rank0(value: Any, rank: int, world: int) -> list[Any]:
+    """Every rank's ``value`` on rank 0 (rank order); [] elsewhere."""
     if not _distributed():
-        return frames
+        return [value]
     gathered: list[Any] | None = [None] * world if rank == 0 else None
-    dist.gather_object(frames, gathered, dst=0)
-    return [frame for part in gathered or [] for frame in part]
+    dist.gather_object(value, gathered, dst=0)
+    return gathered or []
+
+
+def _all_gather(value: Any) -> list[Any]:
+    if not _distributed():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def _broadcast(metrics: dict[str, float] | None) -> dict[str, float]:

@@ -11,8 +11,8 @@ are the endpoint's own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +79,103 @@ def calibrate_rule(pixel_threshold: float, scores: Mapping[str, float], defectiv
                         min_defect_area_px=min_defect_area_px, calibrated=image_threshold is not None)
 
 
+@dataclass(frozen=True)
+class FrameRecord:
+    """What the image-level metrics need of one scored frame."""
+
+    defect_class: str
+    defective: bool
+    image_score: float
+    decision: str | None = None  # the endpoint's own, when scoring its verdicts
+    largest_region_px: int = 0  # at the rule's pixel threshold, when the area rule needs it
+
+
+class SplitAccumulator:
+    """A split's scoring state, filled frame by frame and mergeable: training ranks each
+    score their own validation frames in parallel (per-image saliency values, pixel
+    histograms for the threshold, one :class:`FrameRecord` per frame) and rank 0 merges
+    the small results instead of gathering probability maps. ``finish`` calibrates (or
+    applies) the rule and computes the tables; one accumulator over all frames and
+    merged accumulators over any partition give the same scores."""
+
+    def __init__(self, per_class: bool = True):
+        self.per_class = per_class
+        self.saliency: dict[str, SaliencyMetrics] = {OVERALL: SaliencyMetrics()}
+        self.calibrator = ThresholdCalibrator()
+        self.frames: dict[str, FrameRecord] = {}
+
+    def add(self, sample_id: str, defect_class: str, probability: np.ndarray, mask: np.ndarray,
+            verdict: EndpointVerdict | None = None) -> None:
+        mask = np.asarray(mask) > 0
+        prob = np.asarray(probability, dtype=np.float32)
+        if prob.shape != mask.shape:
+            raise ValueError(f"the prediction for {sample_id} is {prob.shape[1]}x{prob.shape[0]}, its frame "
+                             f"{mask.shape[1]}x{mask.shape[0]}: maps must be at the frame's own size")
+        if sample_id in self.frames:
+            raise ValueError(f"{sample_id} was scored twice")
+        for name in self._rows_of(defect_class):
+            self.saliency.setdefault(name, SaliencyMetrics()).update(prob, mask)
+        self.calibrator.update(prob, mask)
+        self.frames[sample_id] = FrameRecord(
+            defect_class, bool(mask.any()), verdict.image_score if verdict else image_score(prob),
+            verdict.decision if verdict else None)
+
+    def measure_regions(self, probabilities: Callable[[str], np.ndarray], pixel_threshold: float) -> None:
+        """Each frame's largest region at ``pixel_threshold`` (only the area rule needs it)."""
+        self.frames = {i: replace(r, largest_region_px=_largest_region(probabilities(i), pixel_threshold))
+                       for i, r in self.frames.items()}
+
+    def merge(self, other: "SplitAccumulator") -> "SplitAccumulator":
+        if overlap := set(self.frames) & set(other.frames):
+            raise ValueError(f"{len(overlap)} frames were scored twice, e.g. {sorted(overlap)[0]}")
+        for name, metrics in other.saliency.items():
+            self.saliency.setdefault(name, SaliencyMetrics()).merge(metrics)
+        self.calibrator.merge(other.calibrator)
+        self.frames.update(other.frames)
+        return self
+
+    def pixel_threshold(self, rule: DecisionRule | None = None) -> float:
+        return self.calibrator.compute() if rule is None else rule.pixel_threshold
+
+    def finish(self, rule: DecisionRule | None = None, *, min_defect_area_px: int = 0,
+               escape_cost: float = 1.0, overlays: list[Path] | None = None) -> SplitScores:
+        """The tables at ``rule`` (None: calibrated here, on these frames). With an area rule
+        call :meth:`measure_regions` at :meth:`pixel_threshold` first."""
+        if not self.frames:
+            raise ValueError("the split holds no samples to score")
+        frames = self.frames
+        if rule is None:
+            rule = calibrate_rule(self.pixel_threshold(), {i: r.image_score for i, r in frames.items()},
+                                  {i: r.defective for i, r in frames.items()},
+                                  {i: r.largest_region_px for i, r in frames.items()},
+                                  min_defect_area_px=min_defect_area_px, escape_cost=escape_cost)
+        image_level: dict[str, ImageLevelMetrics] = {OVERALL: ImageLevelMetrics()}
+        for record in frames.values():
+            rejected = record.decision == "NG" if record.decision is not None else \
+                rule.is_ng(record.image_score, record.largest_region_px)
+            for name in self._rows_of(record.defect_class):
+                image_level.setdefault(name, ImageLevelMetrics()).update(record.image_score, record.defective,
+                                                                         rejected)
+        order = sorted(name for name in self.saliency if name != OVERALL) + [OVERALL]
+        return SplitScores(rows={name: self.saliency[name].compute() for name in order},
+                           image_rows={name: image_level[name].compute() for name in order},
+                           rule=rule, count=len(frames), overlays=overlays or [])
+
+    def _rows_of(self, defect_class: str) -> list[str]:
+        return [OVERALL, defect_class] if self.per_class else [OVERALL]
+
+
 def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable[Any], *,
                       rule: DecisionRule | None = None, min_defect_area_px: int = 0, escape_cost: float = 1.0,
                       verdicts: Mapping[str, EndpointVerdict] | None = None, per_class: bool = True,
                       overlay_dir: str | Path | None = None, num_overlays: int = 0) -> SplitScores:
     """Score ``id -> probability map (frame size)`` against ``samples`` (items with ``id``,
-    ``defect_class``, ``mask`` and, for overlays, ``image``).
+    ``defect_class``, ``mask`` and, for overlays, ``image``) in one accumulator.
 
     Every sample needs a prediction and every prediction a sample: a mismatch means the
     predictions came from other data, and is an error rather than a silently partial score.
     """
-    saliency: dict[str, SaliencyMetrics] = {OVERALL: SaliencyMetrics()}
-    calibrator = ThresholdCalibrator()
-    classes: dict[str, str] = {}
-    defective: dict[str, bool] = {}
-    scores: dict[str, float] = {}
+    accumulator = SplitAccumulator(per_class)
     overlays: list[Path] = []
     missing: list[str] = []
     for sample in samples:
@@ -101,50 +183,27 @@ def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable
         if sample_id not in probabilities:
             missing.append(sample_id)
             continue
-        mask = np.asarray(sample.mask) > 0
-        prob = np.asarray(probabilities[sample_id], dtype=np.float32)
-        if prob.shape != mask.shape:
-            raise ValueError(f"the prediction for {sample_id} is {prob.shape[1]}x{prob.shape[0]}, its frame "
-                             f"{mask.shape[1]}x{mask.shape[0]}: maps must be at the frame's own size")
-        classes[sample_id] = str(sample.defect_class)
-        defective[sample_id] = bool(mask.any())
-        scores[sample_id] = verdicts[sample_id].image_score if verdicts else image_score(prob)
-        targets = [OVERALL, classes[sample_id]] if per_class else [OVERALL]
-        for name in targets:
-            saliency.setdefault(name, SaliencyMetrics()).update(prob, mask)
-        if rule is None:
-            calibrator.update(prob, mask)
-        image = getattr(sample, "image", None)
-        if overlay_dir is not None and image is not None and len(overlays) < num_overlays and mask.any():
-            name = f"{len(overlays):02d}_{_safe_name(sample_id)}.png"
-            overlays.append(write_overlay(Path(overlay_dir) / name, to_rgb(np.asarray(image)), mask, prob))
-    unexpected = sorted(set(probabilities) - set(classes))
+        accumulator.add(sample_id, str(sample.defect_class), probabilities[sample_id], sample.mask,
+                        verdicts[sample_id] if verdicts else None)
+        if overlay_dir is not None and len(overlays) < num_overlays:
+            overlays.extend(overlay_of(sample, probabilities[sample_id], Path(overlay_dir), len(overlays)))
+    unexpected = sorted(set(probabilities) - set(accumulator.frames))
     if missing or unexpected:
         raise ValueError(
             f"predictions do not match the split: {len(missing)} samples without a prediction "
             f"({', '.join(missing[:5])}), {len(unexpected)} predictions without a sample ({', '.join(unexpected[:5])})"
         )
-    if not classes:
-        raise ValueError("the split holds no samples to score")
-    pixel_threshold = calibrator.compute() if rule is None else rule.pixel_threshold
     area_rule = min_defect_area_px if rule is None else rule.min_defect_area_px
-    # Each frame's largest region at the pixel threshold, once: only the area rule needs it.
-    largest = {i: _largest_region(probabilities[i], pixel_threshold) if area_rule and not verdicts else 0
-               for i in classes}
-    if rule is None:
-        rule = calibrate_rule(pixel_threshold, scores, defective, largest, min_defect_area_px=min_defect_area_px,
-                              escape_cost=escape_cost)
+    if area_rule and not verdicts and accumulator.frames:
+        accumulator.measure_regions(probabilities.__getitem__, accumulator.pixel_threshold(rule))
+    return accumulator.finish(rule, min_defect_area_px=min_defect_area_px, escape_cost=escape_cost,
+                              overlays=overlays)
 
-    image_level: dict[str, ImageLevelMetrics] = {OVERALL: ImageLevelMetrics()}
-    for sample_id, class_name in classes.items():
-        if verdicts:
-            rejected = verdicts[sample_id].decision == "NG"
-        else:
-            rejected = rule.is_ng(scores[sample_id], largest[sample_id])
-        for name in ([OVERALL, class_name] if per_class else [OVERALL]):
-            image_level.setdefault(name, ImageLevelMetrics()).update(scores[sample_id], defective[sample_id], rejected)
 
-    order = sorted(name for name in saliency if name != OVERALL) + [OVERALL]
-    return SplitScores(rows={name: saliency[name].compute() for name in order},
-                       image_rows={name: image_level[name].compute() for name in order},
-                       rule=rule, count=len(classes), overlays=overlays)
+def overlay_of(sample: Any, probability: np.ndarray, directory: Path, index: int) -> list[Path]:
+    """An overlay PNG of a defective sample that carries its image (none otherwise)."""
+    image, mask = getattr(sample, "image", None), np.asarray(sample.mask) > 0
+    if image is None or not mask.any():
+        return []
+    name = f"{index:02d}_{_safe_name(str(sample.id))}.png"
+    return [write_overlay(directory / name, to_rgb(np.asarray(image)), mask, probability)]

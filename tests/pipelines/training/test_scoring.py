@@ -140,3 +140,64 @@ def test_validation_sharding_covers_every_id_once(world):
     assert all(len(o) == 1 for o in owners)
     if world > 1:
         assert len({o[0] for o in owners}) == world
+
+
+def _varied_split(count: int = 24) -> tuple[list[FakeSample], dict[str, np.ndarray]]:
+    """Frames of several sizes and classes, with noisy predictions (some clean frames with false alarms)."""
+    rng = np.random.default_rng(7)
+    samples, probs = [], {}
+    for i in range(count):
+        height, width = 40 + 8 * (i % 3), 48 + 16 * (i % 2)
+        defect_class = ("scratch", "pit", "clean")[i % 3]
+        mask = np.zeros((height, width), np.uint8)
+        if defect_class != "clean":
+            mask[10:14 + i % 9, 12:20 + i % 7] = 255
+        samples.append(FakeSample(f"frame-{i:03d}", defect_class, np.full((height, width, 3), 90, np.uint8), mask))
+        noise = rng.uniform(0, 0.3, (height, width))
+        probs[samples[-1].id] = np.clip(noise + (mask > 0) * rng.uniform(0.3, 0.7), 0, 1).astype(np.float32)
+    return samples, probs
+
+
+@pytest.mark.parametrize("min_defect_area_px", [0, 12])
+def test_ranks_scoring_their_own_frames_then_merging_equal_one_pass(min_defect_area_px):
+    """What the training loop does with 3 ranks equals scoring every frame on one (to 1e-6)."""
+    from pipelines.training.scoring import SplitAccumulator
+
+    samples, probs = _varied_split()
+    one_pass = score_predictions(probs, samples, min_defect_area_px=min_defect_area_px, escape_cost=2.0)
+
+    world = 3
+    parts = [SplitAccumulator() for _ in range(world)]
+    for sample in samples:
+        rank = next(r for r in range(world) if owns_sample(sample.id, r, world))
+        parts[rank].add(sample.id, sample.defect_class, probs[sample.id], sample.mask)
+    assert all(part.frames for part in parts)  # each rank really had a share
+    if min_defect_area_px:  # the pooled pixel threshold from every rank's histogram, regions on each rank
+        pooled = SplitAccumulator()
+        for part in parts:
+            pooled.calibrator.merge(part.calibrator)
+        for part in parts:
+            part.measure_regions(probs.__getitem__, pooled.pixel_threshold())
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    parallel = merged.finish(min_defect_area_px=min_defect_area_px, escape_cost=2.0)
+
+    assert parallel.rule == one_pass.rule and parallel.count == one_pass.count == len(samples)
+    for rows, reference in ((parallel.rows, one_pass.rows), (parallel.image_rows, one_pass.image_rows)):
+        assert rows.keys() == reference.keys()
+        for name, row in rows.items():
+            for key, value in row.items():
+                expected = reference[name][key]
+                assert (value is None and expected is None) or abs(value - expected) <= 1e-6, (name, key)
+
+
+def test_a_frame_scored_on_two_ranks_is_an_error():
+    from pipelines.training.scoring import SplitAccumulator
+
+    samples, probs = _varied_split(2)
+    first, second = SplitAccumulator(), SplitAccumulator()
+    for part in (first, second):
+        part.add(samples[0].id, samples[0].defect_class, probs[samples[0].id], samples[0].mask)
+    with pytest.raises(ValueError, match="scored twice"):
+        first.merge(second)
