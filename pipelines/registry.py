@@ -19,6 +19,7 @@ from jaffnet.contract import InputContract, contract_from_metadata
 from jaffnet.decision import DecisionRule, rule_from_metadata
 from jaffnet.io import CONFIG_FILE, load_pretrained, read_config, save_pretrained
 from jaffnet.model import JAFFNet
+from pipelines import storage
 
 DEFAULT_MODEL_NAME = "jaffnet"
 CANDIDATE_ALIAS = "candidate"
@@ -49,6 +50,24 @@ def configure_tracking(tracking_uri: str | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def set_experiment(name: str, artifact_location: str = ""):
+    """``mlflow.set_experiment(name)``; a new experiment gets ``artifact_location`` (e.g.
+    ``s3://bucket/mlflow``) as its artifact root. An experiment keeps the root it was
+    created with, so asking for another one is an error, not a silent write elsewhere."""
+    import mlflow
+
+    if artifact_location:
+        wanted = storage.resolve(artifact_location)
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is None:
+            mlflow.create_experiment(name, artifact_location=wanted)
+        elif existing.artifact_location.rstrip("/") != wanted:
+            raise ValueError(f"MLflow experiment {name!r} keeps its artifacts in {existing.artifact_location}, "
+                             f"not {wanted}; pick another experiment (--set experiment=NAME) or drop "
+                             "artifact_location")
+    return mlflow.set_experiment(name)
 
 
 @dataclass

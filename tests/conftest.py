@@ -12,16 +12,20 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole suite (ray.init costs 4-7 s here).
-
-    More logical CPUs than the 2 cores: training workers holding every CPU would leave
-    none for Ray Data, which then waits forever.
-    """
+def start_test_ray() -> None:
+    """The suite's local Ray instance. More logical CPUs than the 2 cores: training workers
+    holding every CPU would leave none for Ray Data, which then waits forever."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole suite (ray.init costs 4-7 s here)."""
+    import ray
+
+    start_test_ray()
     yield ray
     ray.shutdown()

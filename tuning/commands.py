@@ -13,7 +13,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
         description="Each trial is a full Ray Train run. The search space comes from --config (default: the "
                     "packaged tuning/search_space.yaml); the training config of every trial is the training "
                     "defaults, then --train-config, then the search file's `training` block, then --set.")
-    tune.add_argument("--data", help="ingested dataset directory (from `jaffnet ingest`)")
+    tune.add_argument("--data", help="ingested dataset (from `jaffnet ingest`): a folder or s3://bucket/prefix")
     tune.add_argument("--config", help="search-space YAML (default: the packaged tuning/search_space.yaml)")
     tune.add_argument("--train-config", help="training YAML every trial starts from (see `jaffnet train`)")
     tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

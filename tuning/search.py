@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines import storage
 from tuning.search_space import SearchSpace, parse_search_space, space_summary
 from tuning.trial import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_run_dir, trial_train_config
 from tuning.trials import TrialTable, collect_trials, merge_train_reports
@@ -54,19 +55,18 @@ class SearchPlan:
 
         return TrainConfig.from_dict(self.base_config)
 
-    def save(self) -> Path:
-        path = Path(self.experiment_path) / SEARCH_PLAN_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
+    def save(self) -> str:
+        path = storage.join(self.experiment_path, SEARCH_PLAN_FILE)
+        storage.write_text(path, json.dumps(asdict(self), indent=2))
         return path
 
     @classmethod
     def load(cls, experiment_path: str | Path) -> SearchPlan:
-        path = Path(experiment_path) / SEARCH_PLAN_FILE
-        if not path.is_file():
+        path = storage.join(experiment_path, SEARCH_PLAN_FILE)
+        if not storage.is_file(path):
             raise SearchError(f"{experiment_path} is not a jaffnet search to resume ({SEARCH_PLAN_FILE} not found)")
         try:
-            return cls(**json.loads(path.read_text()))
+            return cls(**json.loads(storage.read_text(path)))
         except (json.JSONDecodeError, TypeError) as exc:
             raise SearchError(f"{path} is unreadable: {exc}") from exc
 
@@ -113,39 +113,32 @@ def plan_search(dataset_dir: str | Path, space: SearchSpace, base_cfg, *, name: 
     import ray
 
     from pipelines.data.dataset import read_manifest
-    from pipelines.training.trainer import resolve_storage_path
 
-    dataset_dir = Path(dataset_dir).resolve()
+    dataset_dir = storage.resolve(dataset_dir)
     try:
         read_manifest(dataset_dir)
     except (FileNotFoundError, ValueError) as exc:
         raise SearchError(f"--data {dataset_dir} is not an ingested dataset: {exc}") from exc
     name = name or default_search_name()
-    storage = resolve_storage_path(base_cfg.storage_path)
-    if "://" in storage:
-        raise SearchError(f"tuning keeps trial checkpoints on a local or shared filesystem; storage_path {storage} "
-                          "is a URI")
-    experiment_path = Path(storage) / name
-    if experiment_path.exists():
+    experiment_path = storage.join(base_cfg.storage_path, name)
+    if storage.exists(experiment_path):
         raise SearchError(f"a search named {name!r} exists at {experiment_path}; resume it with --resume "
                           f"{experiment_path} or pick another --name")
     ensure_ray()
     max_concurrent = concurrency_limit(base_cfg, ray.cluster_resources(), space.max_concurrent)
     if space.max_concurrent and max_concurrent < space.max_concurrent:
         print(f"max_concurrent {space.max_concurrent} lowered to {max_concurrent}: that is what fits the cluster")
-    return SearchPlan(name=name, experiment_path=str(experiment_path), dataset_dir=str(dataset_dir),
+    return SearchPlan(name=name, experiment_path=experiment_path, dataset_dir=dataset_dir,
                       space=space.to_dict(), space_source=space.source, base_config=base_cfg.to_dict(),
                       max_concurrent=max_concurrent)
 
 
 def latest_search(storage_path: str = "ray_results") -> Path:
-    """The most recently started search under ``storage_path``."""
-    from pipelines.training.trainer import resolve_storage_path
-
-    storage = Path(resolve_storage_path(storage_path))
-    plans = sorted(storage.glob(f"*/{SEARCH_PLAN_FILE}"), key=lambda path: path.stat().st_mtime)
+    """The most recently started search under the local folder ``storage_path``."""
+    root = Path(storage.resolve(storage_path))
+    plans = sorted(root.glob(f"*/{SEARCH_PLAN_FILE}"), key=lambda path: path.stat().st_mtime)
     if not plans:
-        raise SearchError(f"no search to resume under {storage}; pass its folder: --resume SEARCH_DIR")
+        raise SearchError(f"no search to resume under {root}; pass its folder: --resume SEARCH_DIR")
     return plans[-1].parent
 
 
@@ -159,7 +152,7 @@ def run_search(plan: SearchPlan, *, tracking_uri: str | None = None, stop: Any =
 
     space, cfg = plan.search_space, plan.train_config
     plan.tracking_uri = registry.configure_tracking(tracking_uri)
-    experiment = mlflow.set_experiment(cfg.experiment)
+    experiment = registry.set_experiment(cfg.experiment, cfg.artifact_location)
     with mlflow.start_run(run_name=plan.name, tags={"tune.search": plan.name}) as parent:
         plan.mlflow_experiment_id, plan.parent_run_id = experiment.experiment_id, parent.info.run_id
         plan.save()
@@ -172,7 +165,7 @@ def run_search(plan: SearchPlan, *, tracking_uri: str | None = None, stop: Any =
             _trainable(plan),
             param_space=space.param_space(),
             tune_config=_tune_config(plan, space, cfg),
-            run_config=tune.RunConfig(name=plan.name, storage_path=str(Path(plan.experiment_path).parent),
+            run_config=tune.RunConfig(name=plan.name, storage_path=storage.split(plan.experiment_path)[0],
                                       callbacks=[_trial_runs(plan)], stop=stop),
         )
         return _finish(plan, tuner.fit())
@@ -186,15 +179,15 @@ def resume_search(experiment_path: str | Path, *, tracking_uri: str | None = Non
 
     from pipelines import registry
 
-    experiment_path = Path(experiment_path).resolve()
+    experiment_path = storage.resolve(experiment_path)
     plan = SearchPlan.load(experiment_path)
-    if not tune.Tuner.can_restore(str(experiment_path)):
+    if not tune.Tuner.can_restore(experiment_path):
         raise SearchError(f"{experiment_path} holds no Ray Tune state to resume (the search never started)")
-    plan.experiment_path = str(experiment_path)  # the folder may have moved
+    plan.experiment_path = experiment_path  # the folder may have moved
     ensure_ray()
     registry.configure_tracking(tracking_uri or plan.tracking_uri)
     with mlflow.start_run(run_id=plan.parent_run_id):
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=_trainable(plan), resume_errored=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(plan), resume_errored=True)
         return _finish(plan, tuner.fit())
 
 
@@ -263,8 +256,8 @@ def _train_reports(plan: SearchPlan, table: TrialTable) -> dict[str, list[dict[s
     reports = {}
     for row in table.rows:
         run_dir = trial_run_dir(plan.experiment_path, row.trial_id)
-        if (run_dir / "checkpoint_manager_snapshot.json").is_file():
-            result = Result.from_path(str(run_dir))
+        if storage.is_file(storage.join(run_dir, "checkpoint_manager_snapshot.json")):
+            result = Result.from_path(run_dir)
             reports[row.trial_id] = [metrics for _, metrics in result.best_checkpoints or []] + [result.metrics or {}]
     return reports
 
@@ -309,7 +302,7 @@ def publish_winner(plan: SearchPlan, best) -> Any:
     client = MlflowClient(plan.tracking_uri)
     run_id = find_trial_run(client, plan.mlflow_experiment_id, plan.parent_run_id, best.trial_id)
     cfg = trial_train_config(plan.base_config, best.params, plan.experiment_path)
-    result = Result.from_path(str(trial_run_dir(plan.experiment_path, best.trial_id)))
+    result = Result.from_path(trial_run_dir(plan.experiment_path, best.trial_id))
     with mlflow.start_run(run_id=run_id, nested=True):
         publication = publish_best(result, cfg, dataset_manifest=manifest_hash(plan.dataset_dir))
     tags = {"tune.search": plan.name, "tune.trial_id": best.trial_id,

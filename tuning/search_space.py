@@ -22,7 +22,7 @@ _LISTED = ("choice", "grid")  # distributions that list their values
 # Keys that shape the search itself or its bookkeeping: one value for the whole search
 # (ASHA's max_t is `epochs`, the winner is picked on `best_metric`, ...).
 FIXED_PER_SEARCH = ("epochs", "best_metric", "num_workers", "cpus_per_worker", "use_gpu", "storage_path",
-                    "model_name", "experiment", "max_failures", "debug_fail_once_at_epoch")
+                    "model_name", "experiment", "artifact_location", "max_failures", "debug_fail_once_at_epoch")
 _TOP_LEVEL_KEYS = ("num_samples", "max_concurrent", "seed", "scheduler", "parameters", "training")
 _SCHEDULER_KEYS = ("grace_period", "reduction_factor")
 

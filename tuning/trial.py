@@ -12,6 +12,8 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from pipelines import storage
+
 # ASHA's clock: epochs finished. The loop reports the 0-based ``epoch``; Tune's own
 # ``training_iteration`` restarts when a trial is resumed, the epoch count does not.
 EPOCHS_DONE = "epochs_done"
@@ -34,12 +36,12 @@ def trial_train_config(base: dict[str, Any], sampled: dict[str, Any], experiment
     checkpointing into the search's folder."""
     from pipelines.training.config import TrainConfig
 
-    return TrainConfig.from_dict({**base, **sampled, "storage_path": str(Path(experiment_path) / TRAIN_RUNS_DIR)})
+    return TrainConfig.from_dict({**base, **sampled, "storage_path": storage.join(experiment_path, TRAIN_RUNS_DIR)})
 
 
-def trial_run_dir(experiment_path: str | Path, trial_id: str) -> Path:
-    """Where a trial's Ray Train run (its checkpoints) lives."""
-    return Path(experiment_path) / TRAIN_RUNS_DIR / trial_id
+def trial_run_dir(experiment_path: str | Path, trial_id: str) -> str:
+    """Where a trial's Ray Train run (its checkpoints) lives: a local path or a URI."""
+    return storage.join(experiment_path, TRAIN_RUNS_DIR, trial_id)
 
 
 def run_trial(sampled: dict[str, Any], *, base: dict[str, Any], dataset_dir: str, experiment_path: str) -> None:

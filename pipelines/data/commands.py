@@ -26,7 +26,8 @@ def add_commands(subparsers, bench_subparsers) -> None:
     ingest = subparsers.add_parser("ingest", help="convert a dataset download into Parquet (Ray Data)")
     ingest.add_argument("src", help="the dataset folder, in its original layout")
     ingest.add_argument("--format", required=True, choices=FORMATS, dest="source_format")
-    ingest.add_argument("--out", required=True, help="dataset folder to create")
+    ingest.add_argument("--out", required=True,
+                        help="dataset folder to create, or s3://bucket/prefix (credentials from AWS_* variables)")
     ingest.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     ingest.add_argument("--val-fraction", type=float, default=0.15)
     ingest.add_argument("--test-fraction", type=float, default=0.15,

@@ -12,6 +12,7 @@ import numpy as np
 from jaffnet.contract import INPUT_MODES, check_image_size
 from jaffnet.frames import model_inputs
 from jaffnet.preprocess import to_rgb
+from pipelines import storage
 from pipelines.data.augment import AugmentConfig, augment_pair, resize_pair, sample_rng
 from pipelines.data.codec import decode_image, decode_mask
 from pipelines.data.ingestion import DATA_FOLDER, MANIFEST
@@ -30,9 +31,10 @@ class Sample:
     width: int
 
 
-def _data_dir(dataset_dir: str | Path) -> Path:
-    data = Path(dataset_dir) / DATA_FOLDER
-    if not data.is_dir() or not (Path(dataset_dir) / MANIFEST).is_file():
+def _data_dir(dataset_dir: str | Path) -> str:
+    """The dataset's Parquet folder (a local path or a URI), checked to exist."""
+    data = storage.join(dataset_dir, DATA_FOLDER)
+    if not storage.is_dir(data) or not storage.is_file(storage.join(dataset_dir, MANIFEST)):
         raise FileNotFoundError(f"{dataset_dir} is not an ingested dataset "
                                 f"(expected {MANIFEST} and {DATA_FOLDER}/); run `jaffnet ingest`")
     return data
@@ -45,7 +47,7 @@ def _check_split(split: str) -> None:
 
 def read_manifest(dataset_dir: str | Path) -> dict:
     _data_dir(dataset_dir)
-    return json.loads((Path(dataset_dir) / MANIFEST).read_text())
+    return json.loads(storage.read_text(storage.join(dataset_dir, MANIFEST)))
 
 
 def manifest_hash(dataset_dir: str | Path) -> str:
@@ -109,12 +111,13 @@ def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16)
     Parquet files costs a few dozen small tasks per pass.
     """
     import ray
-    from pyarrow.fs import LocalFileSystem  # explicit: skips Ray's filesystem detection
     from ray.data.expressions import col
 
     _check_split(split)
-    # Column selection and the split predicate are pushed down into the Parquet scan.
-    rows = ray.data.read_parquet(str(_data_dir(dataset_dir)), filesystem=LocalFileSystem())
+    # An explicit filesystem (local or object store) skips Ray's own detection. Column
+    # selection and the split predicate are pushed down into the Parquet scan.
+    filesystem, path = storage.filesystem(_data_dir(dataset_dir))
+    rows = ray.data.read_parquet(path, filesystem=filesystem)
     rows = rows.select_columns(_COLUMNS)
     rows = rows.filter(expr=col("split") == split)
     # Small files arrive as one block; batch-sized blocks let several tasks share the work.
@@ -161,7 +164,8 @@ def iter_encoded_batches(dataset_dir: str | Path, split: str,
     import pyarrow.dataset as pads
 
     _check_split(split)
-    source = pads.dataset(str(_data_dir(dataset_dir)), format="parquet")
+    filesystem, path = storage.filesystem(_data_dir(dataset_dir))
+    source = pads.dataset(path, filesystem=filesystem, format="parquet")
     for batch in source.to_batches(columns=_COLUMNS, filter=pads.field("split") == split,
                                    batch_size=batch_size):
         if batch.num_rows:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -25,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.data.codec import InvalidSample, encode_png, validate_pair
 from pipelines.data.layouts import Rejection, discover
-from pipelines.data.publish import check_replaceable, clean_leftovers, publish, temporary_sibling
+from pipelines.data.publish import check_replaceable, clean_leftovers, discard, publish, temporary_sibling
 from pipelines.data.splits import SPLITS, assign_splits, check_fractions
 
 DATA_FOLDER = "data"
@@ -49,7 +49,7 @@ class IngestError(RuntimeError):
 
 @dataclass
 class IngestResult:
-    dataset_dir: Path
+    dataset_dir: Path | str  # a Path, or the URI of a dataset in an object store
     manifest: dict
 
     @property
@@ -141,7 +141,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
            val_fraction: float = 0.15, test_fraction: float = 0.15, overwrite: bool = False,
            strict: bool = False, num_cpus: float = 0.5, batch_size: int = 16,
            bit_depth: int | None = None) -> IngestResult:
-    """Read ``src`` in ``source_format`` layout and write the Parquet dataset ``out``.
+    """Read ``src`` in ``source_format`` layout and write the Parquet dataset ``out`` (a
+    local folder, or a URI such as ``s3://bucket/ds``: see ``pipelines.storage``).
 
     Bad files are rejected (listed in the manifest), never fatal; :class:`IngestError`
     only when nothing valid remains, ``out`` exists without ``overwrite``, or ``strict``
@@ -150,7 +151,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     """
     import ray
 
-    src, out = Path(src).resolve(), Path(out).resolve()
+    src = Path(src).resolve()
+    out = storage.resolve(out) if storage.is_uri(out) else Path(out).resolve()
     check_fractions(val_fraction, test_fraction)
     try:  # --overwrite only ever replaces a dataset this tool wrote, never its own source
         check_replaceable(out, INGEST_TOOL, overwrite, sources=(src,), legacy_marker=MANIFEST)
@@ -192,9 +194,11 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
                                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         for row in valid_rows:
             row["split"] = splits[row["id"]]
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if not storage.is_uri(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        data_fs, data_path = storage.filesystem(storage.join(tmp, DATA_FOLDER))
         decoded.map_batches(keep_valid_with_split, fn_kwargs={"splits": splits},
-                            num_cpus=num_cpus).write_parquet(str(tmp / DATA_FOLDER),
+                            num_cpus=num_cpus).write_parquet(data_path, filesystem=data_fs,
                                                              max_rows_per_file=ROWS_PER_FILE)
 
         manifest = {
@@ -212,10 +216,10 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             "rejected": rejected_rows,
             "seconds": round(time.perf_counter() - start, 2),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        publish(tmp, out, INGEST_TOOL)
+        storage.write_text(storage.join(tmp, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+        publish(tmp, out, INGEST_TOOL, last=(MANIFEST,))  # the manifest makes a dataset readable
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
     return IngestResult(out, manifest)
 
 

@@ -11,7 +11,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="train JAFFNet with Ray Train DDP, log to MLflow, register the best model",
         description="Train on an ingested dataset. Config: the packaged defaults, then --config, then --set.")
-    train.add_argument("--data", help="ingested dataset directory (from `jaffnet ingest`)")
+    train.add_argument("--data", help="ingested dataset (from `jaffnet ingest`): a folder or s3://bucket/prefix")
     _add_config_arguments(train)
     train.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     train.add_argument("--resume", action="store_true",
@@ -31,7 +31,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     source.add_argument("--model",
                         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory")
     source.add_argument("--endpoint", metavar="URL", help="a running inspection endpoint, e.g. http://127.0.0.1:8000")
-    evaluate.add_argument("--data", required=True, help="ingested dataset directory")
+    evaluate.add_argument("--data", required=True, help="ingested dataset: a folder or s3://bucket/prefix")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--batch-size", type=int, default=8, help="model inputs per forward (--model)")
     evaluate.add_argument("--concurrency", type=int, default=4, help="requests in flight (--endpoint)")

@@ -19,6 +19,7 @@ import yaml
 
 from jaffnet.contract import INPUT_MODES, INPUT_MULTIPLE, InputContract
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
+from pipelines import storage
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
 
@@ -67,6 +68,7 @@ class TrainConfig:
     num_overlays: int = 4
     model_name: str = "jaffnet"
     experiment: str = "jaffnet"
+    artifact_location: str = ""
     # Ray Train
     num_workers: int = 2
     use_gpu: bool = False
@@ -143,6 +145,16 @@ def _require(condition: bool, key: str, message: str, value: Any) -> None:
         raise ValueError(f"config key {key!r} {message}, got {value!r}")
 
 
+def _check_location(key: str, value: str) -> None:
+    """A URI's form (no credentials or options in it) is checked now, before Ray starts;
+    whether it can be reached is found out where it is first used."""
+    if storage.is_uri(value):
+        try:
+            storage.resolve(value)
+        except storage.StorageError as exc:
+            raise ValueError(f"config key {key!r}: {exc}") from None
+
+
 def validate(cfg: TrainConfig) -> None:
     """Range and choice checks; types were checked by ``_coerce``."""
     for key in _FIELDS:
@@ -181,6 +193,8 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.cpus_per_worker > 0, "cpus_per_worker", "must be > 0", cfg.cpus_per_worker)
     _require(cfg.torch_threads >= 0, "torch_threads", "must be >= 0 (0: automatic)", cfg.torch_threads)
     _require(bool(cfg.storage_path.strip()), "storage_path", "must not be empty", cfg.storage_path)
+    for key in ("storage_path", "artifact_location"):
+        _check_location(key, getattr(cfg, key))
     _require(cfg.max_failures >= -1, "max_failures", "must be >= 0 (or -1: unlimited)", cfg.max_failures)
     _require(cfg.ray_log_level in _LOG_LEVELS, "ray_log_level", f"must be one of {', '.join(_LOG_LEVELS)}",
              cfg.ray_log_level)

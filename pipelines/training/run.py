@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import registry
+from pipelines import registry, storage
 from pipelines.training.config import TrainConfig
 from pipelines.training.tracking import (RAY_RUN_TAG, MLflowEpochLogger, Publication, find_run, git_commit,
                                          log_config_params, publish_best)
-from pipelines.training.trainer import build_run_config, build_trainer, local_run_dir
+from pipelines.training.trainer import build_run_config, build_trainer, run_dir
 
 
 @dataclass
@@ -41,10 +41,10 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
 
     from pipelines.data import manifest_hash
 
-    dataset_dir = Path(dataset_dir).resolve()
+    dataset_dir = storage.resolve(dataset_dir)
     manifest = manifest_hash(dataset_dir)  # fails clearly on a missing or un-ingested dataset
     uri = registry.configure_tracking(tracking_uri)
-    experiment = mlflow.set_experiment(cfg.experiment)
+    experiment = registry.set_experiment(cfg.experiment, cfg.artifact_location)
 
     previous = find_run(cfg.experiment, run_name) if resume else None
     if resume and previous is None:
@@ -55,14 +55,14 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
         run_name = previous.data.tags[RAY_RUN_TAG]
     else:
         run_name = run_name or new_run_name()
-        run_dir = local_run_dir(cfg, run_name)
-        if run_dir and Path(run_dir).exists():  # Ray would silently resume it
-            raise ValueError(f"run {run_name!r} already exists in {run_dir}; pass --resume to continue it")
+        folder = run_dir(cfg, run_name)
+        if storage.exists(folder):  # Ray would silently resume it
+            raise ValueError(f"run {run_name!r} already exists in {folder}; pass --resume to continue it")
 
     with mlflow.start_run(run_id=previous.info.run_id if previous else None,
                           run_name=None if previous else run_name) as run:
         mlflow.set_tags({RAY_RUN_TAG: run_name, registry.MANIFEST_TAG: manifest, "git_commit": git_commit()})
-        log_config_params(cfg, {"dataset_dir": str(dataset_dir)}, existing=previous.data.params if previous else None)
+        log_config_params(cfg, {"dataset_dir": dataset_dir}, existing=previous.data.params if previous else None)
         logger = MLflowEpochLogger(uri, run.info.run_id)
         trainer = build_trainer(cfg, dataset_dir, run_config=build_run_config(cfg, run_name, [logger, *callbacks]))
         result = trainer.fit()

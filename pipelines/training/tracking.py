@@ -16,7 +16,7 @@ from typing import Any
 from jaffnet.contract import contract_from_metadata, contract_tags
 from jaffnet.decision import rule_from_metadata
 from jaffnet.io import load_pretrained
-from pipelines import registry
+from pipelines import registry, storage
 from pipelines.training.checkpointing import OVERLAY_DIR, read_checkpoint_metadata
 from pipelines.training.config import TrainConfig
 
@@ -97,7 +97,7 @@ class Publication:
     epoch: int
     promoted: bool
     promotion_reason: str
-    checkpoint_path: str
+    checkpoint_path: str  # a local path or a URI (s3://...)
 
 
 def best_checkpoint(result, cfg: TrainConfig):
@@ -144,4 +144,5 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
     return Publication(model_uri=f"models:/{cfg.model_name}/{version.version}", model_name=cfg.model_name,
                        version=str(version.version), metrics=metrics, threshold=rule.pixel_threshold, image_threshold=rule.image_threshold,
                        epoch=int(metadata["epoch"]), promoted=decision.promote,
-                       promotion_reason=decision.reason, checkpoint_path=checkpoint.path)
+                       promotion_reason=decision.reason,
+                       checkpoint_path=storage.display(checkpoint.filesystem, checkpoint.path))

@@ -10,21 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines import storage
 from pipelines.training.config import TrainConfig
 from pipelines.training.loop import TRAIN_DATASET, train_loop_per_worker
 
 
-def resolve_storage_path(storage_path: str) -> str:
-    """Ray needs an absolute path or a URI (``s3://``, ``gs://``, ...)."""
-    if "://" in storage_path:
-        return storage_path
-    return str(Path(storage_path).expanduser().resolve())
+def run_dir(cfg: TrainConfig, run_name: str) -> str:
+    """Where the run's checkpoints live: a local/shared folder or a URI."""
+    return storage.join(cfg.storage_path, run_name)
 
 
 def local_run_dir(cfg: TrainConfig, run_name: str) -> str | None:
-    """The run's folder when checkpoints live on a local/shared filesystem, else None."""
-    storage = resolve_storage_path(cfg.storage_path)
-    return None if "://" in storage else str(Path(storage) / run_name)
+    """The run's folder when checkpoints live on a local/shared filesystem, else None (the
+    marker file of ``debug_fail_once_at_epoch`` is a local file)."""
+    return None if storage.is_uri(cfg.storage_path) else run_dir(cfg, run_name)
 
 
 def configure_data_context() -> None:
@@ -63,7 +62,7 @@ def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] =
 
     return ray.train.RunConfig(
         name=run_name,
-        storage_path=resolve_storage_path(cfg.storage_path),
+        storage_path=storage.resolve(cfg.storage_path),  # Ray needs an absolute path or a URI
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=cfg.best_metric, checkpoint_score_order=cfg.best_mode
         ),
@@ -81,7 +80,7 @@ def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, data
     from pipelines.data.epochs import clock_name, start_epoch_clock
 
     configure_data_context()  # before the datasets are built; the trainer hands it to the workers
-    dataset_dir = str(Path(dataset_dir).resolve())
+    dataset_dir = storage.resolve(dataset_dir)
     clock = start_epoch_clock(clock_name(run_config.name or "unnamed"))
     datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir, clock)
     loop_config = {
