@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "pipelines.training.commands",  # train, evaluate, demo
     "tuning.commands",  # tune
     "serving.commands",  # serve, inspect, bench serve
+    "serving.replay",  # replay (the decision log against another model version)
 )
 
 

@@ -50,6 +50,8 @@ def evaluate_endpoint(url: str, dataset_dir: str | Path, split: str = "test", *,
         raise ValueError(f"cannot read the model card at {url}/v1/model: {exc}") from exc
     contract, rule = InputContract.from_dict(card["contract"]), DecisionRule.from_dict(card["rule"])
     frames = _frames(dataset_dir, split)
+    # No more clients than the endpoint admits frames at once (the rest would wait out 503s).
+    concurrency = min(concurrency, card.get("limits", {}).get("max_inputs_in_flight", concurrency))
 
     def post(frame: PostedFrame) -> dict | str:
         try:

@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -24,9 +24,14 @@ from ray.serve.handle import DeploymentHandle
 from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule, judge
 from jaffnet.frames import plan_frame
+from serving.admission import InputBudget
 from serving.config import ServingConfig
+from serving.decisions import ClientFields, DecisionRecorder, client_fields
+from serving.decisions import router as decisions_router
 from serving.decoding import SUPPORTED_FORMATS, decode_frame
 from serving.errors import InspectionError
+from serving.metrics import InspectionMetrics
+from serving.operator_page import router as operator_page_router
 from serving.postprocess import encode_probability, mask_to_png_base64
 from serving.schemas import INSPECT_ERRORS, Health, InspectionReply, ModelCard
 from serving.upload import read_frame_bytes
@@ -35,6 +40,8 @@ api = FastAPI(
     title="JAFFNet defect inspection",
     description=f"Post one frame ({', '.join(SUPPORTED_FORMATS)}; grayscale or colour) to /v1/inspect.",
 )
+api.include_router(decisions_router)  # GET /v1/decisions... (serving.decisions)
+api.include_router(operator_page_router)  # the operator page at / (serving.operator_page)
 
 
 def _error(status: int, code: str, message: str, request: Request,
@@ -77,7 +84,12 @@ class InspectionAPI:
         self._contract: InputContract | None = None
         self._rule: DecisionRule | None = None
         self._last_model_answer = 0.0  # monotonic time the model deployment last answered
-        self._frames_in_model = 0  # frames whose inputs are at the model deployment now
+        self.budget = InputBudget(self.settings.max_inputs_in_flight)
+        self.decisions = DecisionRecorder(self.settings.decision_log, api, InspectionMetrics())
+
+    def __del__(self):  # Serve calls it when the replica stops: commit what is still queued
+        if getattr(self, "decisions", None) is not None:
+            self.decisions.close()
 
     async def card(self) -> dict:
         """The model deployment's card (name, version, contract, rule...), fetched once."""
@@ -105,18 +117,22 @@ class InspectionAPI:
                                   f"the frame is {width}x{height}, which needs {inputs} model inputs "
                                   f"({self._contract.describe()}), above max_inputs_per_frame "
                                   f"{settings.max_inputs_per_frame}")
+        if self.budget.in_flight and self.budget.in_flight + inputs > self.budget.limit:
+            raise self._overloaded()  # refused before decoding; _predict reserves for real
 
     def _overloaded(self) -> InspectionError:
-        return InspectionError(503, "overloaded", "the model queue is full; retry later",
+        return InspectionError(503, "overloaded", "the model is busy with other frames; retry later",
                                headers={"Retry-After": str(self.settings.retry_after_s)})
 
     async def _predict(self, inputs: list) -> list[dict]:
-        """Every input through the model deployment. A full model queue is a 503 with
-        Retry-After, and the inputs already sent are cancelled. If the client goes away, Serve
-        cancels this request and (Ray 2.60) the calls it made; cancelling them here as well
-        keeps that true whatever the Serve version."""
+        """Every input through the model deployment, within the ingress's input budget
+        (serving.admission). Over budget, or a full model queue, is a 503 with Retry-After,
+        and the inputs already sent are cancelled. If the client goes away, Serve cancels
+        this request and (Ray 2.60) the calls it made; cancelling them here as well keeps
+        that true whatever the Serve version."""
+        if not self.budget.reserve(len(inputs)):
+            raise self._overloaded()
         responses = []
-        self._frames_in_model += 1
         try:
             for x in inputs:
                 responses.append(self.model.predict_input.remote(x))
@@ -128,7 +144,7 @@ class InspectionAPI:
                 raise self._overloaded() from exc
             raise
         finally:
-            self._frames_in_model -= 1
+            self.budget.release(len(inputs))
         self._last_model_answer = time.monotonic()
         return results
 
@@ -144,14 +160,17 @@ class InspectionAPI:
                                                                       "(mask, regions, min_defect_area_px)"),
         image_threshold: float | None = Query(None, ge=0, le=1, description="override the model's image "
                                                                             "threshold (OK/NG)"),
+        client: ClientFields = Depends(client_fields),
     ) -> dict:
         started = time.perf_counter()
         request_id = _request_id(request)
         card = await self.card()
         settings = self.settings
         rule = self._rule.with_overrides(threshold, image_threshold)
+        if self.budget.full:  # refused before the body is even read: overload must stay cheap
+            raise self._overloaded()
 
-        data, declared_format = await read_frame_bytes(request, settings.max_body_bytes)
+        data, declared_format = await read_frame_bytes(request, settings.max_body_bytes, settings.upload_timeout_s)
         decode_start = time.perf_counter()
         frame = await asyncio.to_thread(decode_frame, data, declared_format, settings.max_pixels, self._admit,
                                         settings.bit_depth)
@@ -199,6 +218,8 @@ class InspectionAPI:
             response["mask_png_base64"] = mask_png
         if probability_out is not None:
             response["probability_map"] = probability_out
+        response.update(client.echo())
+        response["decision_log"] = await self.decisions.record(response, frame.pixels, verdict.mask)
         return response
 
     @api.get("/v1/model", response_model=ModelCard)
@@ -209,7 +230,8 @@ class InspectionAPI:
             **card,
             "limits": {"max_body_bytes": settings.max_body_bytes, "max_pixels": settings.max_pixels,
                        "formats": list(SUPPORTED_FORMATS), "max_inputs_per_frame": settings.max_inputs_per_frame,
-                       "min_frame_side": settings.min_frame_side},
+                       "min_frame_side": settings.min_frame_side, "max_inputs_in_flight": settings.max_inputs_in_flight,
+                       "upload_timeout_s": settings.upload_timeout_s},
         }
 
     @api.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "not ready"}})
@@ -220,7 +242,7 @@ class InspectionAPI:
             card = await asyncio.wait_for(self.model.info.remote(), timeout=HEALTH_TIMEOUT_S)
         except Exception as exc:  # timed out behind queued inputs, or the replica is unreachable
             recent = time.monotonic() - self._last_model_answer < BUSY_IS_HEALTHY_S
-            if self._card is not None and (self._frames_in_model or recent):
+            if self._card is not None and (self.budget.in_flight or recent):
                 card = self._card
                 return JSONResponse({"status": "busy", "model": {"name": card["name"], "version": card["version"]}})
             return JSONResponse(status_code=503, content={"status": "unavailable",

@@ -16,6 +16,7 @@ from ray.serve import Application
 from pipelines.registry import configure_tracking, is_local_path, resolve_model_version
 from serving.api import InspectionAPI
 from serving.config import ServingConfig
+from serving.decision_log import DecisionLogSettings
 from serving.model_deployment import JAFFNetModel, ModelLoadError
 
 
@@ -41,6 +42,13 @@ def resolve_model_uri(model_uri: str) -> str:
     return f"models:/{version.name}/{version.version}"
 
 
+def resolve_log_folder(settings: DecisionLogSettings) -> DecisionLogSettings:
+    """A relative decision log folder is the driver's (replicas need not share its working directory)."""
+    if settings.folder is None:
+        return settings
+    return settings.model_copy(update={"folder": str(Path(settings.folder).expanduser().resolve())})
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """The application builder ``serve run`` / ``serve deploy`` call: ``args`` are ``ServingConfig`` fields.
 
@@ -56,7 +64,8 @@ def build_application(args: dict[str, Any] | None = None,
     settings = ServingConfig(**(args or {}))
     tracking_uri = configure_tracking(settings.tracking_uri)
     settings = settings.model_copy(update={"tracking_uri": tracking_uri,
-                                           "model_uri": resolve_model_uri(settings.model_uri)})
+                                           "model_uri": resolve_model_uri(settings.model_uri),
+                                           "decision_log": resolve_log_folder(settings.decision_log)})
     config = settings.model_dump()
     options = deployment_options or {}
     model = JAFFNetModel.options(**options.get("JAFFNetModel", {})).bind(config)

@@ -9,6 +9,7 @@ the better raw frames/s.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ from jaffnet.contract import InputContract
 from jaffnet.frames import plan_frame
 
 MAX_CONCURRENCY = 64
+APP_NAME = "jaffnet-bench"
 MAX_DURATION_S = 300.0
 
 
@@ -97,12 +99,12 @@ def raw_forward_rate(predictor, inputs: list[np.ndarray], batch_size: int, durat
     return done / (time.perf_counter() - started)
 
 
-def _random_model_dir(width: float, image_size: int, directory: Path) -> str:
+def _random_model_dir(width: float, contract: InputContract, directory: Path) -> str:
     from jaffnet import JAFFNet
     from jaffnet.io import save_pretrained
 
     return str(save_pretrained(JAFFNet(width=width), directory / "model",
-                               metadata={"input_contract": InputContract(image_size).to_dict(),
+                               metadata={"input_contract": contract.to_dict(),
                                          "threshold": 0.5, "model_name": "random"}))
 
 
@@ -120,37 +122,74 @@ def run(args) -> int:
     model_options.pop("autoscaling_config", None)
     model_options["num_replicas"] = 1
     replica_cpus = float(model_options.get("ray_actor_options", {}).get("num_cpus", 1))
-    for key in ("backend", "max_batch_size", "batch_wait_timeout_s"):
+    for key in ("backend", "max_batch_size", "batch_wait_timeout_s", "max_inputs_in_flight"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     model_options["max_ongoing_requests"] = max(int(model_options.get("max_ongoing_requests", 0)),
                                                  2 * int(settings.get("max_batch_size", 8)))
+    if not args.attack and args.max_inputs_in_flight is None:
+        # The throughput comparison wants every client's frame at the model (batches), not refused.
+        settings["max_inputs_in_flight"] = min(4096, args.concurrency * int(settings.get("max_inputs_per_frame", 256)))
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings["model_uri"] = args.model or _random_model_dir(args.random_width, args.image_size, Path(tmp))
+        contract = InputContract(args.image_size, mode=args.input_mode)
+        settings["model_uri"] = args.model or _random_model_dir(args.random_width, contract, Path(tmp))
+        if (settings.get("decision_log") or {}).get("folder"):  # logged as configured, but not into the cwd
+            settings["decision_log"] = {**settings["decision_log"], "folder": str(Path(tmp) / "decision_log")}
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         try:
-            serve.run(build_application(settings, options), name="jaffnet-bench", route_prefix="/")
-            return _measure(args, settings, replica_cpus)
+            serve.run(build_application(settings, options), name=APP_NAME, route_prefix="/")
+            return _attack(args, settings) if args.attack else _measure(args, settings, replica_cpus)
         finally:
             serve.shutdown()
 
 
-def _measure(args, settings: dict, replica_cpus: float) -> int:
+def _test_frame(args, size: int) -> tuple[np.ndarray, bytes]:
+    height, width = args.frame_height or size, args.frame_width or size
+    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return frame, cv2.imencode(".png", frame)[1].tobytes()
+
+
+def _attack(args, settings: dict) -> int:
+    from jaffnet.inference.bench import cpu_name
+    from serving.attack import run_attack
+    from serving.config import ServingConfig
+
+    base = f"http://127.0.0.1:{args.port}"
+    card = requests_json(base + "/v1/model")
+    frame, body = _test_frame(args, card["image_size"])
+    config = ServingConfig(**settings)
+    print(f"jaffnet bench serve --attack: model {card['name']}/{card['version']} ({card['backend']}, "
+          f"{card['device']}), {card['contract']['mode']} {card['image_size']}px, frame "
+          f"{frame.shape[1]}x{frame.shape[0]} ({len(body)} bytes), "
+          f"{cpu_name()}, {os.cpu_count()} cores",
+          flush=True)
+    inputs = len(plan_frame(InputContract.from_dict(card["contract"]), *frame.shape[:2]))
+    targets = run_attack(base, APP_NAME, body, config.max_body_bytes, config.upload_timeout_s,
+                         capacity_clients=max(1, config.max_inputs_in_flight // inputs), clients=args.concurrency, hostile_total=args.hostile_requests, flood_s=args.flood_s,
+                         soak_s=args.soak_s)
+    return 0 if all(t.met for t in targets) else 1
+
+
+def requests_json(url: str) -> dict:
     import requests
+
+    return requests.get(url, timeout=60).json()
+
+
+def _measure(args, settings: dict, replica_cpus: float) -> int:
     import torch
 
     from jaffnet.inference import build_predictor
     from pipelines.registry import load_model
 
     base = f"http://127.0.0.1:{args.port}"
-    card = requests.get(base + "/v1/model", timeout=60).json()
+    card = requests_json(base + "/v1/model")
     size = card["image_size"]
-    height, width = args.frame_height or size, args.frame_width or size
-    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    body = cv2.imencode(".png", frame)[1].tobytes()
+    frame, body = _test_frame(args, size)
+    height, width = frame.shape[:2]
     plan = plan_frame(InputContract.from_dict(card["contract"]), height, width)
 
     drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8)  # warm-up

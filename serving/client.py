@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,18 +19,20 @@ import cv2
 import numpy as np
 
 from pipelines.data.codec import sniff_format
+from serving import overlay
 from serving.postprocess import png_base64_to_mask
 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "TIFF": "image/tiff"}
-OVERLAY_COLOUR = (0, 0, 255)  # BGR red
+OVERLAY_COLOUR = overlay.RED_BGR
 
 
 class InspectionFailed(RuntimeError):
-    def __init__(self, status: int, body: dict | str):
+    def __init__(self, status: int, body: dict | str, retry_after: str | None = None):
         message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = body
+        self.retry_after_s = float(retry_after) if retry_after and retry_after.isdigit() else None
 
 
 @dataclass
@@ -45,9 +48,27 @@ class Result:
                 f"{r['timings_ms']['total']:.1f} ms  model={r['model']['name']}/{r['model']['version']}")
 
 
+MAX_BUSY_RETRIES = 10  # 503 "overloaded" answers honoured (Retry-After) before giving up
+MAX_RETRY_AFTER_S = 30.0
+
+
 def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool = False,
-               timeout: float = 60.0, probability: bool = False) -> dict:
-    """POST raw image bytes to ``{url}/v1/inspect``; returns the JSON answer or raises ``InspectionFailed``."""
+               timeout: float = 60.0, probability: bool = False, busy_retries: int = MAX_BUSY_RETRIES) -> dict:
+    """POST raw image bytes to ``{url}/v1/inspect``; returns the JSON answer or raises
+    ``InspectionFailed``. A busy service (503 with Retry-After) is retried after the time
+    it asks for, up to ``busy_retries`` times."""
+    for _ in range(busy_retries):
+        try:
+            return _post_once(data, url, threshold, mask, timeout, probability)
+        except InspectionFailed as exc:
+            if exc.status != 503 or exc.retry_after_s is None:
+                raise
+            time.sleep(min(exc.retry_after_s, MAX_RETRY_AFTER_S))
+    return _post_once(data, url, threshold, mask, timeout, probability)
+
+
+def _post_once(data: bytes, url: str, threshold: float | None, mask: bool, timeout: float,
+               probability: bool) -> dict:
     query = {"mask": "true"} if mask else {}
     if probability:
         query["probability"] = "true"
@@ -65,7 +86,7 @@ def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool
             body = json.loads(text)
         except json.JSONDecodeError:
             body = text
-        raise InspectionFailed(exc.code, body) from None
+        raise InspectionFailed(exc.code, body, exc.headers.get("Retry-After")) from None
 
 
 def get_json(url: str, path: str, timeout: float = 60.0) -> dict:
@@ -84,15 +105,8 @@ def inspect_file(path: str | Path, url: str, threshold: float | None = None, mas
 
 def draw_overlay(image_bgr: np.ndarray, response: dict, alpha: float = 0.5) -> np.ndarray:
     """The frame with defect pixels tinted red and each region boxed."""
-    out = image_bgr.copy()
-    if "mask_png_base64" in response:
-        mask = png_base64_to_mask(response["mask_png_base64"])
-        out[mask] = ((1 - alpha) * out[mask] + alpha * np.array(OVERLAY_COLOUR)).astype(np.uint8)
-    for region in response["regions"]:
-        box = region["bbox"]
-        cv2.rectangle(out, (box["x"], box["y"]), (box["x"] + box["width"] - 1, box["y"] + box["height"] - 1),
-                      OVERLAY_COLOUR, 1)
-    return out
+    mask = png_base64_to_mask(response["mask_png_base64"]) if "mask_png_base64" in response else None
+    return overlay.draw_overlay(image_bgr, mask, response["regions"], OVERLAY_COLOUR, alpha)
 
 
 def write_overlay(path: Path, response: dict, directory: Path) -> Path:

@@ -51,6 +51,8 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--model", help="registry URI or saved-model directory (default: random weights)")
     bench.add_argument("--random-width", type=float, default=0.25, help="width of the random-weights model")
     bench.add_argument("--image-size", type=int, default=256, help="input size of the random-weights model")
+    bench.add_argument("--input-mode", choices=("resize", "tile"), default="resize",
+                       help="input contract of the random-weights model")
     bench.add_argument("--frame-height", type=int, help="posted frame height (default: the model input)")
     bench.add_argument("--frame-width", type=int, help="posted frame width (default: the model input)")
     bench.add_argument("--concurrency", type=int, default=8, help="concurrent clients (at most 64)")
@@ -61,6 +63,14 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--backend", help="inference backend (default from the config)")
     bench.add_argument("--max-batch-size", type=int)
     bench.add_argument("--batch-wait-timeout-s", type=float)
+    bench.add_argument("--max-inputs-in-flight", type=int, help="the ingress's input budget (admission)")
+    bench.add_argument("--attack", action="store_true",
+                       help="instead of the throughput comparison: unloaded and capacity latency, the hostile "
+                            "matrix, a flood at 3x capacity and (--soak-s) a soak, watching /healthz and replica "
+                            "restarts (serving.attack); exit 1 if a target is missed")
+    bench.add_argument("--hostile-requests", type=int, default=1000, help="--attack: hostile requests to send")
+    bench.add_argument("--flood-s", type=float, default=60.0, help="--attack: seconds of flood at 3x capacity")
+    bench.add_argument("--soak-s", type=float, default=0.0, help="--attack: seconds of soak at capacity (0: none)")
     bench.set_defaults(func=bench_command)
 
 

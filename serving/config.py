@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.data.codec import OPENCV_MAX_PIXELS
+from serving.decision_log import DecisionLogSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 DEFAULT_MODEL_URI = "models:/jaffnet@champion"
@@ -43,16 +44,25 @@ class ServingConfig(BaseModel):
 
     # Input limits.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    upload_timeout_s: float = Field(10.0, gt=0, le=600, description="seconds a client may take to send its "
+                                                                      "body; slower uploads get 408")
     max_pixels: int = Field(16384 * 1024, ge=1024, le=OPENCV_MAX_PIXELS,
                             description="width x height above which a frame gets 413")
     max_regions: int = Field(100, ge=0, description="regions listed per response, largest first")
     # Work per frame, checked from the header before decoding (413 beyond).
     max_inputs_per_frame: int = Field(256, ge=1, le=65536, description="model inputs (tiles) one frame may need")
     min_frame_side: int = Field(16, ge=1, description="frames with a shorter side are refused")
-    retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the model queue is full")
+    retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 when the model is busy")
+    # Admission (serving.admission): model inputs one ingress replica keeps at the model at
+    # once; a frame that does not fit gets 503 + Retry-After. On a CPU each input queued
+    # ahead of a frame adds about one forward to its latency; a GPU batch costs about one.
+    max_inputs_in_flight: int = Field(1, ge=1, le=4096)
     # Significant bits of 16-bit frames without a PNG sBIT chunk (None: inferred from each
     # frame's maximum, as ingestion does; the reply's image block says which applied).
     bit_depth: int | None = Field(None, ge=9, le=16)
+
+    # Where decisions are recorded (serving.decision_log); folder null: not recorded.
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
 
 
 def read_serve_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, Any]:

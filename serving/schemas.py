@@ -60,6 +60,13 @@ class ProbabilityMap(_Reply):
     data: str
 
 
+class LogStatus(_Reply):
+    status: Literal["logged", "queued", "not_logged", "off"] = Field(
+        description="logged: on disk before this reply was sent; queued: handed to the log's writer, not yet "
+                    "confirmed; not_logged: not in the log (reason says why); off: no decision log configured")
+    reason: str | None = None
+
+
 class InspectionReply(_Reply):
     request_id: str
     model: ModelRef
@@ -82,6 +89,10 @@ class InspectionReply(_Reply):
     timings_ms: Timings
     mask_png_base64: str | None = Field(None, description="with ?mask=true")
     probability_map: ProbabilityMap | None = Field(None, description="with ?probability=true")
+    line: str | None = Field(None, description="the client's ?line=, echoed")
+    station: str | None = Field(None, description="the client's ?station=, echoed")
+    part_id: str | None = Field(None, description="the client's ?part_id=, echoed")
+    decision_log: LogStatus | None = Field(None, description="whether this decision is in the decision log")
 
 
 class ErrorDetail(_Reply):
@@ -100,6 +111,8 @@ class Limits(_Reply):
     formats: list[str]
     max_inputs_per_frame: int
     min_frame_side: int
+    max_inputs_in_flight: int
+    upload_timeout_s: float
 
 
 class ModelCard(BaseModel):
@@ -128,9 +141,62 @@ class Health(_Reply):
 
 INSPECT_ERRORS = {
     400: {"model": ErrorReply, "description": "empty body, not an image, truncated/corrupt, bad multipart"},
-    408: {"description": "Serve's proxy: the request ran past http_options.request_timeout_s"},
+    408: {"model": ErrorReply, "description": "the body arrived slower than upload_timeout_s (upload_too_slow); "
+                                              "without a JSON body: Serve's proxy, past request_timeout_s"},
     413: {"model": ErrorReply, "description": "body, pixels, thin side or model inputs above the limits"},
     415: {"model": ErrorReply, "description": "unsupported format or content type"},
     422: {"model": ErrorReply, "description": "a query parameter out of range"},
     503: {"model": ErrorReply, "description": "overloaded (model queue full; Retry-After says when to retry)"},
 }
+
+
+# -- the decision log's read API (serving.decisions) ----------------------------------------------
+
+class DecisionLinks(_Reply):
+    self: str
+    frame_png: str | None = Field(None, description="the frame as judged (8-bit); null when not kept")
+    mask_png: str | None = None
+    overlay_png: str | None = Field(None, description="frame + mask + region boxes; ?max_side= to shrink")
+
+
+class DecisionSummary(_Reply):
+    request_id: str
+    time: str = Field(description="ISO 8601, UTC")
+    line: str | None = None
+    station: str | None = None
+    part_id: str | None = None
+    model: ModelRef
+    decision: Literal["OK", "NG"]
+    image_score: float
+    image_threshold: float
+    region_count: int
+    links: DecisionLinks
+
+
+class DecisionPage(_Reply):
+    items: list[DecisionSummary] = Field(description="newest first")
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next (older) page")
+
+
+class DecisionDetail(DecisionSummary):
+    reason: str
+    threshold: float
+    min_defect_area_px: int
+    defect_score: float
+    defect_area_px: int
+    largest_region_px: int
+    regions: list[RegionOut]
+    image: ImageInfo
+    timings_ms: Timings
+
+
+class LineCounts(_Reply):
+    line: str | None = Field(description="null: frames posted without ?line=")
+    ok: int
+    ng: int
+
+
+class DecisionCounts(_Reply):
+    since: str = Field(description="ISO 8601, UTC")
+    window_s: int
+    lines: list[LineCounts]

@@ -2,10 +2,13 @@
 
 The body is read in chunks and refused with 413 as soon as it passes the cap (a
 declared ``Content-Length`` above the cap is refused before reading anything), so an
-oversized upload never sits whole in a replica's memory.
+oversized upload never sits whole in a replica's memory; a body still arriving after
+the upload time-out is refused with 408, so slow senders cannot hold the ingress.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -49,8 +52,18 @@ def _replay(request: Request, body: bytes) -> Request:
     return Request(request.scope, receive)
 
 
-async def read_frame_bytes(request: Request, max_body_bytes: int) -> tuple[bytes, str | None]:
-    """(image bytes, the format their content type declares or None for generic bytes)."""
+async def read_frame_bytes(request: Request, max_body_bytes: int,
+                           timeout_s: float | None = None) -> tuple[bytes, str | None]:
+    """(image bytes, the format their content type declares or None for generic bytes),
+    within ``timeout_s`` seconds (else 408)."""
+    try:
+        return await asyncio.wait_for(_read_frame_bytes(request, max_body_bytes), timeout_s)
+    except asyncio.TimeoutError:
+        raise InspectionError(408, "upload_too_slow",
+                              f"the body did not arrive within the upload time-out of {timeout_s:g} s") from None
+
+
+async def _read_frame_bytes(request: Request, max_body_bytes: int) -> tuple[bytes, str | None]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         declared = format_for_content_type(content_type)  # 415 before reading the body

@@ -174,7 +174,7 @@ def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None
 
 
 def machine_description(threads: int) -> str:
-    cpu = _cpu_name()
+    cpu = cpu_name()
     line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {threads}; torch {torch.__version__}"
     if torch.cuda.is_available():
         line += f"; GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
@@ -183,7 +183,7 @@ def machine_description(threads: int) -> str:
     return line
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:

@@ -8,7 +8,7 @@ refused without being decoded. OpenCV then decodes with ``IMREAD_UNCHANGED`` (ke
 16-bit and alpha visible) and the result becomes uint8 grayscale ``(H, W)`` or **RGB**
 ``(H, W, 3)`` (OpenCV's BGR is swapped here; alpha is dropped, the camera's pixels
 count). 16-bit samples are scaled from their significant bits (:func:`significant_bits`:
-PNG sBIT, a setting, or the frame's maximum). Every refusal is a :class:`DecodeError`
+PNG sBIT or TIFF MaxSampleValue, a setting, or the frame's maximum). Every refusal is a :class:`DecodeError`
 with an HTTP-style status and a machine-readable code; serving passes those on, and
 ingestion turns them into :class:`InvalidSample` reasons.
 
@@ -126,7 +126,7 @@ def read_image(data: bytes, declared_format: str | None = None, max_pixels: int 
     ``max_pixels`` caps width x height, checked on the header before decoding, and so
     does ``admit(width, height)`` (a caller's own limits: it raises to refuse).
     16-bit samples are scaled from their significant bits to 8 bits: the file's PNG
-    ``sBIT`` when present, else ``bit_depth`` (e.g. 12), else the smallest of 10, 12, 14,
+    ``sBIT`` or TIFF ``MaxSampleValue`` when present, else ``bit_depth`` (e.g. 12), else the smallest of 10, 12, 14,
     16 bits that holds the frame's maximum (so a 12-bit camera is not read as near-black).
     """
     image, image_format = _decode(data, declared_format, max_pixels, admit)
@@ -235,7 +235,7 @@ def significant_bits(image: np.ndarray, data: bytes, image_format: str,
     """(bits that carry the signal, where that came from); see :func:`read_image`."""
     if image.dtype == np.uint8:
         return 8, "8-bit"
-    declared = _png_sbit(data) if image_format == "PNG" else None
+    declared = {"PNG": _png_sbit, "TIFF": _tiff_significant_bits}.get(image_format, lambda _: None)(data)
     if declared:
         return declared, "file"
     if bit_depth is not None:
@@ -331,40 +331,65 @@ def _bmp_dimensions(data: bytes) -> tuple[int, int]:
 
 
 _TIFF_WIDTH, _TIFF_LENGTH, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 256, 257, 322, 323
-_TIFF_SHORT, _TIFF_LONG = 3, 4
+_TIFF_STRIP_BYTES, _TIFF_TILE_BYTES, _TIFF_MAX_SAMPLE = 279, 325, 281
+_TIFF_SIZES = {3: 2, 4: 4}  # SHORT, LONG
+MAX_TIFF_VALUES = 1 << 16  # strips or tiles per page we read the byte counts of
 MAX_TIFF_PAGES = 16  # OpenCV decodes the first page; a longer (or looping) chain is refused
 
 
 def _tiff_dimensions(data: bytes) -> tuple[int, int]:
     """(width, height) of the first page, after checking what libtiff would allocate: tiles
-    no larger than the image (rounded to 16), and a short, loop-free page chain. Of
-    duplicated tags the first counts, as in libtiff."""
-    order = "<" if data[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", data[4:8])
-    tags = _tiff_tags(data, order, ifd)
+    no larger than the image (rounded to 16), strips and tiles no larger than the file,
+    and a short, loop-free page chain."""
+    tags = _tiff_first_page(data)
     if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
         raise DecodeError(400, "corrupt_image", "the TIFF has no image width/length tags")
-    width, height = tags[_TIFF_WIDTH], tags[_TIFF_LENGTH]
+    width, height = tags[_TIFF_WIDTH][0], tags[_TIFF_LENGTH][0]
     for tag, side, name in ((_TIFF_TILE_WIDTH, width, "width"), (_TIFF_TILE_LENGTH, height, "length")):
-        if tag in tags and tags[tag] > max(16, -(-side // 16) * 16):
-            raise DecodeError(400, "corrupt_image", f"the TIFF tile {name} {tags[tag]} exceeds its {side}-px image")
-    _check_tiff_pages(data, order, ifd)
+        if tag in tags and tags[tag][0] > max(16, -(-side // 16) * 16):
+            raise DecodeError(400, "corrupt_image", f"the TIFF tile {name} {tags[tag][0]} exceeds its {side}-px image")
+    for tag in (_TIFF_STRIP_BYTES, _TIFF_TILE_BYTES):
+        if max(tags.get(tag, [0])) > len(data):
+            raise DecodeError(400, "corrupt_image",
+                              f"the TIFF declares a {max(tags[tag])}-byte strip or tile in a {len(data)}-byte file")
     return width, height
 
 
-def _tiff_tags(data: bytes, order: str, ifd: int) -> dict[int, int]:
+def _tiff_first_page(data: bytes) -> dict[int, list[int]]:
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    _check_tiff_pages(data, order, ifd)
+    return _tiff_tags(data, order, ifd)
+
+
+def _tiff_significant_bits(data: bytes) -> int | None:
+    """Bits implied by the TIFF's MaxSampleValue tag (a 12-bit camera writes 4095), if set."""
+    try:
+        peak = _tiff_first_page(data).get(_TIFF_MAX_SAMPLE, [0])[0]
+    except (struct.error, IndexError, DecodeError):
+        return None
+    return peak.bit_length() if 0 < peak < 0xFFFF else None
+
+
+def _tiff_tags(data: bytes, order: str, ifd: int) -> dict[int, list[int]]:
+    """SHORT/LONG tag values of one IFD (arrays read where they point, up to
+    ``MAX_TIFF_VALUES``); of duplicated tags the first counts, as in libtiff."""
     (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-    found: dict[int, int] = {}
+    found: dict[int, list[int]] = {}
     for entry in range(count):
         offset = ifd + 2 + 12 * entry
-        tag, kind = struct.unpack(order + "HH", data[offset:offset + 4])
-        if tag in found:
+        tag, kind, values = struct.unpack(order + "HHI", data[offset:offset + 8])
+        if tag in found or kind not in _TIFF_SIZES:
             continue
-        value = data[offset + 8:offset + 12]
-        if kind == _TIFF_SHORT:
-            found[tag] = struct.unpack(order + "H", value[:2])[0]
-        elif kind == _TIFF_LONG:
-            found[tag] = struct.unpack(order + "I", value)[0]
+        size = _TIFF_SIZES[kind]
+        values = min(values, MAX_TIFF_VALUES)
+        start = offset + 8
+        if size * values > 4:  # the field holds an offset to the array
+            (start,) = struct.unpack(order + "I", data[offset + 8:offset + 12])
+        array = data[start:start + size * values]
+        if len(array) < size * values:
+            raise DecodeError(400, "truncated_image", f"the TIFF's tag {tag} points past the end of the file")
+        found[tag] = list(struct.unpack(order + ("H" if size == 2 else "I") * values, array))
     return found
 
 

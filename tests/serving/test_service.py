@@ -18,44 +18,25 @@ import numpy as np
 import pytest
 import requests
 
-from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
+from serving.hostile import hostile_requests
 from tests.serving.conftest import temporary_tracking
 from tests.serving.images import encode, textured
+from tests.serving.stand_ins import PROBE_CONTRACT, TILE, bright_spot_model
 
-TILE = 64
-LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000, "max_inputs_per_frame": 64, "min_frame_side": 8}
+LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000, "max_inputs_per_frame": 64, "min_frame_side": 8,
+          "upload_timeout_s": 3}
+BATCHING = {"max_inputs_in_flight": 16}  # room for the concurrent frames that make batches
 RESPONSE_KEYS = {"request_id", "model", "decision", "reason", "image_score", "image_threshold", "min_defect_area_px",
                  "defect_score", "threshold", "defect_area_px", "defect_area_ratio", "largest_region_px",
-                 "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms"}
-PROBE_CONTRACT = InputContract(image_size=TILE, mode="tile", tile_overlap=0.25)
+                 "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms",
+                 "decision_log"}
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _bright_spot_model():
-    from ray import serve
-
-    @serve.deployment(max_ongoing_requests=32)
-    class BrightSpotModel:
-        """Probability 1 where all three channels exceed 200, else 0."""
-
-        def info(self) -> dict:
-            return {"name": "bright-spot", "version": "0", "run_id": None, "threshold": 0.5, "image_size": TILE,
-                    "contract": PROBE_CONTRACT.to_dict(),
-                    "rule": DecisionRule(pixel_threshold=0.5, image_threshold=0.5).to_dict(),
-                    "metrics": {}, "backend": "numpy", "device": "cpu"}
-
-        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-        async def predict_input(self, tiles):
-            return [{"probability": (t.min(axis=2) > 200).astype(np.float32), "batch_size": len(tiles)}
-                    for t in tiles]
-
-    return BrightSpotModel
 
 
 def _slow_model():
@@ -103,20 +84,23 @@ def service(ray_session, tmp_path_factory):
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         settings = {"model_uri": "models:/jaffnet-serving-test@champion", "tracking_uri": tracking_uri,
-                    "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS}
+                    "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS, **BATCHING}
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
                  "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
         serve.run(build_application(settings, small), name="jaffnet", route_prefix="/")
-        probe_settings = {"model_uri": "unused", **LIMITS}
-        probe_model = _bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
+        probe_settings = {"model_uri": "unused", **LIMITS, **BATCHING}
+        probe_model = bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
         serve.run(InspectionAPI.options(**small["InspectionAPI"]).bind(probe_model, probe_settings), name="probe",
                   route_prefix="/probe")
         slow = _slow_model()
-        # /slow: inputs queue behind a 0.2 s model (cancellation); /full: one running, one queued (backpressure).
-        for name, options in (("slow", {"max_ongoing_requests": 1}),
-                              ("full", {"max_ongoing_requests": 1, "max_queued_requests": 1})):
+        # /slow: inputs queue behind a 0.2 s model (cancellation); /full: one running, one queued (backpressure);
+        # /budget: the slow model behind the default input budget of 1 (admission).
+        for name, options, settings in (
+                ("slow", {"max_ongoing_requests": 1}, probe_settings),
+                ("full", {"max_ongoing_requests": 1, "max_queued_requests": 1}, probe_settings),
+                ("budget", {"max_ongoing_requests": 1}, {"model_uri": "unused", **LIMITS})):
             model = slow.options(ray_actor_options={"num_cpus": 0.1}, **options).bind(0.2)
-            serve.run(InspectionAPI.options(ray_actor_options={"num_cpus": 0.1}).bind(model, probe_settings),
+            serve.run(InspectionAPI.options(ray_actor_options={"num_cpus": 0.1}).bind(model, settings),
                       name=name, route_prefix=f"/{name}")
         try:
             yield {"url": f"http://127.0.0.1:{port}", "version": str(version.version), "run_id": run.info.run_id}
@@ -218,34 +202,16 @@ def test_a_small_frame_is_padded_not_stretched(service):
 
 
 def _bad_requests():
+    """What the hostile matrix (serving.hostile) does not cover; each with its error code."""
     png = encode(textured(32, 32), "PNG")
-    bomb = encode(np.zeros((1000, 1000), np.uint8), "PNG")  # 1 MP in a few kB; the cap is 0.5 MP
-    oversized = np.random.default_rng(0).integers(0, 256, 1200 * 1024, dtype=np.uint8).tobytes()  # > 1 MiB cap
     return {
-        "empty body": (dict(data=b"", headers={"Content-Type": "image/png"}), 400, "empty_body"),
-        "not an image": (dict(data=b"just some text", headers={"Content-Type": "application/octet-stream"}),
-                         400, "not_an_image"),
-        "truncated": (dict(data=png[: len(png) // 2], headers={"Content-Type": "image/png"}), 400,
-                      "corrupt_image"),
-        "unsupported format": (dict(data=b"GIF89a" + bytes(100), headers={"Content-Type": "image/gif"}), 415,
-                               "unsupported_format"),
-        "wrong content type": (dict(data=png, headers={"Content-Type": "text/plain"}), 415,
-                               "unsupported_content_type"),
-        "content type mismatch": (dict(data=png, headers={"Content-Type": "image/jpeg"}), 415,
-                                  "content_type_mismatch"),
-        "body above the cap": (dict(data=oversized, headers={"Content-Type": "image/png"}), 413, "body_too_large"),
-        "chunked body above the cap": (dict(data=iter([oversized[:600_000], oversized[600_000:]]),
-                                            headers={"Content-Type": "image/png"}), 413, "body_too_large"),
-        "decompression bomb": (dict(data=bomb, headers={"Content-Type": "image/png"}), 413, "too_many_pixels"),
-        "thin frame": (dict(data=encode(textured(2, 4000), "PNG"), headers={"Content-Type": "image/png"}), 413,
-                       "frame_too_thin"),
-        "threshold above 1": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": 1.5}),
-                              422, "invalid_parameter"),
         "threshold below 0": (dict(data=png, headers={"Content-Type": "image/png"}, params={"threshold": -0.1}),
                               422, "invalid_parameter"),
         "image threshold above 1": (dict(data=png, headers={"Content-Type": "image/png"},
                                          params={"image_threshold": 2}), 422, "invalid_parameter"),
         "multipart without file": (dict(files={"frame": ("a.png", png, "image/png")}), 400, "missing_file"),
+        "thin frame": (dict(data=encode(textured(2, 4000), "PNG"), headers={"Content-Type": "image/png"}), 413,
+                       "frame_too_thin"),
     }
 
 
@@ -256,6 +222,30 @@ def test_bad_input_gets_a_4xx_json_error_and_the_service_keeps_serving(service, 
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert error["code"] == code and len(error["message"]) > 10
+    _assert_still_serving(service)
+
+
+HOSTILE = {case.name: case for case in hostile_requests(LIMITS["max_body_bytes"])}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_every_hostile_request_gets_its_4xx_with_a_code_and_the_service_keeps_serving(service, name):
+    case = HOSTILE[name]
+    data = iter([case.body[:600_000], case.body[600_000:]]) if case.chunked else case.body
+    answer = requests.post(service["url"] + "/v1/inspect", data=data, params=case.params,
+                           headers={"Content-Type": case.content_type}, timeout=60)
+    assert answer.status_code == case.expected, answer.text
+    error = answer.json()["error"]
+    assert error["code"] and len(error["message"]) > 10
+    _assert_still_serving(service)
+
+
+def test_a_body_trickling_past_the_upload_time_out_gets_408(service):
+    from serving.attack import slow_body
+
+    started = time.perf_counter()
+    assert slow_body(service["url"], bytes(4096), seconds=LIMITS["upload_timeout_s"] + 4) == 408
+    assert time.perf_counter() - started < LIMITS["upload_timeout_s"] + 6
     _assert_still_serving(service)
 
 
@@ -353,6 +343,23 @@ def test_a_full_model_queue_answers_503_with_retry_after(service):
     assert refused.headers["Retry-After"] == "2" and refused.json()["error"]["code"] == "overloaded"
 
 
+def test_frames_beyond_the_input_budget_get_503_at_once_and_admitted_frames_stay_fast(service):
+    large = encode(textured(128, 128, seed=1), "PNG")  # 9 tiles: 1.8 s of model time, admitted alone
+    small = encode(textured(TILE, TILE, seed=2), "PNG")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_post, service["url"] + "/budget", large, "image/png")
+        time.sleep(0.5)
+        started = time.perf_counter()
+        refused = _post(service["url"] + "/budget", small, "image/png")
+        refused_after = time.perf_counter() - started
+        assert first.result().status_code == 200
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+    assert refused.headers["Retry-After"] == "2" and refused_after < 1.0
+    started = time.perf_counter()
+    assert _post(service["url"] + "/budget", small, "image/png").status_code == 200  # free again: one tile
+    assert time.perf_counter() - started < 1.5
+
+
 def test_jaffnet_serve_applies_the_configs_http_options():
     from serving.commands import http_options_for
 
@@ -378,6 +385,6 @@ def test_openapi_describes_every_reply_field_and_status(service):
     inspect = schema["paths"]["/v1/inspect"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(inspect)
     reply = schema["components"]["schemas"]["InspectionReply"]["properties"]
-    assert RESPONSE_KEYS | {"mask_png_base64", "probability_map"} == set(reply)
+    assert RESPONSE_KEYS | {"mask_png_base64", "probability_map", "line", "station", "part_id"} == set(reply)
     assert {"significant_bits", "bits_source"} <= set(schema["components"]["schemas"]["ImageInfo"]["properties"])
     assert "ModelCard" in schema["components"]["schemas"] and "Health" in schema["components"]["schemas"]

@@ -15,6 +15,7 @@ from pipelines.data.codec import (
     sniff_format,
     validate_pair,
 )
+from serving.hostile import SHORT, grey_tiff_entries, tiff
 from tests.serving.images import encode, grey_alpha_png, textured
 
 
@@ -134,6 +135,17 @@ def test_tiff_headers_are_checked_like_libtiff_reads_them():
     assert read_dimensions(_tiff([(256, 100), (257, 20), (322, 112), (323, 32)]), "TIFF") == (100, 20)
     with pytest.raises(DecodeError, match="page chain loops"):
         read_dimensions(_tiff([(256, 16), (257, 16)], next_ifd=8), "TIFF")
+    with pytest.raises(DecodeError, match="1073741824-byte strip or tile in a"):  # libtiff would read 1 GB
+        read_dimensions(tiff(grey_tiff_entries(strip_bytes=1 << 30)), "TIFF")
+    assert read_image(tiff(grey_tiff_entries())).pixels.shape == (16, 16)  # the honest twin decodes
+
+
+def test_a_tiff_declares_its_significant_bits_with_max_sample_value():
+    frame = np.full((16, 16), 900, np.uint16)  # dark: inference would say 10 bits
+    entries = [(tag, kind, 16 if tag == 258 else value) for tag, kind, value in grey_tiff_entries(strip_bytes=512)]
+    decoded = read_image(tiff(entries + [(281, SHORT, 4095)], pixels=frame.astype("<u2").tobytes()), bit_depth=16)
+    assert (decoded.significant_bits, decoded.bits_source) == (12, "file")
+    assert decoded.pixels[0, 0] == 900 >> 4
 
 
 # --- read_image: refusals ----------------------------------------------------------

@@ -1,0 +1,428 @@
+"""The decision log: every ``/v1/inspect`` decision, durable in SQLite.
+
+One writer thread owns the only writing connection (WAL, ``synchronous=FULL``): requests
+hand it a :class:`PendingDecision` through a bounded queue and never touch the disk
+themselves. The writer commits whatever is queued in one transaction (group commit), then
+applies the retention limits (count, age, bytes; oldest dropped first). A request may wait
+a bounded time for its commit, so a reply can say truthfully whether its decision is on
+disk. Any store failure (full disk, broken file, full queue) makes the decision
+"not logged", counted and logged, and never fails the inspection.
+
+Readers (the read API, ``jaffnet replay``) open their own read-only connections: with WAL
+they never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger("ray.serve")
+
+DATABASE_FILE = "decisions.sqlite"
+SCHEMA_VERSION = 1
+# Ids as Serve's proxy makes them (uuid4) or a client's own x-request-id, within reason.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+PNG_COMPRESSION = 3  # zlib level: frames are stored losslessly, replay needs the exact pixels
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    line TEXT, station TEXT, part_id TEXT,
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, model_run_id TEXT,
+    decision TEXT NOT NULL CHECK (decision IN ('OK', 'NG')),
+    image_score REAL NOT NULL,
+    reply TEXT NOT NULL,
+    has_frame INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE INDEX IF NOT EXISTS decisions_line ON decisions (line, seq);
+CREATE TABLE IF NOT EXISTS frames (
+    seq INTEGER PRIMARY KEY,
+    frame_png BLOB NOT NULL,
+    mask_png BLOB NOT NULL
+);
+"""
+
+
+class DecisionLogSettings(BaseModel):
+    """The ``decision_log:`` section of the serving config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str | None = Field(None, description="where decisions.sqlite lives; null: no decision log")
+    frames: Literal["none", "ng", "all"] = Field("ng", description="which decisions keep their frame and mask")
+    max_records: int = Field(100_000, ge=1, le=100_000_000)
+    max_age_days: float = Field(30.0, gt=0, le=3650)
+    max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="stored records and frames, oldest dropped")
+    queue_size: int = Field(256, ge=1, le=65536, description="decisions waiting for the writer; beyond: not logged")
+    wait_for_commit_s: float = Field(2.0, ge=0, le=60, description="how long a reply waits for its record's "
+                                                                  "commit (0: reply 'queued' at once)")
+
+
+class NotLogged(Exception):
+    """Why a decision is not in the log: ``kind`` for metrics (few values), the message for the reply."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class PendingDecision:
+    """One decision on its way to the writer. ``pixels``/``mask`` only when its frame is kept."""
+
+    reply: dict[str, Any]
+    ts: float
+    pixels: np.ndarray | None = None  # the decoded 8-bit frame the model judged (grey or RGB)
+    mask: np.ndarray | None = None  # HxW bool: pixels at or above the pixel threshold
+
+    @property
+    def request_id(self) -> str:
+        return self.reply["request_id"]
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    seq: int
+    request_id: str
+    ts: float
+    line: str | None
+    station: str | None
+    part_id: str | None
+    model: dict[str, Any]
+    decision: str
+    image_score: float
+    reply: dict[str, Any]
+    has_frame: bool
+
+
+class StoreObserver:
+    """What the store reports (the ingress plugs Prometheus metrics in; tests count)."""
+
+    def written(self, count: int) -> None: ...
+
+    def not_logged(self, kind: str) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A grey or RGB uint8 image (or a bool mask) as PNG bytes."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:  # pragma: no cover - encoding a 2-D/3-channel uint8 array does not fail
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def read_png(data: bytes, colour: bool = True) -> np.ndarray:
+    """Stored PNG bytes -> RGB (``colour``) or single-channel uint8."""
+    flag = cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if image is None:
+        raise ValueError("a stored PNG cannot be decoded")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if colour else image
+
+
+def database_path(folder: str | Path) -> Path:
+    return Path(folder) / DATABASE_FILE
+
+
+def keeps_frame(frames: str, decision: str) -> bool:
+    return frames == "all" or (frames == "ng" and decision == "NG")
+
+
+class DecisionLog:
+    """The writer side: ``submit`` from any thread, one writer thread commits."""
+
+    def __init__(self, settings: DecisionLogSettings, observer: StoreObserver | None = None,
+                 clock: Callable[[], float] = time.time):
+        if settings.folder is None:
+            raise ValueError("the decision log needs a folder")
+        self.settings = settings
+        self.path = database_path(settings.folder)
+        self.observer = observer or StoreObserver()
+        self.clock = clock
+        self._queue: queue.Queue[tuple[PendingDecision, Future] | None] = queue.Queue(settings.queue_size)
+        self._connection: sqlite3.Connection | None = None
+        self._count = 0
+        self._bytes = 0
+        self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
+        self._thread.start()
+
+    # -- request side -------------------------------------------------------------------------
+    def submit(self, pending: PendingDecision) -> Future:
+        """Queue one decision; the future ends with its ``seq`` once committed, or ``NotLogged``."""
+        future: Future = Future()
+        if not _REQUEST_ID.match(pending.request_id):
+            self._refuse(future, NotLogged("bad_request_id", "the request id is not one the log can store"))
+        else:
+            try:
+                self._queue.put_nowait((pending, future))
+            except queue.Full:
+                self._refuse(future, NotLogged("queue_full", "the decision log queue is full"))
+        self.observer.queue_depth(self._queue.qsize())
+        return future
+
+    def _refuse(self, future: Future, refusal: NotLogged) -> None:
+        future.set_running_or_notify_cancel()
+        future.set_exception(refusal)
+        self.observer.not_logged(refusal.kind)
+        logger.warning("decision not logged: %s", refusal)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Commit what is queued, then stop the writer."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while item is not None and len(batch) < 64:  # group commit: whatever else waits
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            stopping = batch[-1] is None
+            entries = [entry for entry in batch if entry is not None]
+            try:
+                self._write(entries)
+            except Exception:  # a bug, not the store: fail these, keep the writer alive
+                logger.exception("decision log writer failed")
+                for _, future in entries:
+                    if not future.done():
+                        future.set_exception(NotLogged("writer_failed", "the decision log writer failed"))
+            self.observer.queue_depth(self._queue.qsize())
+            if stopping:
+                if self._connection is not None:
+                    self._connection.close()
+                return
+
+    def _write(self, batch: list[tuple[PendingDecision, Future]]) -> None:
+        taken = [(pending, future) for pending, future in batch if future.set_running_or_notify_cancel()]
+        if not taken:
+            return
+        try:
+            rows = [(pending, future, self._encode(pending)) for pending, future in taken]
+            connection = self._connect()
+            results = []
+            with connection:  # one transaction: commit, or roll back every row
+                for pending, future, row in rows:
+                    results.append((future, self._insert(connection, pending, row)))
+                self._apply_retention(connection)
+        except Exception as exc:  # full disk, unwritable folder, corrupt file: degrade, never raise
+            self._reset_after_failure()
+            reason = f"the decision log store failed: {type(exc).__name__}: {exc}"
+            for _, future in taken:
+                future.set_exception(NotLogged("store_failed", reason))
+                self.observer.not_logged("store_failed")
+            logger.error("decision log: %d decision(s) not logged: %s", len(taken), reason)
+            return
+        written = 0
+        for future, outcome in results:
+            if isinstance(outcome, NotLogged):
+                future.set_exception(outcome)
+                self.observer.not_logged(outcome.kind)
+            else:
+                written += 1
+                future.set_result(outcome)
+        self.observer.written(written)
+        self._incremental_vacuum()
+
+    def _encode(self, pending: PendingDecision) -> tuple[str, bytes | None, bytes | None]:
+        reply = json.dumps(pending.reply, separators=(",", ":"))
+        if pending.pixels is None:
+            return reply, None, None
+        return reply, png_bytes(pending.pixels), png_bytes(pending.mask)
+
+    def _insert(self, connection: sqlite3.Connection, pending: PendingDecision,
+                row: tuple[str, bytes | None, bytes | None]) -> int | NotLogged:
+        reply_json, frame_png, mask_png = row
+        reply, model = pending.reply, pending.reply["model"]
+        size = len(reply_json) + len(frame_png or b"") + len(mask_png or b"")
+        try:
+            cursor = connection.execute(
+                "INSERT INTO decisions (request_id, ts, line, station, part_id, model_name, model_version, "
+                "model_run_id, decision, image_score, reply, has_frame, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (pending.request_id, pending.ts, reply.get("line"), reply.get("station"), reply.get("part_id"),
+                 model["name"], str(model["version"]), model.get("run_id"), reply["decision"],
+                 float(reply["image_score"]), reply_json, frame_png is not None, size))
+        except sqlite3.IntegrityError:  # only this statement is undone; the batch goes on
+            return NotLogged("duplicate_request_id", f"request id {pending.request_id} is already in the log")
+        seq = cursor.lastrowid
+        if frame_png is not None:
+            connection.execute("INSERT INTO frames (seq, frame_png, mask_png) VALUES (?,?,?)",
+                               (seq, frame_png, mask_png))
+        self._count += 1
+        self._bytes += size
+        return seq
+
+    def _apply_retention(self, connection: sqlite3.Connection) -> None:
+        """Drop the oldest records beyond the age, count and byte limits."""
+        settings = self.settings
+        cutoff = self.clock() - settings.max_age_days * 86400
+        expired = connection.execute("SELECT MAX(seq) FROM decisions WHERE ts < ?", (cutoff,)).fetchone()[0]
+        if expired is not None:
+            self._drop_through(connection, expired)
+        if self._count > settings.max_records:
+            (last,) = connection.execute("SELECT seq FROM decisions ORDER BY seq LIMIT 1 OFFSET ?",
+                                         (self._count - settings.max_records - 1,)).fetchone()
+            self._drop_through(connection, last)
+        excess = self._bytes - settings.max_bytes
+        if excess > 0:
+            freed, last = 0, None
+            for seq, size in connection.execute("SELECT seq, bytes FROM decisions ORDER BY seq"):
+                freed, last = freed + size, seq
+                if freed >= excess:
+                    break
+            self._drop_through(connection, last)
+
+    def _drop_through(self, connection: sqlite3.Connection, seq: int) -> None:
+        count, size = connection.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM decisions WHERE seq <= ?",
+                                         (seq,)).fetchone()
+        connection.execute("DELETE FROM frames WHERE seq <= ?", (seq,))
+        connection.execute("DELETE FROM decisions WHERE seq <= ?", (seq,))
+        self._count -= count
+        self._bytes -= size
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+                if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                    raise sqlite3.OperationalError("the store cannot use WAL journaling")
+                connection.execute("PRAGMA synchronous = FULL")  # a committed decision survives power loss
+                connection.execute("PRAGMA busy_timeout = 5000")
+                connection.executescript(_SCHEMA)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._count, self._bytes = connection.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM decisions").fetchone()
+            except Exception:
+                connection.close()
+                raise
+            connection.isolation_level = "DEFERRED"  # `with connection:` opens and commits a transaction
+            self._connection = connection
+        return self._connection
+
+    def _reset_after_failure(self) -> None:
+        """Reopen on the next batch: the running totals are re-read from what is on disk."""
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except sqlite3.Error:
+                pass
+        self._connection = None
+
+    def _incremental_vacuum(self) -> None:
+        try:
+            self._connection.execute("PRAGMA incremental_vacuum(256)")  # give freed pages back to the disk
+        except sqlite3.Error:
+            pass
+
+
+class DecisionReader:
+    """Read-only queries on a decision log folder (the read API and ``jaffnet replay``)."""
+
+    def __init__(self, folder: str | Path):
+        self.path = database_path(folder)
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no decision log at {self.path}")
+        connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        connection.execute("PRAGMA busy_timeout = 5000")
+        return connection
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def page(self, *, line: str | None = None, decision: str | None = None, since: float | None = None,
+             until: float | None = None, before_seq: int | None = None, limit: int = 50) -> list[StoredDecision]:
+        """Newest first; ``before_seq`` continues a page (the cursor)."""
+        where, values = _filters(line=line, decision=decision, since=since, until=until, before_seq=before_seq)
+        sql = f"SELECT {_COLUMNS} FROM decisions{where} ORDER BY seq DESC LIMIT ?"
+        with closing(self._connect()) as connection:
+            return [_stored(row) for row in connection.execute(sql, (*values, limit))]
+
+    def get(self, request_id: str) -> StoredDecision | None:
+        with closing(self._connect()) as connection:
+            row = connection.execute(f"SELECT {_COLUMNS} FROM decisions WHERE request_id = ?",
+                                     (request_id,)).fetchone()
+        return None if row is None else _stored(row)
+
+    def frame(self, seq: int) -> tuple[bytes, bytes] | None:
+        """(frame PNG, mask PNG) of a record that kept its frame."""
+        with closing(self._connect()) as connection:
+            return connection.execute("SELECT frame_png, mask_png FROM frames WHERE seq = ?", (seq,)).fetchone()
+
+    def counts(self, since: float) -> list[tuple[str | None, str, int]]:
+        """(line, decision, count) of the decisions since ``since``."""
+        with closing(self._connect()) as connection:
+            return connection.execute("SELECT line, decision, COUNT(*) FROM decisions WHERE ts >= ? "
+                                      "GROUP BY line, decision ORDER BY line", (since,)).fetchall()
+
+    def with_frames(self, *, since: float | None = None, until: float | None = None,
+                    line: str | None = None) -> Iterator[tuple[StoredDecision, bytes]]:
+        """Oldest first, every record that kept its frame, with the frame PNG (one row at a time)."""
+        where, values = _filters(line=line, since=since, until=until)
+        sql = (f"SELECT {_COLUMNS}, frames.frame_png FROM decisions JOIN frames USING (seq){where} "
+               "ORDER BY seq")
+        with closing(self._connect()) as connection:
+            for row in connection.execute(sql, values):
+                yield _stored(row[:-1]), row[-1]
+
+    def total(self, *, since: float | None = None, until: float | None = None, line: str | None = None) -> int:
+        where, values = _filters(line=line, since=since, until=until)
+        with closing(self._connect()) as connection:
+            return connection.execute(f"SELECT COUNT(*) FROM decisions{where}", values).fetchone()[0]
+
+
+_COLUMNS = ("seq, request_id, ts, line, station, part_id, model_name, model_version, model_run_id, decision, "
+            "image_score, reply, has_frame")
+
+
+def _filters(**conditions: Any) -> tuple[str, tuple]:
+    clauses = {"line": "line = ?", "decision": "decision = ?", "since": "ts >= ?", "until": "ts < ?",
+               "before_seq": "seq < ?"}
+    used = [(clauses[key], value) for key, value in conditions.items() if value is not None]
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(clause for clause, _ in used), tuple(value for _, value in used)
+
+
+def _stored(row: tuple) -> StoredDecision:
+    (seq, request_id, ts, line, station, part_id, model_name, model_version, model_run_id, decision, image_score,
+     reply, has_frame) = row
+    return StoredDecision(seq=seq, request_id=request_id, ts=ts, line=line, station=station, part_id=part_id,
+                          model={"name": model_name, "version": model_version, "run_id": model_run_id},
+                          decision=decision, image_score=image_score, reply=json.loads(reply),
+                          has_frame=bool(has_frame))

@@ -1,0 +1,230 @@
+"""The decision log inside the service: recording from ``/v1/inspect`` and the read API.
+
+- :func:`client_fields`: the optional ``line``, ``station``, ``part_id`` query parameters of
+  ``/v1/inspect`` (validated; echoed in the reply and stored with the decision).
+- :class:`DecisionRecorder`: one per ingress replica; hands each decision to the
+  :class:`~serving.decision_log.DecisionLog` writer and waits a bounded time for its commit.
+- ``router``: ``GET /v1/decisions`` (filtered, newest first, paged with a cursor),
+  ``GET /v1/decisions/{request_id}`` with its frame, mask and overlay PNGs, and
+  ``GET /v1/decision-counts``. Reads open their own read-only SQLite connection in a
+  worker thread, so they never wait for (or block) the writer.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi.responses import Response
+
+from serving.decision_log import (REQUEST_ID_PATTERN, DecisionLog, DecisionLogSettings, DecisionReader,
+                                  NotLogged, PendingDecision, StoredDecision, keeps_frame, png_bytes,
+                                  read_png)
+from serving.errors import InspectionError
+from serving.metrics import InspectionMetrics
+from serving.overlay import draw_overlay, shrink_to
+from serving.schemas import DecisionCounts, DecisionDetail, DecisionPage, ErrorReply
+
+CLIENT_FIELD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # no spaces, slashes or markup
+MAX_PAGE = 200
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+_UNSTORED_REPLY_KEYS = ("mask_png_base64", "probability_map", "decision_log")
+
+
+# -- recording (the ingress) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClientFields:
+    line: str | None = None
+    station: str | None = None
+    part_id: str | None = None
+
+    def echo(self) -> dict[str, str]:
+        return {key: value for key, value in vars(self).items() if value is not None}
+
+
+def client_fields(
+    line: str | None = Query(None, pattern=CLIENT_FIELD_PATTERN, description="production line, e.g. L3"),
+    station: str | None = Query(None, pattern=CLIENT_FIELD_PATTERN, description="camera station on the line"),
+    part_id: str | None = Query(None, pattern=CLIENT_FIELD_PATTERN, description="the part's serial or id"),
+) -> ClientFields:
+    """FastAPI dependency: ``client: ClientFields = Depends(client_fields)``."""
+    return ClientFields(line, station, part_id)
+
+
+class DecisionRecorder:
+    """Records the replica's decisions (and counts them in the metrics)."""
+
+    def __init__(self, settings: DecisionLogSettings, app: FastAPI, metrics: InspectionMetrics | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.log = DecisionLog(settings, metrics) if settings.folder else None
+        # The read routes find this replica's log here.
+        app.state.decision_reader = DecisionReader(settings.folder) if settings.folder else None
+
+    async def record(self, reply: dict, pixels, mask) -> dict:
+        """The reply's ``decision_log`` block: ``logged`` only once the record is committed."""
+        if self.metrics is not None:
+            self.metrics.decided(reply["decision"], str(reply["model"]["version"]), reply["image_score"])
+        if self.log is None:
+            return {"status": "off"}
+        keep = keeps_frame(self.settings.frames, reply["decision"])
+        stored = {key: value for key, value in reply.items() if key not in _UNSTORED_REPLY_KEYS}
+        future = self.log.submit(PendingDecision(stored, time.time(), pixels if keep else None,
+                                                 mask if keep else None))
+        wait_s = self.settings.wait_for_commit_s
+        try:
+            if wait_s == 0 and not future.done():
+                return {"status": "queued"}
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
+        except NotLogged as exc:
+            return {"status": "not_logged", "reason": str(exc)}
+        except asyncio.TimeoutError:
+            if future.cancel():  # the writer had not taken it: it never will
+                self.log.observer.not_logged("commit_timeout")
+                return {"status": "not_logged",
+                        "reason": f"the decision log did not take it within {wait_s:g} s (queue backed up)"}
+            return {"status": "queued", "reason": f"not committed within {wait_s:g} s"}
+        return {"status": "logged"}
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+# -- the read API -----------------------------------------------------------------------------
+
+router = APIRouter(tags=["decisions"])
+_ERRORS = {404: {"model": ErrorReply, "description": "no such decision, or no decision log configured"},
+           422: {"model": ErrorReply, "description": "a parameter out of range or malformed"}}
+
+
+def _reader(request: Request) -> DecisionReader:
+    reader = getattr(request.app.state, "decision_reader", None)
+    if reader is None:
+        raise InspectionError(404, "no_decision_log", "this service has no decision log (decision_log.folder)")
+    if not reader.exists():
+        raise InspectionError(404, "no_decisions_yet", "no decision has been logged yet")
+    return reader
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # a time without a zone is UTC, as every time this API writes
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _links(request: Request, stored: StoredDecision) -> dict:
+    base = f"{request.scope.get('root_path', '')}/v1/decisions/{stored.request_id}"
+    images = {"frame_png": f"{base}/frame.png", "mask_png": f"{base}/mask.png",
+              "overlay_png": f"{base}/overlay.png"} if stored.has_frame else {}
+    return {"self": base, **images}
+
+
+def _summary(request: Request, stored: StoredDecision) -> dict:
+    reply = stored.reply
+    return {"request_id": stored.request_id, "time": _iso(stored.ts), "line": stored.line,
+            "station": stored.station, "part_id": stored.part_id, "model": stored.model,
+            "decision": stored.decision, "image_score": stored.image_score,
+            "image_threshold": reply["image_threshold"], "region_count": reply["region_count"],
+            "links": _links(request, stored)}
+
+
+def _detail(request: Request, stored: StoredDecision) -> dict:
+    reply = stored.reply
+    keys = ("reason", "threshold", "min_defect_area_px", "defect_score", "defect_area_px", "largest_region_px",
+            "regions", "image", "timings_ms")
+    return {**_summary(request, stored), **{key: reply[key] for key in keys}}
+
+
+@router.get("/v1/decisions", response_model=DecisionPage, responses=_ERRORS)
+async def list_decisions(
+    request: Request,
+    line: str | None = Query(None, pattern=CLIENT_FIELD_PATTERN),
+    decision: str | None = Query(None, pattern="^(OK|NG)$"),
+    since: datetime | None = Query(None, description="ISO 8601 (UTC if no zone is given), inclusive"),
+    until: datetime | None = Query(None, description="ISO 8601 (UTC if no zone is given), exclusive"),
+    limit: int = Query(50, ge=1, le=MAX_PAGE),
+    cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page"),
+) -> dict:
+    reader = _reader(request)
+    rows = await asyncio.to_thread(reader.page, line=line, decision=decision, since=_timestamp(since),
+                                   until=_timestamp(until), before_seq=int(cursor) if cursor else None,
+                                   limit=limit + 1)  # one more than asked: is there a next page?
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [_summary(request, row) for row in rows],
+            "next_cursor": str(rows[-1].seq) if more else None}
+
+
+@router.get("/v1/decision-counts", response_model=DecisionCounts, responses=_ERRORS)
+async def decision_counts(request: Request, window_s: int = Query(3600, ge=60, le=31 * 86400)) -> dict:
+    """OK and NG counts per line over the last ``window_s`` seconds."""
+    reader = _reader(request)
+    since = time.time() - window_s
+    lines: dict[str | None, dict] = {}
+    for line, decision, count in await asyncio.to_thread(reader.counts, since):
+        lines.setdefault(line, {"line": line, "ok": 0, "ng": 0})[decision.lower()] = count
+    return {"since": _iso(since), "window_s": window_s, "lines": list(lines.values())}
+
+
+RequestId = Path(pattern=REQUEST_ID_PATTERN, description="the request_id of an /v1/inspect reply")
+
+
+async def _stored(request: Request, request_id: str) -> StoredDecision:
+    stored = await asyncio.to_thread(_reader(request).get, request_id)
+    if stored is None:
+        raise InspectionError(404, "unknown_request_id", f"no logged decision has request id {request_id}")
+    return stored
+
+
+@router.get("/v1/decisions/{request_id}", response_model=DecisionDetail, responses=_ERRORS)
+async def get_decision(request: Request, request_id: str = RequestId) -> dict:
+    return _detail(request, await _stored(request, request_id))
+
+
+async def _frame_and_mask(request: Request, request_id: str) -> tuple[StoredDecision, bytes, bytes]:
+    stored = await _stored(request, request_id)
+    images = await asyncio.to_thread(_reader(request).frame, stored.seq) if stored.has_frame else None
+    if images is None:  # retention kept the record but not its frame
+        raise InspectionError(404, "frame_not_kept", f"the frame of {request_id} was not kept (decision_log.frames)")
+    return stored, images[0], images[1]
+
+
+_PNG = {"content": {"image/png": {}}, "description": "PNG"}
+
+
+@router.get("/v1/decisions/{request_id}/frame.png", response_class=Response, responses={200: _PNG, **_ERRORS})
+async def get_frame(request: Request, request_id: str = RequestId) -> Response:
+    _, frame_png, _ = await _frame_and_mask(request, request_id)
+    return Response(frame_png, media_type="image/png")
+
+
+@router.get("/v1/decisions/{request_id}/mask.png", response_class=Response, responses={200: _PNG, **_ERRORS})
+async def get_mask(request: Request, request_id: str = RequestId) -> Response:
+    _, _, mask_png = await _frame_and_mask(request, request_id)
+    return Response(mask_png, media_type="image/png")
+
+
+@router.get("/v1/decisions/{request_id}/overlay.png", response_class=Response, responses={200: _PNG, **_ERRORS})
+async def get_overlay(request: Request, request_id: str = RequestId,
+                      max_side: int | None = Query(None, ge=32, le=4096, description="shrink to this longer side")
+                      ) -> Response:
+    stored, frame_png, mask_png = await _frame_and_mask(request, request_id)
+    png = await asyncio.to_thread(render_overlay, frame_png, mask_png, stored.reply["regions"], max_side)
+    return Response(png, media_type="image/png")
+
+
+def render_overlay(frame_png: bytes, mask_png: bytes, regions: list[dict], max_side: int | None = None) -> bytes:
+    """Stored frame + mask + region boxes as PNG bytes (shrunk after drawing, boxes stay visible)."""
+    frame = read_png(frame_png)
+    mask = read_png(mask_png, colour=False) > 127
+    return png_bytes(shrink_to(draw_overlay(frame, mask, regions), max_side))
