@@ -4,12 +4,19 @@ Ray Data logs every dataset execution ("Starting execution ...", "... execution 
 in ...") at INFO on the console of whichever process runs it; with one training dataset
 re-executed each epoch, those lines bury the epoch lines. Every worker process (through
 Ray's ``worker_process_setup_hook``) and the driver keep Ray Data's *console* handler at
-WARNING; everything still goes to Ray Data's log files in the session directory.
+WARNING; everything still goes to Ray Data's log files in the session directory. Two more
+start-up lines per run are dropped from the console: Ray Data's notice that progress bars
+are off (we turn them off on purpose) and a deprecation warning Ray Data's own
+``DatasetManager`` raises about an option it still uses itself (Ray 2.60); MLflow's
+"Creating initial MLflow database tables" info lines; and, on a local instance, the
+core-worker error that starting Ray Train's preemption watcher prints.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from typing import Any
 
 QUIET_HOOK = "pipelines.runtime.quiet_ray_data_console"
@@ -22,6 +29,8 @@ def quiet_ray_data_console() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
+    warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.* is deprecated")
 
 
 def init_ray(**kwargs: Any) -> None:
@@ -32,5 +41,12 @@ def init_ray(**kwargs: Any) -> None:
     if not ray.is_initialized():
         runtime_env = dict(kwargs.pop("runtime_env", None) or {})
         runtime_env.setdefault("worker_process_setup_hook", QUIET_HOOK)
+        if not kwargs.get("address") and not os.environ.get("RAY_ADDRESS"):
+            # A local single-node instance is never drained, so Ray Train's preemption watcher
+            # has nothing to watch, and starting its actor prints a core-worker error (Ray 2.60).
+            env_vars = dict(runtime_env.get("env_vars") or {})
+            env_vars.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            runtime_env["env_vars"] = env_vars
         ray.init(runtime_env=runtime_env, **kwargs)
     quiet_ray_data_console()
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)

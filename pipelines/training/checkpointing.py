@@ -3,7 +3,9 @@
 A checkpoint directory is a ``jaffnet.io.save_pretrained`` model (``config.json`` with the
 training config, epoch, metrics, input contract and decision rule as metadata, ``model.safetensors``) plus
 ``training_state.pt`` (optimiser, LR scheduler and AMP scaler state, read back with
-``weights_only=True``: nothing arbitrary is unpickled) and ``overlays/`` PNGs.
+``weights_only=True``: nothing arbitrary is unpickled) and ``overlays/`` PNGs. With a
+weight average (``ema_decay``) the saved model is the average (what was validated and is
+published) and ``training_state.pt`` also holds the weights as trained, to resume from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from jaffnet.contract import CONTRACT_KEY
 from jaffnet.decision import RULE_KEY, DecisionRule
@@ -54,27 +57,35 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
 
 
 def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[str, Any], optimizer, scheduler,
-                    scaler, state: TrainingState, rule: DecisionRule) -> Path:
+                    scaler, state: TrainingState, rule: DecisionRule, trained: JAFFNet | None = None) -> Path:
+    """``model`` is what was validated (the average, with ``ema_decay``); ``trained`` the
+    weights as trained when they differ from it."""
     directory = Path(directory)
     save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1], rule))
-    torch.save(
-        {
-            "epoch": state.epoch,
-            "history": state.history,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-        },
-        directory / TRAINING_STATE_FILE,
-    )
+    training_state = {
+        "epoch": state.epoch,
+        "history": state.history,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
+    if trained is not None:
+        training_state["trained_weights"] = trained.state_dict()
+    torch.save(training_state, directory / TRAINING_STATE_FILE)
     return directory
 
 
-def restore_checkpoint(directory: str | Path, model: JAFFNet, optimizer, scheduler, scaler) -> TrainingState:
-    """Load weights and optimiser/scheduler/scaler state in place; returns the run's progress."""
+def restore_checkpoint(directory: str | Path, model: JAFFNet, optimizer, scheduler, scaler,
+                       average: AveragedModel | None = None) -> TrainingState:
+    """Load weights (and the weight average) and optimiser/scheduler/scaler state in place;
+    returns the run's progress."""
     directory = Path(directory)
-    model.load_state_dict(load_pretrained(directory).state_dict())
+    published = load_pretrained(directory).state_dict()
     saved = torch.load(directory / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved.get("trained_weights", published))
+    if average is not None:  # continue the average from the saved one, not from the next step's weights
+        average.module.load_state_dict(published)
+        average.n_averaged.fill_(1)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])

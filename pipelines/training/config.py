@@ -59,6 +59,7 @@ class TrainConfig:
     gamma: float = 0.1
     mixed_precision: bool = True
     seed: int = 0
+    ema_decay: float | None = None  # validate/checkpoint an exponential moving average of the weights
     # image-level decision (jaffnet.decision), calibrated on the validation split
     min_defect_area_px: int = 0
     escape_cost: float = 1.0
@@ -184,6 +185,8 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.best_metric in SELECTABLE_METRICS, "best_metric", f"must be one of {', '.join(SELECTABLE_METRICS)}",
              cfg.best_metric)
     _require(cfg.num_overlays >= 0, "num_overlays", "must be >= 0", cfg.num_overlays)
+    if cfg.ema_decay is not None:
+        _require(0 < cfg.ema_decay < 1, "ema_decay", "must be in (0, 1) (or null: no averaging)", cfg.ema_decay)
     if cfg.patience is not None:
         _require(cfg.patience >= 1, "patience", "must be >= 1 (or null: no early stopping)", cfg.patience)
     for key in ("model_name", "experiment"):

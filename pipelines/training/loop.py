@@ -18,6 +18,7 @@ import re
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from pipelines.data.dataset import training_arrays
 from pipelines.data.epochs import set_epoch
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
-from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
+from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
+                                        build_weight_average)
 from pipelines.training.inference import batch_tensor, probability_maps
 from pipelines.training.scoring import OVERALL, SplitAccumulator, overlay_of
 
@@ -63,11 +65,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     scheduler = build_scheduler(cfg, optimizer)
     use_amp = cfg.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    average = build_weight_average(cfg, model)  # None without ema_decay
+    validated = average.module if average is not None else model
     state = TrainingState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = restore_checkpoint(directory, model, optimizer, scheduler, scaler)
+            state = restore_checkpoint(directory, model, optimizer, scheduler, scaler, average)
     resumed_at = state.next_epoch
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     loss_fn = build_loss(cfg)
@@ -80,13 +84,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
-        train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
-        _sync_buffers_from_rank0(model)
+        train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp,
+                                      after_step=None if average is None else lambda: average.update_parameters(model))
+        _sync_buffers_from_rank0(validated)
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             overlays = Path(tmp) / OVERLAY_DIR if rank == 0 else None
-            val_loss, scored, overlay_paths = _validate(model, loop_config["dataset_dir"], contract, loss_fn, cfg,
-                                                        device, rank, world, overlays)
+            val_loss, scored, overlay_paths = _validate(validated, loop_config["dataset_dir"], contract, loss_fn,
+                                                        cfg, device, rank, world, overlays)
             scheduler.step()
             if rank == 0:
                 scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
@@ -98,7 +103,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            "val_image_threshold": scores.rule.image_threshold, "lr": lr,
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
-                save_checkpoint(tmp, model, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule)
+                save_checkpoint(tmp, validated, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule,
+                                trained=model if average is not None else None)
                 # A logger, not print: Ray Train's patched print would show the line twice.
                 _progress.info(format_epoch_line(metrics, cfg.epochs))
             metrics = _broadcast(metrics)
@@ -152,7 +158,8 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool) -> float:
+def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
+                     after_step: Callable[[], None] | None = None) -> float:
     model.train()
     total, count = 0.0, 0
     # drop_last: a 1-image batch breaks BatchNorm, and every DDP rank must step equally
@@ -166,6 +173,8 @@ def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig,
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if after_step is not None:
+            after_step()
         total += loss.item() * len(images)
         count += len(images)
     total, count = _sum_across_ranks([total, count], device)

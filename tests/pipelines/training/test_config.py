@@ -82,3 +82,11 @@ def test_patience_counts_epochs_since_the_best():
     with pytest.raises(ValueError, match="patience"):
         load_config(None, ["patience=0"])
     assert load_config(None, ["patience=3"]).patience == 3 and load_config(None, []).patience is None
+
+
+def test_ema_decay_is_off_by_default_and_checked():
+    assert load_config(None, []).ema_decay is None
+    assert load_config(None, ["ema_decay=0.99"]).ema_decay == 0.99
+    for bad in ("ema_decay=1", "ema_decay=0", "ema_decay=-0.5"):
+        with pytest.raises(ValueError, match="ema_decay"):
+            load_config(None, [bad])

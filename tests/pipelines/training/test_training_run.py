@@ -162,3 +162,23 @@ def test_resume_continues_epochs_and_optimizer_state(trained, tiny_dataset, trac
     champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version
     assert str(champion) == (resumed.publication.version if resumed.publication.promoted
                              else trained.publication.version)
+
+
+def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(tiny_dataset, tracking_uri, workdir):
+    """ema_decay: the average is validated and published; the checkpoint keeps the trained
+    weights beside it, and resuming after a worker failure continues both."""
+    from jaffnet.io import load_pretrained
+    from pipelines.training import evaluate, load_config, train
+
+    cfg = load_config(None, [*TINY, "epochs=2", "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
+                             f"storage_path={workdir / 'ray_results_ema'}", "debug_fail_once_at_epoch=1"])
+    outcome = train(cfg, tiny_dataset, tracking_uri=tracking_uri)
+    assert outcome.result.metrics["resumed_at_epoch"] == 1  # restored, average included, after the failure
+    evaluation = evaluate(outcome.publication.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    for key, value in evaluation.metrics()["overall"].items():
+        assert value == pytest.approx(outcome.publication.metrics[f"val_{key}"], abs=1e-6), key
+    trained_weights = _training_state(outcome.result.checkpoint)["trained_weights"]
+    with outcome.result.checkpoint.as_directory() as directory:
+        average = load_pretrained(directory).state_dict()
+    assert trained_weights.keys() == average.keys()
+    assert any(not torch.equal(trained_weights[k], average[k]) for k in average if average[k].is_floating_point())
