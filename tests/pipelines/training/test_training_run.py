@@ -166,14 +166,15 @@ def test_resume_continues_epochs_and_optimizer_state(trained, tiny_dataset, trac
 
 def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(tiny_dataset, tracking_uri, workdir):
     """ema_decay: the average is validated and published; the checkpoint keeps the trained
-    weights beside it, and resuming after a worker failure continues both."""
+    weights beside it, and a resumed run continues both."""
     from jaffnet.io import load_pretrained
     from pipelines.training import evaluate, load_config, train
 
-    cfg = load_config(None, [*TINY, "epochs=2", "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
-                             f"storage_path={workdir / 'ray_results_ema'}", "debug_fail_once_at_epoch=1"])
-    outcome = train(cfg, tiny_dataset, tracking_uri=tracking_uri)
-    assert outcome.result.metrics["resumed_at_epoch"] == 1  # restored, average included, after the failure
+    settings = [*TINY, "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
+                f"storage_path={workdir / 'ray_results_ema'}"]
+    train(load_config(None, [*settings, "epochs=1"]), tiny_dataset, tracking_uri=tracking_uri)
+    outcome = train(load_config(None, [*settings, "epochs=2"]), tiny_dataset, resume=True, tracking_uri=tracking_uri)
+    assert outcome.result.metrics["resumed_at_epoch"] == 1  # restored, average included
     evaluation = evaluate(outcome.publication.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
     for key, value in evaluation.metrics()["overall"].items():
         assert value == pytest.approx(outcome.publication.metrics[f"val_{key}"], abs=1e-6), key
