@@ -6,7 +6,7 @@ backend and ``jaffnet export`` use.
 """
 
 from jaffnet.inference.fusion import fold_batchnorm
-from jaffnet.inference.onnx_export import export_onnx, read_onnx_config, read_onnx_metadata, weights_fingerprint
+from jaffnet.inference.onnx_export import export_onnx, read_onnx_metadata, weights_fingerprint
 from jaffnet.inference.predictor import (
     BACKENDS,
     CPU_BACKENDS,
@@ -31,7 +31,6 @@ __all__ = [
     "error_bound",
     "export_onnx",
     "fold_batchnorm",
-    "read_onnx_config",
     "read_onnx_metadata",
     "weights_fingerprint",
 ]

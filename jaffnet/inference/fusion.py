@@ -33,10 +33,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def count_batchnorm(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d

@@ -76,11 +76,6 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def read_onnx_config(path: str | Path) -> dict:
-    """The JAFFNet config stored by ``export_onnx`` ({} for files written elsewhere)."""
-    return json.loads(read_onnx_metadata(path).get("jaffnet_config", "{}"))
-
-
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 of the model's float32 state_dict: ties an exported file to its weights."""
     digest = hashlib.sha256()

@@ -28,7 +28,7 @@ training:
 
 @pytest.fixture(scope="module")
 def dataset(ray_session, tmp_path_factory):
-    from pipelines.data.testing import make_tiny_dataset
+    from tests.datasets import make_tiny_dataset
 
     return make_tiny_dataset(tmp_path_factory.mktemp("tune-data"), count=16, size=32)
 

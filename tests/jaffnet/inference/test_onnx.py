@@ -1,10 +1,12 @@
 """One ONNX export (through the CLI) shared by every test here: exporting takes 15-30 s."""
 
+import json
+
 import numpy as np
 import pytest
 
 from jaffnet.cli import main
-from jaffnet.inference import build_predictor, error_bound, read_onnx_config
+from jaffnet.inference import build_predictor, error_bound, read_onnx_metadata
 from jaffnet.io import save_pretrained
 from tests.jaffnet.inference.conftest import perturbed_model, random_batch
 
@@ -20,7 +22,7 @@ def exported(model, tmp_path_factory):
 
 def test_export_writes_a_file_that_names_its_model(model, exported, capsys):
     assert exported.stat().st_size > 100_000
-    assert read_onnx_config(exported) == model.config
+    assert json.loads(read_onnx_metadata(exported)["jaffnet_config"]) == model.config
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 64), (3, 96, 128)])  # dynamic batch, height and width

@@ -5,7 +5,7 @@ from pipelines.data import build_dataset, iter_samples, manifest_hash, read_mani
 from pipelines.data.augment import resize_pair
 from pipelines.data.dataset import training_arrays
 from pipelines.data.ingestion import ingest
-from pipelines.data.testing import make_tiny_dataset
+from tests.datasets import make_tiny_dataset
 
 SIZE = 32
 

@@ -24,7 +24,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(ray_session, workdir):
-    from pipelines.data.testing import make_tiny_dataset
+    from tests.datasets import make_tiny_dataset
 
     return make_tiny_dataset(workdir / "data", count=24, size=64)
 

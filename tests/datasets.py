@@ -1,4 +1,4 @@
-"""Fixtures for other packages' tests: a tiny, real, ingested dataset in seconds."""
+"""A tiny, real, ingested dataset in seconds, for the tests of every package."""
 
 from __future__ import annotations
 
