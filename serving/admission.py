@@ -27,10 +27,14 @@ class InputBudget:
     def full(self) -> bool:
         return self.in_flight >= self.limit
 
+    def fits(self, inputs: int) -> bool:
+        """Whether ``inputs`` fit now (always, when nothing is in flight)."""
+        return not self.in_flight or self.in_flight + inputs <= self.limit
+
     def reserve(self, inputs: int) -> bool:
         """Take ``inputs`` from the budget; False (nothing taken) if they do not fit."""
         with self._lock:
-            if self.in_flight and self.in_flight + inputs > self.limit:
+            if not self.fits(inputs):
                 return False
             self.in_flight += inputs
             return True

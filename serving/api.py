@@ -117,7 +117,7 @@ class InspectionAPI:
                                   f"the frame is {width}x{height}, which needs {inputs} model inputs "
                                   f"({self._contract.describe()}), above max_inputs_per_frame "
                                   f"{settings.max_inputs_per_frame}")
-        if self.budget.in_flight and self.budget.in_flight + inputs > self.budget.limit:
+        if not self.budget.fits(inputs):
             raise self._overloaded()  # refused before decoding; _predict reserves for real
 
     def _overloaded(self) -> InspectionError:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,46 +41,19 @@ class LoadResult:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
 
 
-def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_requests: int,
-          content_type: str = "image/png", timeout_s: float = 60.0) -> LoadResult:
-    """``concurrency`` clients posting ``body`` back to back until the time or request budget runs out."""
-    import requests
+def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_requests: int) -> LoadResult:
+    """``concurrency`` clients posting ``body`` back to back until the time or request budget
+    runs out (``serving.attack.closed_loop``); anything but a 200 counts as an error."""
+    from serving.attack import closed_loop
 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ValueError(f"concurrency must be in [1, {MAX_CONCURRENCY}], got {concurrency}")
     if not 0 < duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S}] s, got {duration_s}")
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    deadline = time.perf_counter() + duration_s
-
-    def client() -> None:
-        nonlocal errors, issued
-        with requests.Session() as session:
-            while time.perf_counter() < deadline:
-                with lock:
-                    if issued >= max_requests:
-                        return
-                    issued += 1
-                start = time.perf_counter()
-                try:
-                    ok = session.post(url, data=body, headers={"Content-Type": content_type},
-                                      timeout=timeout_s).status_code == 200
-                except requests.RequestException:
-                    ok = False
-                with lock:
-                    if ok:
-                        latencies.append(time.perf_counter() - start)
-                    else:
-                        errors += 1
-
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        for future in [pool.submit(client) for _ in range(concurrency)]:
-            future.result()
-    return LoadResult(latencies, errors, time.perf_counter() - started)
+    outcomes = closed_loop(url, body, concurrency, duration_s, max_requests)
+    ok = outcomes.latencies_s.get(200, [])
+    return LoadResult(ok, outcomes.count() - len(ok), time.perf_counter() - started)
 
 
 def raw_forward_rate(predictor, inputs: list[np.ndarray], batch_size: int, duration_s: float) -> float:
