@@ -124,9 +124,12 @@ def _post(session, url: str, body: bytes, content_type: str, params: dict | None
                               timeout=timeout_s)
     except requests.RequestException as exc:
         return type(exc).__name__
-    if answer.status_code == 503:  # a line client honours Retry-After instead of hammering
-        time.sleep(min(float(answer.headers.get("Retry-After", 1)), MAX_RETRY_AFTER_S))
+    if answer.status_code == 503:  # how long the service asked to wait, for clients that honour it
+        _retry_after.wait_s = min(float(answer.headers.get("Retry-After", 1)), MAX_RETRY_AFTER_S)
     return answer.status_code
+
+
+_retry_after = threading.local()  # per client thread: the last 503's Retry-After
 
 
 def slow_body(base: str, body: bytes, seconds: float, timeout_s: float = 120.0) -> int | str:
@@ -170,7 +173,10 @@ def closed_loop(url: str, body: bytes, clients: int, duration_s: float, max_requ
                     if next(issued, None) is None:
                         return
                 started = time.perf_counter()
-                outcomes.add(_post(session, url, body, "image/png"), time.perf_counter() - started)
+                status = _post(session, url, body, "image/png")
+                outcomes.add(status, time.perf_counter() - started)
+                if status == 503:  # a line client waits as asked instead of hammering
+                    time.sleep(_retry_after.wait_s)
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(lambda _: client(), range(clients)))
