@@ -17,7 +17,7 @@ from pipelines.registry import configure_tracking, is_local_path, resolve_model_
 from serving.api import InspectionAPI
 from serving.config import ServingConfig
 from serving.decision_log import DecisionLogSettings
-from serving.model_deployment import JAFFNetModel, ModelLoadError
+from serving.model_deployment import ModelDeployment, ModelLoadError
 
 
 def resolve_model_uri(model_uri: str) -> str:
@@ -68,5 +68,5 @@ def build_application(args: dict[str, Any] | None = None,
                                            "decision_log": resolve_log_folder(settings.decision_log)})
     config = settings.model_dump()
     options = deployment_options or {}
-    model = JAFFNetModel.options(**options.get("JAFFNetModel", {})).bind(config)
+    model = ModelDeployment.options(**options.get("ModelDeployment", {})).bind(config)
     return InspectionAPI.options(**options.get("InspectionAPI", {})).bind(model, config)

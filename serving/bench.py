@@ -88,7 +88,7 @@ def run(args) -> int:
     application = application_section(read_serve_config(args.config))
     settings = dict(application.get("args") or {})
     options = deployment_options(application)
-    model_options = options.setdefault("JAFFNetModel", {})
+    model_options = options.setdefault("ModelDeployment", {})
     # One model replica, so the ratio compares the service with one forward loop.
     model_options.pop("autoscaling_config", None)
     model_options["num_replicas"] = 1

@@ -18,6 +18,8 @@ def _unit_interval(text: str) -> float:
 
 
 def add_commands(subparsers, bench_subparsers) -> None:
+    if "evaluate" in subparsers.choices:  # `jaffnet evaluate --endpoint URL`: the site acceptance test
+        subparsers.choices["evaluate"].set_defaults(evaluate_endpoint=_evaluate_endpoint)
     serve = subparsers.add_parser(
         "serve", help="run the Ray Serve inspection endpoint (POST /v1/inspect)",
         description="Deploys the application of a Serve config YAML (default: the packaged "
@@ -146,3 +148,9 @@ def bench_command(args) -> int:
     from serving.bench import run
 
     return run(args)
+
+
+def _evaluate_endpoint(url: str, dataset_dir: str, split: str, *, concurrency: int):
+    from serving.acceptance import evaluate_endpoint
+
+    return evaluate_endpoint(url, dataset_dir, split, concurrency=concurrency)

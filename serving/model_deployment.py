@@ -44,7 +44,7 @@ def _default_device(settings: ServingConfig) -> str | None:
 
 
 @serve.deployment(max_ongoing_requests=32, health_check_period_s=10, health_check_timeout_s=30)
-class JAFFNetModel:
+class ModelDeployment:
     def __init__(self, config: dict):
         settings = ServingConfig(**config)
         configure_tracking(settings.tracking_uri)

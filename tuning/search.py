@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines import storage
 from tuning.search_space import SearchSpace, parse_search_space, space_summary
-from tuning.trial import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_run_dir, trial_train_config
+from tuning.trainable import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_run_dir, trial_train_config
 from tuning.trials import TrialTable, collect_trials, merge_train_reports
 
 SEARCH_PLAN_FILE = "jaffnet_search.json"

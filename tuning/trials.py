@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuning.trial import EPOCHS_DONE
+from tuning.trainable import EPOCHS_DONE
 
 COMPLETED = "completed"  # ran every epoch
 STOPPED_EARLY = "stopped early"  # the scheduler ended it

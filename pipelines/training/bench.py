@@ -17,7 +17,8 @@ GROWTH_LIMIT = 0.10
 
 
 def bench_train(epochs: int = 40, count: int = 64) -> int:
-    from pipelines.data import ingest, synthesize
+    from pipelines.data.ingestion import ingest
+    from pipelines.data.synth import synthesize
     from pipelines.runtime import init_ray
     from pipelines.training.config import load_config
     from pipelines.training.memory import RayMemoryProbe

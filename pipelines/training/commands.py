@@ -37,7 +37,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
     evaluate.add_argument("--concurrency", type=int, default=4, help="requests in flight (--endpoint)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON ('-' for stdout)")
     evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
-    evaluate.set_defaults(func=evaluate_command)
+    # --endpoint is scored by serving's acceptance test, which serving.commands plugs in here
+    # (dependencies point down: this layer never imports serving).
+    evaluate.set_defaults(func=evaluate_command, evaluate_endpoint=None)
 
     bench = bench_subparsers.add_parser(
         "train", help="memory of a long tiny training run: Ray processes' RSS at epoch 5 vs the last epoch")
@@ -94,10 +96,9 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     try:
         if args.endpoint:
-            # The one place this layer reaches into serving: its HTTP client and reply format.
-            from serving.acceptance import evaluate_endpoint
-
-            evaluation = evaluate_endpoint(args.endpoint, args.data, args.split, concurrency=args.concurrency)
+            if args.evaluate_endpoint is None:
+                return _fail("--endpoint needs the serving package (not installed)")
+            evaluation = args.evaluate_endpoint(args.endpoint, args.data, args.split, concurrency=args.concurrency)
         else:
             from pipelines.training.evaluation import evaluate
 

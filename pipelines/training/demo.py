@@ -31,7 +31,8 @@ def _step(message: str, started: float) -> None:
 def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, config_path: str | Path | None = None,
              overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None) -> dict:
     """Run every stage; returns the test metrics of the model and of the baseline."""
-    from pipelines.data import ingest, synthesize
+    from pipelines.data.ingestion import ingest
+    from pipelines.data.synth import synthesize
     from pipelines.runtime import init_ray
     from pipelines.training.run import train
 

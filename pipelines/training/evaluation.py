@@ -69,7 +69,7 @@ def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test"
     from jaffnet.frames import predict_frames
     from jaffnet.inference import build_predictor
     from pipelines import registry
-    from pipelines.data import iter_samples
+    from pipelines.data.dataset import iter_samples
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -86,7 +86,7 @@ def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test"
 
 def all_background_baseline(dataset_dir: str | Path, split: str = "test") -> Evaluation:
     """The scores of predicting "no defect anywhere": what a model must beat to have learnt."""
-    from pipelines.data import iter_samples
+    from pipelines.data.dataset import iter_samples
 
     samples = list(iter_samples(dataset_dir, split))
     blank = {str(s.id): np.zeros(s.mask.shape, np.float32) for s in samples}

@@ -33,7 +33,7 @@ from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
                                         build_weight_average)
-from pipelines.training.inference import batch_tensor, probability_maps
+from pipelines.training.tensors import batch_tensor, probability_maps
 from pipelines.training.scoring import OVERALL, SplitAccumulator, overlay_of
 
 
@@ -199,7 +199,7 @@ def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, devi
     loss over all ranks' model inputs, on rank 0 the merged accumulator of every rank (else
     None), and the overlays written to ``overlay_dir`` (rank 0's own frames).
     """
-    from pipelines.data import iter_samples
+    from pipelines.data.dataset import iter_samples
 
     model.eval()
     total, count = 0.0, 0

@@ -39,7 +39,7 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
     its last checkpoint, in the same MLflow run."""
     import mlflow
 
-    from pipelines.data import manifest_hash
+    from pipelines.data.dataset import manifest_hash
 
     dataset_dir = storage.resolve(dataset_dir)
     manifest = manifest_hash(dataset_dir)  # fails clearly on a missing or un-ingested dataset

@@ -48,7 +48,7 @@ def build_datasets(cfg: TrainConfig, dataset_dir: str | Path, epoch_clock: str) 
     Re-executed every epoch; the UDF reads the epoch from ``epoch_clock`` (see
     ``pipelines.data.epochs``). One dataset means one Ray Train split coordinator for the
     whole run, however many epochs. Validation reads whole frames itself (see the loop)."""
-    from pipelines.data import build_dataset, read_split
+    from pipelines.data.dataset import build_dataset, read_split
 
     encoded_train = read_split(dataset_dir, "train").materialize()
     return {TRAIN_DATASET: build_dataset(encoded_train, "train", cfg.image_size, augment=True,

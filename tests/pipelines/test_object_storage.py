@@ -83,7 +83,8 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ingested(s3_env, workdir):
-    from pipelines.data import ingest, synthesize
+    from pipelines.data.ingestion import ingest
+    from pipelines.data.synth import synthesize
 
     synthesize(workdir / "synth", count=24, size=64, seed=0)
     return ingest(workdir / "synth", DATASET, "folder", seed=0, val_fraction=0.2, test_fraction=0.2)
@@ -109,7 +110,7 @@ def trained(ingested, tracking_uri):
 
 
 def test_ingest_writes_a_readable_dataset_into_the_bucket(s3_env, ingested):
-    from pipelines.data import read_manifest
+    from pipelines.data.dataset import read_manifest
 
     assert ingested.dataset_dir == DATASET
     written = keys(s3_env, "datasets/")
@@ -122,7 +123,8 @@ def test_ingest_writes_a_readable_dataset_into_the_bucket(s3_env, ingested):
 
 
 def test_ingest_replaces_only_its_own_datasets_in_the_bucket(s3_env, ingested, workdir):
-    from pipelines.data import IngestError, ingest, read_manifest
+    from pipelines.data.ingestion import IngestError, ingest
+    from pipelines.data.dataset import read_manifest
 
     with pytest.raises(IngestError, match="already exists"):
         ingest(workdir / "synth", DATASET, "folder", seed=0)
@@ -165,8 +167,8 @@ def test_a_run_name_already_in_the_bucket_is_refused(trained, tracking_uri):
 
 
 def test_the_registered_model_evaluates_on_the_dataset_in_the_bucket(trained, tracking_uri, tmp_path):
-    from jaffnet.cli import main
-    from pipelines.data import read_manifest
+    from cli.main import main
+    from pipelines.data.dataset import read_manifest
 
     pub = trained.publication
     loaded = registry.load_model(f"models:/{MODEL_NAME}@candidate")  # downloaded from the bucket

@@ -24,9 +24,9 @@ def test_packaged_serve_config_is_valid_for_serve_and_for_us():
     assert len(inspect.signature(build_app).parameters) == 1  # Serve calls builders with the args dict only
     settings = ServingConfig(**application["args"])
     options = deployment_options(application)
-    assert set(options) == {"JAFFNetModel", "InspectionAPI"}
+    assert set(options) == {"ModelDeployment", "InspectionAPI"}
     # Batches can only fill when the replica accepts that many requests at once.
-    assert options["JAFFNetModel"]["max_ongoing_requests"] >= settings.max_batch_size
+    assert options["ModelDeployment"]["max_ongoing_requests"] >= settings.max_batch_size
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"image_size": 100}, {"max_batch_size": 0},

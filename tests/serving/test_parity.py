@@ -53,7 +53,7 @@ def _calibrated_metadata(model, contract, dataset):
     """The rule the training loop would store: calibrated on val through the same path."""
     from jaffnet.frames import predict_frames
     from jaffnet.inference import build_predictor
-    from pipelines.data import iter_samples
+    from pipelines.data.dataset import iter_samples
     from pipelines.training.scoring import score_predictions
 
     samples = list(iter_samples(dataset, "val"))
@@ -72,7 +72,7 @@ def deployed(ray_session, tmp_path_factory):
     from jaffnet import JAFFNet
     from jaffnet.contract import InputContract
     from pipelines import registry
-    from pipelines.data import ingest
+    from pipelines.data.ingestion import ingest
     from serving.app import build_application
 
     root = tmp_path_factory.mktemp("parity")
@@ -95,7 +95,7 @@ def deployed(ray_session, tmp_path_factory):
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
-                 "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
+                 "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
         for mode, uri in uris.items():
             settings = {"model_uri": uri, "tracking_uri": tracking_uri, "max_batch_size": 4,
                         "batch_wait_timeout_s": 0.01}
@@ -127,7 +127,7 @@ def test_endpoint_reproduces_evaluation_per_frame_size(deployed, mode):
 
 
 def test_evaluate_cli_against_the_endpoint(deployed, capsys):
-    from jaffnet.cli import main
+    from cli.main import main
 
     assert main(["evaluate", "--endpoint", f"{deployed['url']}/tile", "--data", str(deployed["dataset"])]) == 0
     out = capsys.readouterr().out

@@ -44,7 +44,7 @@ def logged(ray_session, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = {"model_uri": served, "decision_log": {"folder": str(directory / "log"), "frames": "all"}}
     small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.1}},
-             "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
+             "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
     try:
         serve.run(build_application(settings, small), name="replay", route_prefix="/")
         replies = []
@@ -95,7 +95,7 @@ def test_another_threshold_flips_exactly_the_frames_between_the_thresholds(logge
 
 
 def test_the_command_filters_by_time_and_line(logged, capsys):
-    from jaffnet.cli import main
+    from cli.main import main
 
     assert main(["replay", "--log", str(logged["folder"]), "--model", logged["served"], "--line", "L1"]) == 0
     out = capsys.readouterr().out

@@ -86,7 +86,7 @@ def service(ray_session, tmp_path_factory):
         settings = {"model_uri": "models:/jaffnet-serving-test@champion", "tracking_uri": tracking_uri,
                     "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS, **BATCHING}
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
-                 "JAFFNetModel": {"ray_actor_options": {"num_cpus": 0.5}}}
+                 "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
         serve.run(build_application(settings, small), name="jaffnet", route_prefix="/")
         probe_settings = {"model_uri": "unused", **LIMITS, **BATCHING}
         probe_model = bright_spot_model().options(ray_actor_options={"num_cpus": 0.25}).bind()
@@ -259,7 +259,7 @@ def test_concurrent_requests_all_succeed_and_are_batched(service):
 
 
 def test_inspect_cli_prints_verdicts_and_writes_overlays(service, tmp_path, capsys):
-    from jaffnet.cli import main
+    from cli.main import main
 
     frame = textured(100, 150)
     frame[40:45, 60:70] = 255

@@ -54,7 +54,7 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     the next two barely move their weights (lr 1e-7), fall below it and are stopped."""
     from mlflow import MlflowClient
 
-    from jaffnet.cli import main
+    from cli.main import main
 
     space = tmp_path / "space.yaml"
     space.write_text("num_samples: 1\nmax_concurrent: 1\nscheduler: {grace_period: 1, reduction_factor: 2}\n"

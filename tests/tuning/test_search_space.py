@@ -111,7 +111,7 @@ def test_training_block_and_set_overrides_apply_in_order(tmp_path):
 
 def test_cli_rejects_a_bad_space_before_any_ray_work(tmp_path, monkeypatch, capsys):
     import tuning.search
-    from jaffnet.cli import main
+    from cli.main import main
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the search was planned despite an invalid search space")
@@ -124,14 +124,14 @@ def test_cli_rejects_a_bad_space_before_any_ray_work(tmp_path, monkeypatch, caps
 
 
 def test_cli_resume_takes_no_other_option(capsys):
-    from jaffnet.cli import main
+    from cli.main import main
 
     assert main(["tune", "--resume", "somewhere", "--num-samples", "3"]) == 2
     assert "drop --num-samples" in capsys.readouterr().err
 
 
 def test_print_space(capsys):
-    from jaffnet.cli import main
+    from cli.main import main
 
     assert main(["tune", "--print-space", "--set", "epochs=4"]) == 0
     out = capsys.readouterr().out
@@ -142,7 +142,7 @@ def test_print_space(capsys):
 def test_resume_without_a_folder_picks_the_newest_search(tmp_path, monkeypatch, capsys):
     import os
 
-    from jaffnet.cli import main
+    from cli.main import main
     from tuning.search import SEARCH_PLAN_FILE, SearchError, latest_search
 
     monkeypatch.chdir(tmp_path)

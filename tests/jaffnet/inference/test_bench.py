@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from jaffnet.cli import main
+from cli.main import main
 from jaffnet.inference import build_predictor
 from jaffnet.inference.bench import bench_inference, bench_training, format_inference, time_call
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaffnet.cli import main
+from cli.main import main
 from jaffnet.inference import build_predictor, error_bound, read_onnx_metadata
 from jaffnet.io import save_pretrained
 from tests.jaffnet.inference.conftest import perturbed_model, random_batch

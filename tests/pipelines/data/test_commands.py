@@ -1,7 +1,7 @@
 import re
 
-from jaffnet.cli import main
-from pipelines.data import read_manifest
+from cli.main import main
+from pipelines.data.dataset import read_manifest
 
 
 def test_synth_then_ingest_then_refuse_overwrite(ray_session, tmp_path, capsys):

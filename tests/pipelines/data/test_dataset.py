@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.data import build_dataset, iter_samples, manifest_hash, read_manifest, read_split
+from pipelines.data.dataset import build_dataset, iter_samples, manifest_hash, read_manifest, read_split
 from pipelines.data.augment import resize_pair
 from pipelines.data.dataset import training_arrays
 from pipelines.data.ingestion import ingest

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines.data.ingestion as ingestion
-from pipelines.data import IngestError, ingest, read_manifest
+from pipelines.data.ingestion import IngestError, ingest
+from pipelines.data.dataset import read_manifest
 
 COLUMNS = {"id", "source_format", "defect_class", "split", "height", "width", "image", "mask",
            "has_defect"}

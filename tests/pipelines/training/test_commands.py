@@ -1,6 +1,6 @@
 import pytest
 
-from jaffnet.cli import main
+from cli.main import main
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 _COMMAND_MODULES = (
-    "jaffnet.commands",  # export, bench model
+    "pipelines.model_commands",  # export, bench model
     "pipelines.data.commands",  # synth, ingest, bench data
     "pipelines.training.commands",  # train, evaluate, demo
     "tuning.commands",  # tune

@@ -1,0 +1,1 @@
+"""The ``jaffnet`` console script: collects the subcommands each layer owns (``cli.main``)."""
