@@ -50,6 +50,22 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     bench.set_defaults(func=bench_model_command)
 
+    imports = subparsers.add_parser(
+        "import-weights", help="register weights trained by the authors' code as a model version",
+        description="Map a state_dict saved by the authors' code (github.com/yfhdm/yfhdm-JAFFNet, "
+                    "models/JAFFNet.py) onto JAFFNet() and register it in MLflow as a new version of --name "
+                    "(no alias is moved). The file is read without unpickling anything: .safetensors, or a "
+                    "torch file loaded with weights_only=True. The version's metadata and tags record the "
+                    "origin, file name and sha256; its decision thresholds are 0.5 and NOT calibrated.")
+    imports.add_argument("file", metavar="FILE", help="the weights file (.pth/.pt state_dict or .safetensors)")
+    imports.add_argument("--from", dest="origin", required=True, choices=("authors",),
+                         help="whose naming the file uses")
+    imports.add_argument("--name", default="jaffnet-authors", help="registered model name (default: jaffnet-authors)")
+    imports.add_argument("--image-size", type=_positive_multiple_of_32, default=256,
+                         help="input side of the model's resize contract (default: the paper's 256)")
+    imports.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    imports.set_defaults(func=import_weights_command)
+
 
 # ----------------------------------------------------------------------------- handlers
 
@@ -143,6 +159,28 @@ def bench_model_command(args) -> int:
         report["elapsed_s"] = elapsed
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
+    return 0
+
+
+def import_weights_command(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from jaffnet.io import WeightsError
+    from pipelines.registry import configure_tracking, redact
+    from pipelines.weights_import import import_weights
+
+    started = time.perf_counter()
+    configure_tracking(args.tracking_uri)
+    try:
+        imported = import_weights(args.file, origin=args.origin, name=args.name, image_size=args.image_size)
+    except (FileNotFoundError, WeightsError) as exc:
+        return _fail(f"cannot import {args.file}: {exc}")
+    except MlflowException as exc:  # an unreachable server, a refused write
+        return _fail(redact(f"cannot register {args.file}: {exc}"))
+    print(f"registered {imported.model_uri} ({imported.parameters:,} parameters) from {args.file} "
+          f"(sha256 {imported.sha256}, MLflow run {imported.run_id}) in {time.perf_counter() - started:.1f} s")
+    print("  decision thresholds are 0.5 and NOT calibrated; evaluate it on your data before serving "
+          f"(jaffnet evaluate --model {imported.model_uri} --data ...)")
     return 0
 
 
