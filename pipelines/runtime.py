@@ -1,4 +1,6 @@
-"""Starting Ray at an entry point (the CLI commands, the demo), the same way everywhere.
+"""Starting Ray at an entry point (the CLI commands, the demo), the same way everywhere,
+and the one module that relies on Ray internals (tested on the Ray range pyproject.toml
+pins; tests/pipelines/test_runtime.py fails loudly when an upgrade moves them).
 
 Ray Data logs every dataset execution ("Starting execution ...", "... execution finished
 in ...") at INFO on the console of whichever process runs it; with one training dataset
@@ -20,6 +22,9 @@ import warnings
 from typing import Any
 
 QUIET_HOOK = "pipelines.runtime.quiet_ray_data_console"
+# Ray internals, all in this module (no public API offers these):
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"  # logs "Progress bars disabled"
+TRAIN_REPORT_LOG_SOURCE = "ray.train.v2._internal.execution.context"  # logs "Reporting training result"
 
 
 def quiet_ray_data_console() -> None:
@@ -29,7 +34,7 @@ def quiet_ray_data_console() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.* is deprecated")
 
 
@@ -50,3 +55,12 @@ def init_ray(**kwargs: Any) -> None:
         ray.init(runtime_env=runtime_env, **kwargs)
     quiet_ray_data_console()
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def quiet_train_report_log(level: str) -> None:
+    """Ray 2.60 logs "Reporting training result ..." through a logger named after its
+    source file, which ``LoggingConfig(log_level=...)`` does not reach: apply the level here."""
+    import importlib
+
+    source = importlib.import_module(TRAIN_REPORT_LOG_SOURCE)
+    logging.getLogger(source.__file__).setLevel(level)

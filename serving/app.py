@@ -62,7 +62,7 @@ def build_application(args: dict[str, Any] | None = None,
     """``build_app`` for callers that are not Serve's CLI (``jaffnet serve``, the benchmark, tests):
     ``deployment_options``, keyed by deployment name, are ``Deployment.options`` kwargs."""
     settings = ServingConfig(**(args or {}))
-    tracking_uri = configure_tracking(settings.tracking_uri)
+    tracking_uri = configure_tracking(settings.tracking_uri)  # an entry point (jaffnet serve, Serve's CLI)
     settings = settings.model_copy(update={"tracking_uri": tracking_uri,
                                            "model_uri": resolve_model_uri(settings.model_uri),
                                            "decision_log": resolve_log_folder(settings.decision_log)})

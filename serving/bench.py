@@ -80,9 +80,9 @@ def _random_model_dir(width: float, contract: InputContract, directory: Path) ->
 
 
 def run(args) -> int:
-    import ray
     from ray import serve
 
+    from pipelines.runtime import init_ray
     from serving.app import build_application
 
     application = application_section(read_serve_config(args.config))
@@ -107,8 +107,7 @@ def run(args) -> int:
         settings["model_uri"] = args.model or _random_model_dir(args.random_width, contract, Path(tmp))
         if (settings.get("decision_log") or {}).get("folder"):  # logged as configured, but not into the cwd
             settings["decision_log"] = {**settings["decision_log"], "folder": str(Path(tmp) / "decision_log")}
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(include_dashboard=False, log_to_driver=False, configure_logging=False)
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         try:
             serve.run(build_application(settings, options), name=APP_NAME, route_prefix="/")

@@ -94,9 +94,9 @@ def serve_command(args) -> int:
         if value is not None:
             settings[key] = value
 
-    import ray
     from ray import serve
 
+    from pipelines.runtime import init_ray
     from serving.app import build_application
 
     try:
@@ -104,8 +104,7 @@ def serve_command(args) -> int:
     except (ValidationError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+    init_ray(include_dashboard=False)
     http_options = http_options_for(config, args.host, args.port)
     serve.start(http_options=http_options)
     name = application.get("name", "jaffnet")

@@ -47,7 +47,7 @@ def _default_device(settings: ServingConfig) -> str | None:
 class ModelDeployment:
     def __init__(self, config: dict):
         settings = ServingConfig(**config)
-        configure_tracking(settings.tracking_uri)
+        configure_tracking(settings.tracking_uri)  # a replica is its own process: this is its entry point
         try:
             loaded = load_model(settings.model_uri)
         except (LookupError, FileNotFoundError, WeightsError) as exc:

@@ -76,7 +76,7 @@ def _percent(part: int, whole: int) -> str:
 
 
 def replay(log_folder: str | Path, model_uri: str, *, since: float | None = None, until: float | None = None,
-           line: str | None = None, tracking_uri: str | None = None, batch_size: int = 8,
+           line: str | None = None, batch_size: int = 8,
            overlay_dir: str | Path | None = None, max_regions: int = 100) -> ReplayReport:
     """Re-judge every kept frame of the log (oldest first) with ``model_uri``'s contract and rule."""
     from jaffnet.decision import judge
@@ -87,7 +87,6 @@ def replay(log_folder: str | Path, model_uri: str, *, since: float | None = None
     reader = DecisionReader(log_folder)
     if not reader.exists():
         raise FileNotFoundError(f"no decision log in {log_folder} (expected {reader.path.name})")
-    registry.configure_tracking(tracking_uri)
     loaded = registry.load_model(model_uri)
     predictor = build_predictor(loaded.model, "eager")
     report = ReplayReport(model=f"{loaded.name or 'local'}/{loaded.version or 'local'}", source=str(model_uri),
@@ -156,9 +155,12 @@ def replay_command(args) -> int:
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
         return 2
+    from pipelines.registry import configure_tracking
+
+    configure_tracking(args.tracking_uri)
     try:
         report = replay(args.log, args.model, since=args.since, until=args.until, line=args.line,
-                        tracking_uri=args.tracking_uri, batch_size=args.batch_size, overlay_dir=args.overlay_dir)
+                        batch_size=args.batch_size, overlay_dir=args.overlay_dir)
     except (FileNotFoundError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -64,19 +64,27 @@ def _start(args) -> int:
         return 0
     if not args.data:
         return _fail("--data DATASET is required (an ingested dataset directory)")
+    from pipelines.registry import configure_tracking
+    from pipelines.runtime import init_ray
     from tuning.search import plan_search, run_search
 
+    configure_tracking(args.tracking_uri)
+    init_ray()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
     plan = plan_search(args.data, space, base, name=args.name)
     print(f"search {plan.name}: {space.num_samples} trials, {plan.max_concurrent} at a time, "
           f"ASHA on {base.best_metric} ({base.best_mode}) over {base.epochs} epochs -> {plan.experiment_path}")
-    return report(run_search(plan, tracking_uri=args.tracking_uri))
+    return report(run_search(plan))
 
 
 def _resume(args) -> int:
-    from tuning.search import latest_search, resume_search
+    from pipelines.registry import configure_tracking
+    from pipelines.runtime import init_ray
+    from tuning.search import SearchPlan, latest_search, resume_search
 
     path = latest_search() if args.resume == LATEST else args.resume
-    return report(resume_search(path, tracking_uri=args.tracking_uri))
+    configure_tracking(args.tracking_uri or SearchPlan.load(path).tracking_uri)  # the search's own by default
+    init_ray()
+    return report(resume_search(path))
 
 
 def describe_space(space, base) -> str:

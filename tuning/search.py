@@ -98,18 +98,13 @@ def concurrency_limit(cfg, cluster: dict[str, float], requested: int | None = No
     return min(requested, fits) if requested else fits
 
 
-def ensure_ray() -> None:
-    from pipelines.runtime import init_ray
-
-    init_ray()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
-
-
 def default_search_name() -> str:
     return time.strftime("tune-%Y%m%d-%H%M%S")
 
 
 def plan_search(dataset_dir: str | Path, space: SearchSpace, base_cfg, *, name: str | None = None) -> SearchPlan:
-    """Check the dataset and the cluster and fix the search's name and place (needs Ray)."""
+    """Check the dataset and the cluster and fix the search's name and place (needs Ray
+    started by the entry point)."""
     import ray
 
     from pipelines.data.dataset import read_manifest
@@ -124,7 +119,6 @@ def plan_search(dataset_dir: str | Path, space: SearchSpace, base_cfg, *, name: 
     if storage.exists(experiment_path):
         raise SearchError(f"a search named {name!r} exists at {experiment_path}; resume it with --resume "
                           f"{experiment_path} or pick another --name")
-    ensure_ray()
     max_concurrent = concurrency_limit(base_cfg, ray.cluster_resources(), space.max_concurrent)
     if space.max_concurrent and max_concurrent < space.max_concurrent:
         print(f"max_concurrent {space.max_concurrent} lowered to {max_concurrent}: that is what fits the cluster")
@@ -142,16 +136,16 @@ def latest_search(storage_path: str = "ray_results") -> Path:
     return plans[-1].parent
 
 
-def run_search(plan: SearchPlan, *, tracking_uri: str | None = None, stop: Any = None) -> SearchOutcome:
-    """Start the planned search. ``stop``: an optional Tune stopper (e.g. a time budget);
-    a search it ends early is resumable."""
+def run_search(plan: SearchPlan, *, stop: Any = None) -> SearchOutcome:
+    """Start the planned search, tracked where the entry point configured MLflow.
+    ``stop``: an optional Tune stopper (e.g. a time budget); a search it ends early is resumable."""
     import mlflow
     from ray import tune
 
     from pipelines import registry
 
     space, cfg = plan.search_space, plan.train_config
-    plan.tracking_uri = registry.configure_tracking(tracking_uri)
+    plan.tracking_uri = mlflow.get_tracking_uri()
     experiment = registry.set_experiment(cfg.experiment, cfg.artifact_location)
     with mlflow.start_run(run_name=plan.name, tags={"tune.search": plan.name}) as parent:
         plan.mlflow_experiment_id, plan.parent_run_id = experiment.experiment_id, parent.info.run_id
@@ -171,7 +165,7 @@ def run_search(plan: SearchPlan, *, tracking_uri: str | None = None, stop: Any =
         return _finish(plan, tuner.fit())
 
 
-def resume_search(experiment_path: str | Path, *, tracking_uri: str | None = None) -> SearchOutcome:
+def resume_search(experiment_path: str | Path) -> SearchOutcome:
     """Carry on an interrupted search: unfinished trials continue from their last
     checkpoint, errored ones are retried, and MLflow logging goes on in the same runs."""
     import mlflow
@@ -184,8 +178,6 @@ def resume_search(experiment_path: str | Path, *, tracking_uri: str | None = Non
     if not tune.Tuner.can_restore(experiment_path):
         raise SearchError(f"{experiment_path} holds no Ray Tune state to resume (the search never started)")
     plan.experiment_path = experiment_path  # the folder may have moved
-    ensure_ray()
-    registry.configure_tracking(tracking_uri or plan.tracking_uri)
     with mlflow.start_run(run_id=plan.parent_run_id):
         tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(plan), resume_errored=True)
         return _finish(plan, tuner.fit())
@@ -256,9 +248,11 @@ def _train_reports(plan: SearchPlan, table: TrialTable) -> dict[str, list[dict[s
     reports = {}
     for row in table.rows:
         run_dir = trial_run_dir(plan.experiment_path, row.trial_id)
-        if storage.is_file(storage.join(run_dir, "checkpoint_manager_snapshot.json")):
+        try:
             result = Result.from_path(run_dir)
-            reports[row.trial_id] = [metrics for _, metrics in result.best_checkpoints or []] + [result.metrics or {}]
+        except RuntimeError:  # Ray Train's own "no such run" (the trial never reported)
+            continue
+        reports[row.trial_id] = [metrics for _, metrics in result.best_checkpoints or []] + [result.metrics or {}]
     return reports
 
 

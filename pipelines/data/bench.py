@@ -86,10 +86,9 @@ def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
 def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image_size: int = 256,
                batch_size: int = 64, epochs: int = 3, num_cpus: float = 0.5) -> DataBenchmark:
     """Benchmark on ``dataset_dir``'s train split, or on ``count`` fresh synthetic frames."""
-    from pipelines.data.ingestion import ensure_ray, ingest
+    from pipelines.data.ingestion import ingest
     from pipelines.data.synth import synthesize
 
-    ensure_ray()
     config = AugmentConfig.from_yaml()
     with tempfile.TemporaryDirectory(prefix="jaffnet-bench-data-") as tmp:
         if dataset_dir is None:

@@ -96,7 +96,9 @@ def format_counts(manifest: dict) -> str:
 def run_ingest(args: argparse.Namespace) -> int:
     from pipelines.data.ingestion import IngestError, ingest
     from pipelines.data.layouts import SourceError
+    from pipelines.runtime import init_ray
 
+    init_ray(include_dashboard=False, log_to_driver=False)
     try:
         result = ingest(args.src, args.out, args.source_format, seed=args.seed,
                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
@@ -118,7 +120,9 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from pipelines.data.bench import bench_data
+    from pipelines.runtime import init_ray
 
+    init_ray(include_dashboard=False, log_to_driver=False)
     try:
         result = bench_data(args.dataset, count=args.count, image_size=args.size,
                             batch_size=args.batch_size, epochs=args.epochs, num_cpus=args.num_cpus)

@@ -57,13 +57,6 @@ class IngestResult:
         return len(self.manifest["rejected"])
 
 
-def ensure_ray() -> None:
-    """Start a local Ray instance unless the caller (a test fixture, a job, the CLI) already did."""
-    from pipelines.runtime import init_ray
-
-    init_ray(include_dashboard=False, log_to_driver=False)
-
-
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
@@ -147,7 +140,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     Bad files are rejected (listed in the manifest), never fatal; :class:`IngestError`
     only when nothing valid remains, ``out`` exists without ``overwrite``, or ``strict``
     is set and any file was rejected (then nothing is written).
-    Needs Ray (``ray.init`` is called if it has not been).
+    Runs on the Ray instance the entry point started (``pipelines.runtime.init_ray``); without
+    one, Ray Data starts a default local instance.
     """
     import ray
 
@@ -169,7 +163,6 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     tmp = temporary_sibling(out)
     try:
         if records:
-            ensure_ray()
             blocks = max(1, min(len(records) // batch_size, 64))
             decoded = (
                 ray.data.from_items(records, override_num_blocks=blocks)

@@ -19,6 +19,7 @@ GROWTH_LIMIT = 0.10
 def bench_train(epochs: int = 40, count: int = 64) -> int:
     from pipelines.data.ingestion import ingest
     from pipelines.data.synth import synthesize
+    from pipelines.registry import configure_tracking
     from pipelines.runtime import init_ray
     from pipelines.training.config import load_config
     from pipelines.training.memory import RayMemoryProbe
@@ -34,7 +35,8 @@ def bench_train(epochs: int = 40, count: int = 64) -> int:
         cfg = load_config(None, [*TINY, f"epochs={epochs}", f"storage_path={tmp / 'ray_results'}"])
         probe = RayMemoryProbe(tmp / "memory.jsonl")
         started = time.perf_counter()
-        train(cfg, dataset, tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", callbacks=(probe,))
+        configure_tracking(f"sqlite:///{tmp / 'mlflow.db'}")
+        train(cfg, dataset, callbacks=(probe,))
         elapsed = time.perf_counter() - started
         samples = probe.samples()
     at_5, last = samples[4], samples[-1]

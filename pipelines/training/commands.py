@@ -79,14 +79,15 @@ def train_command(args) -> int:
         return 0
     if not args.data:
         return _fail("--data DATASET is required (an ingested dataset directory)")
+    from pipelines.registry import configure_tracking
     from pipelines.runtime import init_ray
     from pipelines.training.reporting import print_training_summary
     from pipelines.training.run import train
 
+    configure_tracking(args.tracking_uri)
     init_ray()  # joins the cluster at RAY_ADDRESS (ray job submit) or starts a local one
     try:
-        outcome = train(cfg, args.data, run_name=args.run_name, resume=args.resume, promote=args.promote,
-                        tracking_uri=args.tracking_uri)
+        outcome = train(cfg, args.data, run_name=args.run_name, resume=args.resume, promote=args.promote)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     print_training_summary(outcome)
@@ -100,10 +101,11 @@ def evaluate_command(args) -> int:
                 return _fail("--endpoint needs the serving package (not installed)")
             evaluation = args.evaluate_endpoint(args.endpoint, args.data, args.split, concurrency=args.concurrency)
         else:
+            from pipelines.registry import configure_tracking
             from pipelines.training.evaluation import evaluate
 
-            evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size,
-                                  tracking_uri=args.tracking_uri)
+            configure_tracking(args.tracking_uri)
+            evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     print(evaluation.table())

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from jaffnet.metrics import format_table
-from pipelines.registry import redact
+from pipelines.registry import configure_tracking, redact
 from pipelines.training.config import load_config
 from pipelines.training.evaluation import all_background_baseline, evaluate
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
@@ -36,10 +36,12 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     from pipelines.runtime import init_ray
     from pipelines.training.run import train
 
-    # Before ingest's own init, which mutes worker output: the workers' epoch lines stream to
-    # this console. With the dashboard: Ray Train's placement-group cleaner polls the state API
-    # it serves and warns every few seconds without it.
+    # The demo is an entry point: it starts Ray and picks the tracking server; the library
+    # functions below start nothing. Worker output stays on (the epoch lines stream to this
+    # console), and so does the dashboard: Ray Train's placement-group cleaner polls the
+    # state API it serves and warns every few seconds without it.
     init_ray()
+    configure_tracking(tracking_uri)
 
     out = Path(out_dir).resolve()
     cfg = load_config(config_path or DEMO_CONFIG, [f"storage_path={out / 'ray_results'}", *overrides])
@@ -55,11 +57,11 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
 
     _step(f"training JAFFNet (width {cfg.width}, {cfg.image_size}px, {cfg.epochs} epochs) on "
           f"{cfg.num_workers} Ray Train workers", started)
-    outcome = train(cfg, dataset, tracking_uri=tracking_uri)
+    outcome = train(cfg, dataset)
     print_training_summary(outcome)
 
     _step(f"evaluating {outcome.publication.model_uri} on the test split", started)
-    model = evaluate(outcome.publication.model_uri, dataset, "test", tracking_uri=outcome.tracking_uri)
+    model = evaluate(outcome.publication.model_uri, dataset, "test")
     baseline = all_background_baseline(dataset, "test")
     print(model.table(f"JAFFNet {outcome.publication.model_uri} on test ({model.count} images)"))
     print()

@@ -62,8 +62,7 @@ class Evaluation:
         return json.dumps(asdict(self), indent=2)
 
 
-def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test", *, batch_size: int = 8,
-             tracking_uri: str | None = None) -> Evaluation:
+def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test", *, batch_size: int = 8) -> Evaluation:
     """Load ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or
     a local directory) and score it on ``split`` with its own contract and decision rule."""
     from jaffnet.frames import predict_frames
@@ -73,7 +72,6 @@ def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test"
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    registry.configure_tracking(tracking_uri)
     loaded = registry.load_model(model_uri)
     contract, rule = loaded.contract, loaded.rule
     predictor = build_predictor(loaded.model, "eager")

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from jaffnet.frames import predict_frames
 from pipelines.data.dataset import training_arrays
 from pipelines.data.epochs import set_epoch
+from pipelines.runtime import quiet_train_report_log
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
@@ -52,7 +53,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg = TrainConfig.from_dict(loop_config["config"])
-    _quiet_report_log(cfg.ray_log_level)
+    quiet_train_report_log(cfg.ray_log_level)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -136,14 +137,6 @@ def epochs_without_improvement(history: list[dict[str, float]], metric: str, mod
     values = [entry[metric] for entry in history]
     best = values.index(min(values) if mode == "min" else max(values))
     return len(values) - 1 - best
-
-
-def _quiet_report_log(level: str) -> None:
-    """Ray 2.60 logs "Reporting training result ..." through a logger named after its
-    source file, which ``LoggingConfig(log_level=...)`` does not reach: apply the level here."""
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(level)
 
 
 def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:

@@ -34,16 +34,17 @@ def new_run_name() -> str:
 
 
 def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = None, resume: bool = False,
-          promote: bool = False, tracking_uri: str | None = None, callbacks: tuple = ()) -> TrainingOutcome:
-    """Train, log and register. ``resume`` continues the named (default: newest) run from
-    its last checkpoint, in the same MLflow run."""
+          promote: bool = False, callbacks: tuple = ()) -> TrainingOutcome:
+    """Train, log and register in the MLflow tracking server the entry point configured
+    (``registry.configure_tracking``). ``resume`` continues the named (default: newest) run
+    from its last checkpoint, in the same MLflow run."""
     import mlflow
 
     from pipelines.data.dataset import manifest_hash
 
     dataset_dir = storage.resolve(dataset_dir)
     manifest = manifest_hash(dataset_dir)  # fails clearly on a missing or un-ingested dataset
-    uri = registry.configure_tracking(tracking_uri)
+    uri = mlflow.get_tracking_uri()
     experiment = registry.set_experiment(cfg.experiment, cfg.artifact_location)
 
     previous = find_run(cfg.experiment, run_name) if resume else None

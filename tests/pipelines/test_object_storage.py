@@ -106,7 +106,7 @@ def trained(ingested, tracking_uri):
 
     cfg = load_config(None, [*TINY, "epochs=1", f"storage_path={RESULTS}", f"artifact_location={ARTIFACTS}",
                              "experiment=s3-test", f"model_name={MODEL_NAME}"])
-    return train(cfg, DATASET, tracking_uri=tracking_uri)
+    return train(cfg, DATASET)
 
 
 def test_ingest_writes_a_readable_dataset_into_the_bucket(s3_env, ingested):
@@ -163,7 +163,7 @@ def test_a_run_name_already_in_the_bucket_is_refused(trained, tracking_uri):
 
     cfg = load_config(None, [*TINY, f"storage_path={RESULTS}", "experiment=s3-test"])
     with pytest.raises(ValueError, match="already exists"):
-        train(cfg, DATASET, run_name=trained.run_name, tracking_uri=tracking_uri)
+        train(cfg, DATASET, run_name=trained.run_name)
 
 
 def test_the_registered_model_evaluates_on_the_dataset_in_the_bucket(trained, tracking_uri, tmp_path):
@@ -194,7 +194,7 @@ def test_a_search_keeps_its_state_and_trial_checkpoints_in_the_bucket(s3_env, tr
                                               f"artifact_location={ARTIFACTS}", "model_name=jaffnet-s3-tune"])
     plan = plan_search(DATASET, space, base, name="search")
     assert plan.experiment_path == f"{RESULTS}/search" and plan.dataset_dir == DATASET
-    outcome = run_search(plan, tracking_uri=tracking_uri)
+    outcome = run_search(plan)
     assert outcome.complete and outcome.publication.checkpoint_path.startswith(f"{RESULTS}/search/train_runs/")
     assert SearchPlan.load(plan.experiment_path).parent_run_id == plan.parent_run_id
     assert any(key.endswith("/model.safetensors") for key in keys(s3_env, "ray_results/search/train_runs/"))

@@ -111,7 +111,7 @@ def test_endpoint_reproduces_evaluation_per_frame_size(deployed, mode):
     from pipelines.training.evaluation import evaluate
     from serving.acceptance import evaluate_endpoint
 
-    offline = evaluate(deployed["uris"][mode], deployed["dataset"], "test", tracking_uri=deployed["tracking"])
+    offline = evaluate(deployed["uris"][mode], deployed["dataset"], "test")
     online = evaluate_endpoint(f"{deployed['url']}/{mode}", deployed["dataset"], "test")
     assert offline.count == online.count >= 9
     assert set(offline.rows) == set(online.rows) == {*SIZES, "overall"}  # every frame size is in the test split

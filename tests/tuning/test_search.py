@@ -37,8 +37,10 @@ def dataset(ray_session, tmp_path_factory):
 def tracking_uri(tmp_path, monkeypatch):
     import mlflow
 
+    from pipelines import registry
+
     monkeypatch.chdir(tmp_path)  # MLflow artifacts (./mlruns) stay in the test folder
-    yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+    yield registry.configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(None)
 
 
@@ -133,12 +135,12 @@ def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, trackin
     base = resolve_training(space, overrides=["epochs=2", f"storage_path={tmp_path / 'ray_results'}"])
     plan = plan_search(dataset, space, base, name="resumable")
 
-    first = run_search(plan, tracking_uri=tracking_uri, stop=CtrlCOnce(tmp_path / "interrupted"))
+    first = run_search(plan, stop=CtrlCOnce(tmp_path / "interrupted"))
     assert not first.complete and first.publication is None
     client = MlflowClient(tracking_uri)
     assert client.search_registered_models() == []
 
-    second = resume_search(plan.experiment_path, tracking_uri=tracking_uri)
+    second = resume_search(plan.experiment_path)
     assert second.complete
     by_batch = {row.params["batch_size"]: row for row in second.table.rows}
     assert by_batch[2].status == "completed" and by_batch[2].epochs_run == 2

@@ -47,7 +47,7 @@ def trained(tiny_dataset, tracking_uri, workdir):
 
     cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "debug_fail_once_at_epoch=1"])
     probe = RayMemoryProbe(workdir / "memory.jsonl")
-    outcome = train(cfg, tiny_dataset, tracking_uri=tracking_uri, callbacks=(probe,))
+    outcome = train(cfg, tiny_dataset, callbacks=(probe,))
     outcome.memory = probe.samples()
     return outcome
 
@@ -116,8 +116,8 @@ def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_da
 
     cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "model_name=jaffnet-tiles", "experiment=tiles",
                              f"storage_path={workdir / 'ray_results_tiles'}"])
-    pub = train(cfg, tiny_dataset, tracking_uri=tracking_uri).publication
-    evaluation = evaluate(pub.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    pub = train(cfg, tiny_dataset).publication
+    evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
     assert evaluation.contract["mode"] == "tile" and evaluation.contract["image_size"] == 32
     for key, value in evaluation.metrics()["overall"].items():
         assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
@@ -135,10 +135,10 @@ def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset
     from pipelines.training import evaluate
 
     pub = trained.publication
-    evaluation = evaluate(pub.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
     for key, value in evaluation.metrics()["overall"].items():
         assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
-    test = evaluate(f"models:/{MODEL_NAME}@champion", tiny_dataset, "test", tracking_uri=tracking_uri)
+    test = evaluate(f"models:/{MODEL_NAME}@champion", tiny_dataset, "test")
     assert "overall" in test.rows and len(test.rows) >= 2  # per defect class rows too
     assert test.count > 0 and "MAE" in test.table()
 
@@ -150,7 +150,7 @@ def test_resume_continues_epochs_and_optimizer_state(trained, tiny_dataset, trac
 
     steps_after_two = _adam_steps(_training_state(trained.result.checkpoint))
     cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "epochs=3"])
-    resumed = train(cfg, tiny_dataset, resume=True, tracking_uri=tracking_uri)
+    resumed = train(cfg, tiny_dataset, resume=True)
     assert resumed.run_name == trained.run_name and resumed.mlflow_run_id == trained.mlflow_run_id
     assert resumed.result.metrics["epoch"] == 2 and resumed.result.metrics["resumed_at_epoch"] == 2
     state = _training_state(resumed.result.checkpoint)
@@ -172,10 +172,10 @@ def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(tiny_d
 
     settings = [*TINY, "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
                 f"storage_path={workdir / 'ray_results_ema'}"]
-    train(load_config(None, [*settings, "epochs=1"]), tiny_dataset, tracking_uri=tracking_uri)
-    outcome = train(load_config(None, [*settings, "epochs=2"]), tiny_dataset, resume=True, tracking_uri=tracking_uri)
+    train(load_config(None, [*settings, "epochs=1"]), tiny_dataset)
+    outcome = train(load_config(None, [*settings, "epochs=2"]), tiny_dataset, resume=True)
     assert outcome.result.metrics["resumed_at_epoch"] == 1  # restored, average included
-    evaluation = evaluate(outcome.publication.model_uri, tiny_dataset, "val", tracking_uri=tracking_uri)
+    evaluation = evaluate(outcome.publication.model_uri, tiny_dataset, "val")
     for key, value in evaluation.metrics()["overall"].items():
         assert value == pytest.approx(outcome.publication.metrics[f"val_{key}"], abs=1e-6), key
     trained_weights = _training_state(outcome.result.checkpoint)["trained_weights"]
