@@ -42,6 +42,19 @@ def check_image_size(value: Any, what: str = "image_size") -> int:
     return value
 
 
+def check_input_mode(value: Any, what: str = "input mode") -> str:
+    if value not in INPUT_MODES:
+        raise ValueError(f"{what} must be one of {INPUT_MODES}, got {value!r}")
+    return value
+
+
+def check_tile_overlap(value: Any, what: str = "tile_overlap") -> float:
+    """The fraction of a tile shared with its neighbour: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{what} must be in [0, 1), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class InputContract:
     image_size: int
@@ -53,15 +66,12 @@ class InputContract:
 
     def __post_init__(self) -> None:
         check_image_size(self.image_size)
-        if self.mode not in INPUT_MODES:
-            raise ValueError(f"input mode must be one of {INPUT_MODES}, got {self.mode!r}")
+        check_input_mode(self.mode)
         if self.channels != 3:
             raise ValueError(f"only 3-channel (RGB) input is supported, got channels={self.channels!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, (int, float)) \
-                or not 0 <= self.tile_overlap < 1:
-            raise ValueError(f"tile_overlap must be in [0, 1), got {self.tile_overlap!r}")
+        check_tile_overlap(self.tile_overlap)
         if self.stitch not in STITCH_MODES:
             raise ValueError(f"stitch must be one of {STITCH_MODES}, got {self.stitch!r}")
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from jaffnet.architecture import check_width, validate_dilation_rates
 from jaffnet.contract import INPUT_MULTIPLE
 from jaffnet.decoders import JAFFDecoder
 from jaffnet.encoders import ResNetEncoder
 from jaffnet.heads import SideOutputs
-from jaffnet.layers.drf import DenseReceptiveField, validate_dilation_rates
+from jaffnet.layers.drf import DenseReceptiveField
 
 
 class JAFFNet(nn.Module):
@@ -38,8 +39,7 @@ class JAFFNet(nn.Module):
         dilation_rates: Sequence[int] = (1, 2, 4),
     ):
         super().__init__()
-        if not (isinstance(width, (int, float)) and 0 < width <= 4):
-            raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+        check_width(width)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
         dilation_rates = validate_dilation_rates(dilation_rates)

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from jaffnet.contract import INPUT_MULTIPLE, check_image_size
+
 DEFAULT_BENCH_SIZE = 256  # the paper's FPS figure is at 256x256
 CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": (1, 8), "iters": 2,
              "train_batch": 4, "train_precisions": ("fp32",)}
@@ -77,8 +79,10 @@ def export_command(args) -> int:
     if loaded is None:
         return 1
     image_size = args.image_size or loaded.metadata.get("image_size") or DEFAULT_BENCH_SIZE
-    if not isinstance(image_size, int) or image_size < 1 or image_size % 32:
-        return _fail(f"the model's metadata image_size {image_size!r} is not a multiple of 32; pass --image-size")
+    try:
+        check_image_size(image_size, "the model's metadata image_size")
+    except ValueError as exc:
+        return _fail(f"{exc}; pass --image-size")
     start = time.perf_counter()
     metadata = {k: v for k, v in loaded.metadata.items() if isinstance(v, (str, int, float, bool))}
     metadata.update(source=loaded.source, name=loaded.name, version=loaded.version)
@@ -221,9 +225,10 @@ def _fail(message: str) -> int:
 
 def _positive_multiple_of_32(text: str) -> int:
     value = _positive_int(text)
-    if value % 32:
-        raise argparse.ArgumentTypeError(f"{value} is not a multiple of 32")
-    return value
+    try:
+        return check_image_size(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value} is not a multiple of {INPUT_MULTIPLE}") from None
 
 
 def _positive_int(text: str) -> int:

@@ -7,13 +7,13 @@ everything it can before any Ray work starts: distribution specs, dilation sets,
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from jaffnet.layers.drf import validate_dilation_rates
+from jaffnet.architecture import validate_dilation_rates
 from pipelines.training.config import parse_yaml_mapping, read_yaml_file
 
 DEFAULT_SEARCH_SPACE = "search_space.yaml"  # packaged beside this module
@@ -139,7 +139,7 @@ def resolve_training(space: SearchSpace, train_config: str | Path | None = None,
     are put through the training config's own validation, so a bad one fails here, not
     in a trial.
     """
-    from pipelines.training.config import TrainConfig, parse_override, read_yaml
+    from pipelines.training.config import TrainConfig, did_you_mean, parse_override, read_yaml
 
     try:
         values = read_yaml(None)
@@ -150,25 +150,33 @@ def resolve_training(space: SearchSpace, train_config: str | Path | None = None,
         base = TrainConfig.from_dict(values)
     except ValueError as exc:
         raise SearchSpaceError(f"training config for the search: {exc}") from exc
-    base_values = base.to_dict()
+    base_values, fields = base.to_dict(), TrainConfig.model_fields
     for parameter in space.parameters.values():
         where = f"{space.source}: parameters.{parameter.key}"
-        if parameter.key not in base_values:
-            close = difflib.get_close_matches(parameter.key, list(base_values), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SearchSpaceError(f"{where}: not a training-config key{hint}")
+        if parameter.key not in fields:
+            raise SearchSpaceError(f"{where}: not a training-config key{did_you_mean(parameter.key, fields)}")
         if parameter.key in FIXED_PER_SEARCH:
             raise SearchSpaceError(f"{where}: {parameter.key!r} is fixed for a whole search; set it with --set")
-        kind = type(base_values[parameter.key])
-        if parameter.distribution not in _LISTED and kind is not float:
+        kinds = _value_types(fields[parameter.key].annotation)
+        if parameter.distribution not in _LISTED and float not in kinds:
             raise SearchSpaceError(f"{where}: {parameter.distribution} samples floats but {parameter.key!r} takes "
-                                   f"{kind.__name__} values; use choice or grid")
+                                   f"{' or '.join(kind.__name__ for kind in kinds)} values; use choice or grid")
         for value in parameter.values:
             try:
                 TrainConfig.from_dict({**base_values, parameter.key: list(value) if isinstance(value, tuple) else value})
             except ValueError as exc:
                 raise SearchSpaceError(f"{where}: value {value!r} is rejected by the training config: {exc}") from exc
     return base
+
+
+def _value_types(annotation: Any) -> tuple[type, ...]:
+    """The types a training-config key takes: ``X | None`` takes X; ``Annotated`` rules dropped."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return tuple(kind for arg in get_args(annotation) if arg is not type(None) for kind in _value_types(arg))
+    if origin is Annotated:
+        return _value_types(get_args(annotation)[0])
+    return (origin or annotation,)
 
 
 def _parse_parameter(key: Any, spec: Any, source: str) -> Parameter:

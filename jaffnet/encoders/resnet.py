@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from jaffnet.architecture import BLOCKS_PER_STAGE, check_encoder_depth
 from jaffnet.layers.basic_block import BasicBlock, make_stage
 
-BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 BASE_CHANNELS = (64, 64, 128, 256, 512)  # stem, layer1..layer4; layer5 keeps 512
 
 
@@ -23,8 +23,7 @@ def scale_channels(channels: int, width: float) -> int:
 class ResNetEncoder(nn.Module):
     def __init__(self, depth: int = 18, width: float = 1.0, in_channels: int = 3):
         super().__init__()
-        if depth not in BLOCKS_PER_STAGE:
-            raise ValueError(f"encoder_depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth!r}")
+        check_encoder_depth(depth)
         stem, c1, c2, c3, c4 = (scale_channels(c, width) for c in BASE_CHANNELS)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem, 3, padding=1),

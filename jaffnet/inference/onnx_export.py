@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from jaffnet.contract import INPUT_MULTIPLE, check_image_size
 from jaffnet.inference.probability import ProbabilityMap
-from jaffnet.model import INPUT_MULTIPLE
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
@@ -34,8 +34,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256,
     """
     import onnx
 
-    if image_size <= 0 or image_size % INPUT_MULTIPLE:
-        raise ValueError(f"image_size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
+    check_image_size(image_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = getattr(model, "config", {})

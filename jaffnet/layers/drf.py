@@ -14,19 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from jaffnet.architecture import validate_dilation_rates
 from jaffnet.layers.conv_bn_relu import ConvBnReLU
-
-
-def validate_dilation_rates(rates: Sequence[int]) -> tuple[int, ...]:
-    """Return the rates as a tuple of positive ints, or raise a ValueError saying why not."""
-    if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or len(rates) == 0:
-        raise ValueError(f"dilation_rates must be a non-empty sequence of positive ints, got {rates!r}")
-    out = []
-    for rate in rates:
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise ValueError(f"dilation_rates must be positive ints, got {rates!r}")
-        out.append(int(rate))
-    return tuple(out)
 
 
 class MultiReceptiveField(nn.Module):

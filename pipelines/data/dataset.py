@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaffnet.contract import INPUT_MODES, check_image_size
+from jaffnet.contract import check_image_size, check_input_mode
 from jaffnet.frames import model_inputs
 from jaffnet.preprocess import to_rgb
 from pipelines import storage
@@ -142,8 +142,7 @@ def build_dataset(source, split: str, image_size: int, *, augment: bool, input_m
     """
     _check_split(split)
     check_image_size(image_size)
-    if input_mode not in INPUT_MODES:
-        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    check_input_mode(input_mode, "input_mode")
     if not augment and input_mode != "resize":
         raise ValueError("un-augmented rows exist for the resize input mode only; "
                          "cut whole frames into tiles with jaffnet.frames.predict_frames")

@@ -1,23 +1,27 @@
 """The training config: one flat YAML file, overridable key by key with ``--set key=value``.
 
-``load_config`` merges (packaged defaults) <- (an optional YAML file) <- (overrides) and
-validates every value, so a bad value fails with a message naming its key before any
-Ray work starts.
+``TrainConfig`` is a pydantic model: each key's type and rule is stated once, beside the
+key; the model keys go through JAFFNet's own argument checks (``jaffnet.architecture``)
+and the input keys through the input contract's (``jaffnet.contract``). ``load_config``
+merges (packaged defaults) <- (an optional YAML file) <- (overrides), so a bad value or
+an unknown key fails with a message naming the key before any Ray work starts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core.core_schema import ValidationInfo
 
-from jaffnet.contract import INPUT_MODES, INPUT_MULTIPLE, InputContract
+from jaffnet.architecture import check_encoder_depth, check_width, validate_dilation_rates
+from jaffnet.contract import InputContract, check_image_size, check_input_mode, check_tile_overlap
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
 
@@ -32,56 +36,111 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-@dataclass
-class TrainConfig:
-    # model
-    encoder_depth: int = 18
-    width: float = 1.0
-    dilation_rates: list[int] = field(default_factory=lambda: [1, 2, 4])
+def _rule(check: Callable[[Any], Any], requirement: str) -> AfterValidator:
+    """A key's rule: values failing ``check`` get "must be <requirement>, got <value>"."""
+    def validate(value: Any) -> Any:
+        if not check(value):
+            raise ValueError(f"must be {requirement}, got {value!r}")
+        return value
+    return AfterValidator(validate)
+
+
+def _one_of(choices: tuple[str, ...]) -> AfterValidator:
+    return _rule(lambda value: value in choices, f"{', '.join(choices[:-1])} or {choices[-1]}")
+
+
+def _location(value: str) -> str:
+    """A URI's form (no credentials or options in it) is checked now, before Ray starts;
+    whether it can be reached is found out where it is first used."""
+    if storage.is_uri(value):
+        try:
+            storage.resolve(value)
+        except storage.StorageError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+_AT_LEAST_0 = _rule(lambda value: value >= 0, ">= 0")
+_AT_LEAST_1 = _rule(lambda value: value >= 1, ">= 1")
+_POSITIVE = _rule(lambda value: value > 0, "> 0")
+_NAME = _rule(lambda value: _NAME_PATTERN.match(value), "letters, digits, '_', '.' or '-'")
+
+
+class TrainConfig(BaseModel):
+    """Strictly typed (ints are accepted for floats, nothing else is converted), frozen,
+    unknown keys refused. Construction raises ``ValueError`` naming each bad key."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", protected_namespaces=())
+
+    # model: JAFFNet's own argument checks
+    encoder_depth: Annotated[int, AfterValidator(check_encoder_depth)] = 18
+    width: Annotated[float, AfterValidator(check_width)] = 1.0
+    dilation_rates: Annotated[list[int], BeforeValidator(lambda rates: list(validate_dilation_rates(rates)))] = \
+        Field(default_factory=lambda: [1, 2, 4])
     encoder_weights: str | None = None
-    # data: the input contract stored with the model (jaffnet.contract)
-    image_size: int = 256
-    input_mode: str = "resize"
-    tile_overlap: float = 0.25
+    # data: the input contract stored with the model (jaffnet.contract), by its own checks
+    image_size: Annotated[int, AfterValidator(check_image_size)] = 256
+    input_mode: Annotated[str, AfterValidator(lambda mode: check_input_mode(mode, "input_mode"))] = "resize"
+    tile_overlap: Annotated[float, AfterValidator(check_tile_overlap)] = 0.25
     # loss
-    w_bce: float = 1.0
-    w_ssim: float = 1.0
-    w_iou: float = 1.0
+    w_bce: Annotated[float, _AT_LEAST_0] = 1.0
+    w_ssim: Annotated[float, _AT_LEAST_0] = 1.0
+    w_iou: Annotated[float, _AT_LEAST_0] = 1.0
     # optimisation
-    epochs: int = 50
-    batch_size: int = 8
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "cosine"
-    step_size: int = 20
-    gamma: float = 0.1
+    epochs: Annotated[int, _AT_LEAST_1] = 50
+    batch_size: Annotated[int, _rule(lambda value: value >= 2, ">= 2 (BatchNorm in the DRF global branch)")] = 8
+    optimizer: Annotated[str, _one_of(("adam", "adamw", "sgd"))] = "adam"
+    lr: Annotated[float, _POSITIVE] = 1e-3
+    weight_decay: Annotated[float, _AT_LEAST_0] = 0.0
+    momentum: Annotated[float, _rule(lambda value: 0 <= value < 1, "in [0, 1)")] = 0.9
+    scheduler: Annotated[str, _one_of(("cosine", "step", "none"))] = "cosine"
+    step_size: Annotated[int, _AT_LEAST_1] = 20
+    gamma: Annotated[float, _rule(lambda value: 0 < value <= 1, "in (0, 1]")] = 0.1
     mixed_precision: bool = True
     seed: int = 0
-    ema_decay: float | None = None  # validate/checkpoint an exponential moving average of the weights
+    # validate/checkpoint an exponential moving average of the weights
+    ema_decay: Annotated[float, _rule(lambda value: 0 < value < 1, "in (0, 1) (or null: no averaging)")] | None = None
     # image-level decision (jaffnet.decision), calibrated on the validation split
-    min_defect_area_px: int = 0
-    escape_cost: float = 1.0
+    min_defect_area_px: Annotated[int, _rule(lambda value: value >= 0, ">= 0 (0: off)")] = 0
+    escape_cost: Annotated[float, _POSITIVE] = 1.0
     # validation, selection, registry
-    best_metric: str = "val_weighted_f"
-    patience: int | None = None
-    num_overlays: int = 4
-    model_name: str = "jaffnet"
-    experiment: str = "jaffnet"
-    artifact_location: str = ""
+    best_metric: Annotated[str, _one_of(SELECTABLE_METRICS)] = "val_weighted_f"
+    patience: Annotated[int, _rule(lambda value: value >= 1, ">= 1 (or null: no early stopping)")] | None = None
+    num_overlays: Annotated[int, _AT_LEAST_0] = 4
+    model_name: Annotated[str, _NAME] = "jaffnet"
+    experiment: Annotated[str, _NAME] = "jaffnet"
+    artifact_location: Annotated[str, AfterValidator(_location)] = ""
     # Ray Train
-    num_workers: int = 2
+    num_workers: Annotated[int, _AT_LEAST_1] = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 0.5
-    torch_threads: int = 0
-    storage_path: str = "ray_results"
-    max_failures: int = 1
-    ray_log_level: str = "WARNING"
+    cpus_per_worker: Annotated[float, _POSITIVE] = 0.5
+    torch_threads: Annotated[int, _rule(lambda value: value >= 0, ">= 0 (0: automatic)")] = 0
+    storage_path: Annotated[str, _rule(str.strip, "a non-empty folder or URI"), AfterValidator(_location)] = \
+        "ray_results"
+    max_failures: Annotated[int, _rule(lambda value: value >= -1, ">= 0 (or -1: unlimited)")] = 1
+    ray_log_level: Annotated[str, _one_of(_LOG_LEVELS)] = "WARNING"
     debug_fail_once_at_epoch: int | None = None
 
-    def __post_init__(self) -> None:
-        validate(self)
+    @field_validator("w_iou")
+    @classmethod
+    def _some_loss(cls, w_iou: float, info: ValidationInfo) -> float:
+        if w_iou == 0 and info.data.get("w_bce") == 0 and info.data.get("w_ssim") == 0:
+            raise ValueError("must be > 0 when w_bce and w_ssim are 0 (the loss would be 0), got 0.0")
+        return w_iou
+
+    @field_validator("debug_fail_once_at_epoch")
+    @classmethod
+    def _an_epoch(cls, epoch: int | None, info: ValidationInfo) -> int | None:
+        epochs = info.data.get("epochs")
+        if epoch is not None and epochs is not None and not 0 <= epoch < epochs:
+            raise ValueError(f"must be an epoch index in [0, epochs), got {epoch!r}")
+        return epoch
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(_describe(exc)) from None
 
     @property
     def best_mode(self) -> str:
@@ -89,121 +148,47 @@ class TrainConfig:
         return "min" if self.best_metric in ("val_loss", *(f"val_{m}" for m in LOWER_IS_BETTER)) else "max"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def input_contract(self) -> InputContract:
         return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        unknown = sorted(set(values) - set(_FIELDS))
-        if unknown:
-            raise ValueError(_unknown_key_message(unknown[0]))
-        return cls(**{key: _coerce(key, value) for key, value in values.items()})
+        return cls(**{str(key): value for key, value in values.items()})
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPE_REQUIREMENTS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+                      "string_type": "a string", "list_type": "a list of integers"}
 
 
-def _unknown_key_message(key: str) -> str:
-    close = difflib.get_close_matches(key, list(_FIELDS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown config key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
+def did_you_mean(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Check a value's type against the field's annotation; ints are accepted for floats."""
-    annotation = str(_FIELDS[key].type)
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"config key {key!r} must not be null")
-    if annotation.startswith("list"):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"config key {key!r} must be a list of integers, got {value!r}")
-        return list(value)
-    base = annotation.split("|")[0].strip()
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
-        return value
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
-        return value
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config key {key!r} must be a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"config key {key!r} must be a string, got {value!r}")
-    return value
+def unknown_key_message(*keys: str) -> str:
+    named = "; ".join(f"unknown config key {key!r}{did_you_mean(key, TrainConfig.model_fields)}" for key in keys)
+    return f"{named}; valid keys: {', '.join(TrainConfig.model_fields)}"
 
 
-def _require(condition: bool, key: str, message: str, value: Any) -> None:
-    if not condition:
-        raise ValueError(f"config key {key!r} {message}, got {value!r}")
-
-
-def _check_location(key: str, value: str) -> None:
-    """A URI's form (no credentials or options in it) is checked now, before Ray starts;
-    whether it can be reached is found out where it is first used."""
-    if storage.is_uri(value):
-        try:
-            storage.resolve(value)
-        except storage.StorageError as exc:
-            raise ValueError(f"config key {key!r}: {exc}") from None
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Range and choice checks; types were checked by ``_coerce``."""
-    for key in _FIELDS:
-        _coerce(key, getattr(cfg, key))
-    _require(cfg.encoder_depth in (18, 34), "encoder_depth", "must be 18 or 34", cfg.encoder_depth)
-    _require(0 < cfg.width <= 4, "width", "must be in (0, 4]", cfg.width)
-    _require(len(cfg.dilation_rates) > 0 and all(r >= 1 for r in cfg.dilation_rates), "dilation_rates",
-             "must be a non-empty list of positive integers", cfg.dilation_rates)
-    _require(cfg.image_size >= INPUT_MULTIPLE and cfg.image_size % INPUT_MULTIPLE == 0, "image_size",
-             f"must be a positive multiple of {INPUT_MULTIPLE}", cfg.image_size)
-    _require(cfg.input_mode in INPUT_MODES, "input_mode", f"must be one of {', '.join(INPUT_MODES)}", cfg.input_mode)
-    _require(0 <= cfg.tile_overlap < 1, "tile_overlap", "must be in [0, 1)", cfg.tile_overlap)
-    _require(cfg.min_defect_area_px >= 0, "min_defect_area_px", "must be >= 0 (0: off)", cfg.min_defect_area_px)
-    _require(cfg.escape_cost > 0, "escape_cost", "must be > 0", cfg.escape_cost)
-    for key in ("w_bce", "w_ssim", "w_iou"):
-        _require(getattr(cfg, key) >= 0, key, "must be >= 0", getattr(cfg, key))
-    _require(cfg.w_bce + cfg.w_ssim + cfg.w_iou > 0, "w_bce", "and w_ssim, w_iou must not all be 0", cfg.w_bce)
-    _require(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
-    _require(cfg.batch_size >= 2, "batch_size", "must be >= 2 (BatchNorm in the DRF global branch)", cfg.batch_size)
-    _require(cfg.optimizer in ("adam", "adamw", "sgd"), "optimizer", "must be adam, adamw or sgd", cfg.optimizer)
-    _require(cfg.lr > 0, "lr", "must be > 0", cfg.lr)
-    _require(cfg.weight_decay >= 0, "weight_decay", "must be >= 0", cfg.weight_decay)
-    _require(0 <= cfg.momentum < 1, "momentum", "must be in [0, 1)", cfg.momentum)
-    _require(cfg.scheduler in ("cosine", "step", "none"), "scheduler", "must be cosine, step or none", cfg.scheduler)
-    _require(cfg.step_size >= 1, "step_size", "must be >= 1", cfg.step_size)
-    _require(0 < cfg.gamma <= 1, "gamma", "must be in (0, 1]", cfg.gamma)
-    _require(cfg.best_metric in SELECTABLE_METRICS, "best_metric", f"must be one of {', '.join(SELECTABLE_METRICS)}",
-             cfg.best_metric)
-    _require(cfg.num_overlays >= 0, "num_overlays", "must be >= 0", cfg.num_overlays)
-    if cfg.ema_decay is not None:
-        _require(0 < cfg.ema_decay < 1, "ema_decay", "must be in (0, 1) (or null: no averaging)", cfg.ema_decay)
-    if cfg.patience is not None:
-        _require(cfg.patience >= 1, "patience", "must be >= 1 (or null: no early stopping)", cfg.patience)
-    for key in ("model_name", "experiment"):
-        _require(bool(_NAME_PATTERN.match(getattr(cfg, key))), key,
-                 "must be letters, digits, '_', '.' or '-'", getattr(cfg, key))
-    _require(cfg.num_workers >= 1, "num_workers", "must be >= 1", cfg.num_workers)
-    _require(cfg.cpus_per_worker > 0, "cpus_per_worker", "must be > 0", cfg.cpus_per_worker)
-    _require(cfg.torch_threads >= 0, "torch_threads", "must be >= 0 (0: automatic)", cfg.torch_threads)
-    _require(bool(cfg.storage_path.strip()), "storage_path", "must not be empty", cfg.storage_path)
-    for key in ("storage_path", "artifact_location"):
-        _check_location(key, getattr(cfg, key))
-    _require(cfg.max_failures >= -1, "max_failures", "must be >= 0 (or -1: unlimited)", cfg.max_failures)
-    _require(cfg.ray_log_level in _LOG_LEVELS, "ray_log_level", f"must be one of {', '.join(_LOG_LEVELS)}",
-             cfg.ray_log_level)
-    if cfg.debug_fail_once_at_epoch is not None:
-        _require(0 <= cfg.debug_fail_once_at_epoch < cfg.epochs, "debug_fail_once_at_epoch",
-                 "must be an epoch index in [0, epochs)", cfg.debug_fail_once_at_epoch)
+def _describe(exc: ValidationError) -> str:
+    """pydantic's errors as ``config key 'k' <problem>``; unknown keys last, with the valid ones."""
+    unknown, problems = [], []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden":
+            unknown.append(key)
+            continue
+        if error["type"] == "value_error":  # a rule, or a model/contract check ("<key> must ...")
+            problem = str(error["ctx"]["error"]).removeprefix(f"{key} ")
+            problem = problem if problem.startswith("must") else f": {problem}"
+        elif error["input"] is None:
+            problem = "must not be null"
+        else:
+            problem = f"must be {_TYPE_REQUIREMENTS.get(error['type'], error['msg'])}, got {error['input']!r}"
+        problems.append(f"config key {key!r}{'' if problem.startswith(':') else ' '}{problem}")
+    return "; ".join(problems + [unknown_key_message(*unknown)] * bool(unknown))
 
 
 def read_yaml(path: str | Path | None) -> dict[str, Any]:
@@ -240,8 +225,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ValueError(f"override {text!r} must look like key=value")
-    if key not in _FIELDS:
-        raise ValueError(_unknown_key_message(key))
+    if key not in TrainConfig.model_fields:
+        raise ValueError(unknown_key_message(key))
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
@@ -261,4 +246,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False, default_flow_style=None)

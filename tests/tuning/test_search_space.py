@@ -157,3 +157,11 @@ def test_resume_without_a_folder_picks_the_newest_search(tmp_path, monkeypatch, 
     # The plan is read before Ray starts: an unreadable one is a clear error.
     assert main(["tune", "--resume"]) == 2
     assert "jaffnet_search.json is unreadable" in capsys.readouterr().err
+
+
+def test_a_range_over_an_optional_float_key(tmp_path):
+    space = load_search_space(write(tmp_path, "parameters:\n  ema_decay: {uniform: [0.9, 0.99]}\n"))
+    assert resolve_training(space).ema_decay is None  # sampled per trial; the base keeps its default
+    space = load_search_space(write(tmp_path, "parameters:\n  patience: {uniform: [1.0, 3.0]}\n"))
+    with pytest.raises(SearchSpaceError, match="'patience' takes int values; use choice or grid"):
+        resolve_training(space)

@@ -90,3 +90,45 @@ def test_ema_decay_is_off_by_default_and_checked():
     for bad in ("ema_decay=1", "ema_decay=0", "ema_decay=-0.5"):
         with pytest.raises(ValueError, match="ema_decay"):
             load_config(None, [bad])
+
+
+def test_unknown_keys_name_the_valid_keys():
+    with pytest.raises(ValueError) as info:
+        TrainConfig(widht=0.5, epochs=3)
+    message = str(info.value)
+    assert "unknown config key 'widht' (did you mean 'width'?)" in message
+    assert "valid keys: " + ", ".join(TrainConfig.model_fields) in message
+
+
+def test_model_and_input_keys_get_the_models_own_checks():
+    from jaffnet.architecture import check_width
+    from jaffnet.contract import INPUT_MULTIPLE, check_image_size
+
+    bad_size = INPUT_MULTIPLE + INPUT_MULTIPLE // 2
+    with pytest.raises(ValueError) as contract:
+        check_image_size(bad_size)
+    with pytest.raises(ValueError, match="'image_size'") as config:
+        load_config(None, [f"image_size={bad_size}"])
+    assert str(contract.value).removeprefix("image_size ") in str(config.value)
+    assert f"multiple of {INPUT_MULTIPLE}" in str(config.value)
+    assert load_config(None, [f"image_size={2 * INPUT_MULTIPLE}"]).image_size == 2 * INPUT_MULTIPLE
+    with pytest.raises(ValueError) as model:
+        check_width(5)
+    with pytest.raises(ValueError, match="'width'") as config:
+        load_config(None, ["width=5"])
+    assert str(model.value).removeprefix("width ").removesuffix("5") in str(config.value)
+
+
+def test_every_bad_key_is_reported_and_the_config_is_frozen_and_picklable():
+    import pickle
+
+    with pytest.raises(ValueError) as info:
+        TrainConfig.from_dict({"lr": 0, "optimizer": "lamb", "epoch": 3})
+    message = str(info.value)
+    assert "'lr' must be > 0" in message and "'optimizer' must be adam, adamw or sgd" in message
+    assert "unknown config key 'epoch'" in message
+    cfg = load_config(None, ["dilation_rates=[1, 3, 5]"])
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(ValueError):
+        cfg.width = 0.5
+    assert TrainConfig(dilation_rates=(1, 2)).dilation_rates == [1, 2]  # tuples, as the search space holds them
