@@ -23,7 +23,9 @@ class JAFFNet(nn.Module):
     """Joint Attention-guided Feature Fusion Network (Jiang et al., arXiv 2402.02797).
 
     ``JAFFNet()`` is the faithful full-size model (ResNet-18, width 1.0, 41,938,313
-    parameters). ``width`` scales every channel count, for cheap CPU runs.
+    parameters). ``width`` scales the channel counts of the encoder, the DRF bridge and
+    the decoder, for cheap CPU runs; JAFF's spatial-attention branch keeps its fixed
+    2 -> 64 -> 1 convolutions at every width (so parameter counts do not scale as width²).
 
     ``forward`` returns logits. With ``side_outputs`` True (the default in training
     mode) it returns the five side outputs, prediction first:
