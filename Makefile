@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,fast,s3]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,fast,s3,openvino]"
 	touch $@
 
 install: $(STAMP)

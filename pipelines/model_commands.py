@@ -136,7 +136,8 @@ def bench_model_command(args) -> int:
         iters = args.iters or plan["iters"]
         print(f"\n== inference on {device}: sizes {sizes}, batches {list(batch_sizes)}, {iters} timed batch(es) "
               f"after {args.warmup} warm-up per row", flush=True)
-        predictors, skipped = bench.build_predictors(model, backends, device=device, threads=args.threads)
+        predictors, skipped = bench.build_predictors(model, backends, device=device, threads=args.threads,
+                                                     image_size=sizes[0])  # int8 calibrates at this size
         for label, reason in skipped.items():
             print(f"  skipped {label}: {reason}")
         report["skipped"].update(skipped)

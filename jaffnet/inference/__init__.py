@@ -2,7 +2,8 @@
 
 ``build_predictor(model, backend)`` gives a ``Predictor`` (numpy in, probabilities out)
 for any backend in ``BACKENDS``; ``export_onnx`` writes the ONNX file the ``onnx``
-backend and ``jaffnet export`` use.
+backend and ``jaffnet export`` use; ``quantize_int8`` writes the INT8 file set the ``int8``
+backend runs (OpenVINO + NNCF, the optional ``openvino`` extra).
 """
 
 from jaffnet.inference.fusion import fold_batchnorm
@@ -11,6 +12,7 @@ from jaffnet.inference.predictor import (
     BACKENDS,
     CPU_BACKENDS,
     OnnxPredictor,
+    OpenVinoPredictor,
     Predictor,
     TorchPredictor,
     backend_options,
@@ -18,11 +20,13 @@ from jaffnet.inference.predictor import (
     error_bound,
 )
 from jaffnet.inference.probability import ProbabilityMap
+from jaffnet.inference.quantization import quantize_int8, read_int8_manifest
 
 __all__ = [
     "BACKENDS",
     "CPU_BACKENDS",
     "OnnxPredictor",
+    "OpenVinoPredictor",
     "Predictor",
     "ProbabilityMap",
     "TorchPredictor",
@@ -31,6 +35,8 @@ __all__ = [
     "error_bound",
     "export_onnx",
     "fold_batchnorm",
+    "quantize_int8",
+    "read_int8_manifest",
     "read_onnx_metadata",
     "weights_fingerprint",
 ]

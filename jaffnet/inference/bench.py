@@ -22,6 +22,8 @@ from jaffnet.inference.predictor import Predictor, build_predictor
 from jaffnet.losses import HybridLoss
 from jaffnet.model import JAFFNet
 
+INT8_BENCH_CALIBRATION = 16  # synthetic frames the int8 backend is calibrated on in a bench
+
 
 @dataclass
 class InferenceResult:
@@ -152,23 +154,31 @@ def _synchronizer(device: str) -> Callable[[], None]:
 
 
 def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None = None,
-                     threads: int | None = None) -> tuple[dict[str, Predictor], dict[str, str]]:
+                     threads: int | None = None, image_size: int = 256,
+                     calibration_frames: int = INT8_BENCH_CALIBRATION) -> tuple[dict[str, Predictor], dict[str, str]]:
     """Build each backend, returning the predictors and, for those that could not be
-    built here (no GPU, no native bf16...), the reason."""
+    built here (no GPU, no native bf16, no OpenVINO...), the reason. ``int8`` is quantised
+    on the spot on ``calibration_frames`` synthetic ``image_size`` frames (a benchmark of
+    speed, not of a trained model's accuracy)."""
     from jaffnet.inference.predictor import backend_options
 
     predictors, skipped = {}, {}
     for backend in backends:
         options = {"threads": threads} if threads and "threads" in backend_options(backend) else {}
+        if backend == "int8":
+            options.update(synthetic_calibration=calibration_frames, image_size=image_size)
         label = f"{backend}@{device}" if device else backend
         start = time.perf_counter()
         try:
             predictors[label] = build_predictor(model, backend, device=device, **options)
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, ImportError) as exc:
             skipped[label] = str(exc)
             continue
         build_s = time.perf_counter() - start
-        if build_s > 5:
+        note = getattr(predictors[label], "note", "")
+        if note:
+            print(f"  {label}: {note}", flush=True)
+        elif build_s > 5:
             print(f"  built {label} in {build_s:.0f} s", flush=True)
     return predictors, skipped
 

@@ -12,12 +12,16 @@ fused      any     BatchNorm folded into convs, channels-last, inference mode
 compile    any     ``fused`` compiled by ``torch.compile`` (Inductor; compiles per shape)
 onnx       cpu     ONNX export run by ONNX Runtime with all graph optimisations
 cpu-bf16   cpu     ``fused`` in bfloat16; needs a CPU with native bf16 (AVX512-BF16/AMX)
+openvino   cpu     the ONNX export run by OpenVINO in float32 (optional ``openvino`` extra)
+int8       cpu     an INT8 file set from ``quantize_int8`` run by OpenVINO (``quantization.py``)
 cuda-fp16  cuda    ``fused`` in float16 on the GPU, replayed through CUDA graphs
 cuda-bf16  cuda    the same in bfloat16
 ========== ======= ===========================================================
 
 Float32 and float16 paths match eager within 1e-3 on probabilities; the bfloat16 ones
-trade precision for speed (within 1e-2; ``error_bound(name)``).
+trade precision for speed (within 1e-2; ``error_bound(name)``). ``int8`` promises no
+logit-level bound (``error_bound`` is a loose sanity limit): its accuracy is judged on
+metrics and verdicts by the export's gate.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import copy
 import inspect
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +105,44 @@ class OnnxPredictor(Predictor):
         return self.session.run([self._output], {self._input: batch})[0]
 
 
+class OpenVinoPredictor(Predictor):
+    """Runs an OpenVINO-readable model (an ONNX file from ``export_onnx``, or the IR
+    ``model.xml`` of an INT8 file set) on the CPU. Float32 inference precision is forced:
+    on CPUs with AMX/AVX512-BF16 OpenVINO would otherwise run float layers in bfloat16.
+    Calls are serialised (one infer request); each runs on ``threads`` threads."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "openvino"):
+        from jaffnet.inference.onnx_export import INPUT_NAME, OUTPUT_NAME
+        from jaffnet.inference.quantization import _import_runtime
+
+        ov, _ = _import_runtime()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:  # OpenVINO raises RuntimeError for missing/unreadable files
+            raise ValueError(f"{path} is not a model OpenVINO can read: {exc}") from exc
+        names = {name for port in model.inputs for name in port.get_names()}
+        if INPUT_NAME not in names:
+            raise ValueError(f"{path} has no '{INPUT_NAME}' input; was it written by `jaffnet export`?")
+        channels = model.input(INPUT_NAME).get_partial_shape()[1]
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "ENABLE_CPU_PINNING": False}  # pinning gains nothing measurable and fights co-tenants
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        super().__init__(backend, "cpu", channels.get_length() if channels.is_static else 3)
+        self._request = self.compiled.create_infer_request()
+        self._output = self.compiled.output(OUTPUT_NAME)
+        self._input = INPUT_NAME
+        self._lock = threading.Lock()
+        self.note = ""  # shown by the bench: how the model was made
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:  # an infer request is not re-entrant; its output buffer is reused
+            result = self._request.infer({self._input: batch})
+            return np.array(result[self._output], dtype=np.float32, copy=True)
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -146,19 +189,67 @@ def _build_compile(model, device, threads: int | None = None, mode: str | None =
 def _build_onnx(model, device, threads: int | None = None, image_size: int = 256, onnx_path: str | None = None):
     """Export ``model`` to a temporary file, or run ``onnx_path`` (from ``jaffnet export``)
     after checking that it holds exactly ``model``'s weights."""
+    return _run_onnx(OnnxPredictor, model, threads, image_size, onnx_path)
+
+
+def _build_openvino(model, device, threads: int | None = None, image_size: int = 256, onnx_path: str | None = None):
+    """The same ONNX file as ``onnx``, run by OpenVINO in float32."""
+    return _run_onnx(OpenVinoPredictor, model, threads, image_size, onnx_path)
+
+
+def _run_onnx(predictor_class, model, threads, image_size, onnx_path):
     from jaffnet.inference.onnx_export import export_onnx, read_onnx_metadata, weights_fingerprint
 
-    _check_threads(threads)  # ONNX Runtime has its own pool: torch's is left alone
+    _check_threads(threads)  # ONNX Runtime and OpenVINO have their own pools: torch's is left alone
     if onnx_path is not None:
         stored = read_onnx_metadata(onnx_path).get("jaffnet_weights_sha256")
         if stored != weights_fingerprint(model):
             raise ValueError(f"{onnx_path} was not exported from this model's weights "
                              f"({'no fingerprint in the file' if stored is None else 'fingerprint differs'}); "
                              "re-export it with `jaffnet export`")
-        return OnnxPredictor(onnx_path, threads=threads)
-    with tempfile.TemporaryDirectory() as tmp:  # ORT reads the whole file into memory
+        return predictor_class(onnx_path, threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:  # both runtimes hold the model in memory once built
         path = export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
-        return OnnxPredictor(path, threads=threads)
+        return predictor_class(path, threads=threads)
+
+
+def _build_int8(model, device, threads: int | None = None, quantized_path: str | None = None,
+                calibration_batches=None, synthetic_calibration: int = 0, image_size: int = 256):
+    """Run an INT8 file set (``quantized_path``: from ``quantize_int8`` or ``jaffnet export
+    --format int8``; refused unless quantised from ``model``'s weights), or quantise
+    ``model`` now: on ``calibration_batches`` (normalised float32 (N, C, H, W) batches), or,
+    for benchmarks of random-weight models only, on ``synthetic_calibration`` synthetic
+    frames of side ``image_size``."""
+    import time
+
+    from jaffnet.inference.quantization import load_int8, quantize_int8, synthetic_frames
+
+    _check_threads(threads)
+    if quantized_path is not None:
+        if calibration_batches is not None or synthetic_calibration:
+            raise ValueError("int8: pass quantized_path or calibration batches, not both")
+        return load_int8(quantized_path, model, threads=threads)
+    if calibration_batches is None and not synthetic_calibration:
+        raise ValueError("backend 'int8' needs quantized_path (a file set from `jaffnet export --format int8`) "
+                         "or calibration_batches to quantise the model now")
+    if calibration_batches is not None and synthetic_calibration:
+        raise ValueError("int8: pass calibration_batches or synthetic_calibration, not both")
+    if calibration_batches is None:
+        if isinstance(synthetic_calibration, bool) or not isinstance(synthetic_calibration, int) \
+                or synthetic_calibration < 1:
+            raise ValueError(f"synthetic_calibration must be a positive int, got {synthetic_calibration!r}")
+        calibration_batches = [synthetic_frames(synthetic_calibration, image_size, model.in_channels)]
+        source = f"{synthetic_calibration} synthetic {image_size}x{image_size} frames"
+    else:
+        source = None
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="jaffnet-int8-") as tmp:
+        manifest = quantize_int8(model, calibration_batches, tmp, image_size=image_size)
+        predictor = load_int8(manifest, model, threads=threads)
+    frames = predictor.manifest["calibration"]["frames"]
+    predictor.note = (f"quantised to INT8 in {time.perf_counter() - started:.1f} s, calibrated on "
+                      f"{source or f'{frames} frame(s)'}")
+    return predictor
 
 
 def cpu_has_native_bf16() -> bool:
@@ -193,6 +284,7 @@ def _cuda_builder(name: str, dtype: torch.dtype):
 
 FP32_BOUND = 1e-3  # |p - p_eager| every float32 and float16 path must stay within
 BF16_BOUND = 1e-2  # bfloat16 keeps 8 mantissa bits: ~3e-3 measured on random weights
+INT8_BOUND = 0.1  # a sanity limit, not a promise: the export's gate judges int8 on metrics and verdicts
 
 
 @dataclass(frozen=True)
@@ -212,6 +304,8 @@ _BACKENDS = {
         Backend("compile", _build_compile),
         Backend("onnx", _build_onnx, cpu_only=True),
         Backend("cpu-bf16", _build_cpu_bf16, cpu_only=True, error_bound=BF16_BOUND),
+        Backend("openvino", _build_openvino, cpu_only=True),
+        Backend("int8", _build_int8, cpu_only=True, error_bound=INT8_BOUND),
         Backend("cuda-fp16", _cuda_builder("cuda-fp16", torch.float16), needs_cuda=True),
         Backend("cuda-bf16", _cuda_builder("cuda-bf16", torch.bfloat16), needs_cuda=True, error_bound=BF16_BOUND),
     )
@@ -221,7 +315,8 @@ CPU_BACKENDS: tuple[str, ...] = tuple(name for name, b in _BACKENDS.items() if n
 
 
 def error_bound(backend: str) -> float:
-    """The largest |p - p_eager| ``backend`` promises: 1e-3, or 1e-2 for the bfloat16 ones."""
+    """The largest |p - p_eager| ``backend`` promises: 1e-3, or 1e-2 for the bfloat16 ones; for
+    ``int8`` a loose sanity limit (0.1), not a tolerance: judge int8 on metrics/verdicts."""
     return _get_backend(backend).error_bound
 
 
@@ -238,7 +333,12 @@ def build_predictor(model: nn.Module, backend: str = "eager", device: str | None
     model itself is not modified. ``options`` are backend-specific: ``threads`` for CPU
     backends, ``mode``/``dynamic``/``compiler`` for ``compile``, ``onnx_path`` (a file
     from ``jaffnet export``, checked against the model's weights) and ``image_size`` for
-    ``onnx``, ``cuda_graphs`` for ``cuda-*``; ``backend_options(name)`` lists them.
+    ``onnx`` and ``openvino``, ``cuda_graphs`` for ``cuda-*``; for ``int8``
+    ``quantized_path`` (an INT8 file set from ``quantize_int8`` / ``jaffnet export --format
+    int8``: its manifest, model.xml or folder; refused with ValueError unless quantised from
+    ``model``'s weights), or, to quantise now, ``calibration_batches`` (an iterable of
+    normalised float32 (N, C, H, W) batches) or ``synthetic_calibration`` (a frame count,
+    benchmarks only) with ``image_size``; ``backend_options(name)`` lists them.
     """
     spec = _get_backend(backend)
     if not isinstance(model, nn.Module) or not hasattr(model, "in_channels"):

@@ -1,0 +1,269 @@
+"""INT8 post-training quantisation for CPU inference: OpenVINO + NNCF.
+
+``quantize_int8(model, calibration_batches, out_dir, ...)`` exports the model to ONNX
+(``export_onnx``: sigmoid included, dynamic batch/height/width), reads it into OpenVINO,
+and quantises it with NNCF's post-training quantisation: convolution weights int8,
+symmetric, per output channel; activations int8, per tensor, with ranges measured
+(min-max) on the calibration frames; then NNCF's fast bias correction. It writes one
+file set to ``out_dir``:
+
+* ``model.xml`` + ``model.bin``: the quantised OpenVINO IR (non-quantised constants stay float32);
+* ``jaffnet_int8.json`` (``MANIFEST_NAME``): the weight fingerprint of the fp32 model it
+  came from (``weights_fingerprint``), the model config, the caller's metadata (input
+  contract...), the calibration size/method, SHA-256 of both model files and the runtime versions.
+
+``load_int8(path, model)`` (the ``int8`` backend of ``build_predictor``) refuses a file
+set whose fingerprint is not ``model``'s weights, or whose files changed since.
+
+Why OpenVINO and not ONNX Runtime's QDQ quantisation: on the 2-core Xeon with AVX512-VNNI
+and AMX the full-size model at 256x256 ran 4x faster through OpenVINO's int8 kernels
+(README, "Measured figures"). Both runtimes are optional (the ``openvino`` extra); this
+module imports them only when called. Calibration inputs, like every predictor's, are
+ImageNet-normalised float32 ``(N, C, H, W)`` batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from jaffnet.contract import INPUT_MULTIPLE
+
+MANIFEST_NAME = "jaffnet_int8.json"
+MODEL_FILES = ("model.xml", "model.bin")
+FORMAT = "jaffnet-int8-openvino"
+FORMAT_VERSION = 1
+CALIBRATION_METHOD = ("NNCF post-training quantisation, preset MIXED: int8 weights symmetric per output "
+                      "channel, int8 activations asymmetric per tensor, min-max ranges; fast bias correction")
+MAX_CALIBRATION_FRAMES = 10_000  # NNCF's statistics pass keeps every frame in memory
+
+
+def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], out_dir: str | Path, *,
+                  metadata: dict | None = None, image_size: int = 256, onnx_path: str | Path | None = None) -> Path:
+    """Quantise ``model`` to INT8 for CPU inference and write its file set into ``out_dir``.
+
+    ``calibration_batches``: ImageNet-normalised float32 ``(N, C, H, W)`` numpy batches, as the
+    model's predictor gets them (any N, sides multiples of 32; the frames of all batches are
+    used, one at a time: 100-300 real frames is typical). ``metadata`` (JSON-serialisable:
+    input contract, source...) is stored verbatim in the manifest. ``image_size`` is the
+    side of the example input of the ONNX export; the quantised model still takes any batch
+    and any multiple-of-32 sides. ``onnx_path``: an fp32 ONNX file ``export_onnx`` (or
+    ``jaffnet export``) already wrote from this model, quantised instead of exporting again
+    (refused unless its weight fingerprint is ``model``'s).
+
+    ``out_dir`` is created if needed; the three files (``MODEL_FILES`` + ``MANIFEST_NAME``)
+    are overwritten, anything else in it is left alone. Returns the manifest's path: pass it
+    (or ``out_dir``) as ``quantized_path`` to ``build_predictor(model, "int8", ...)``.
+    Raises ValueError for unusable calibration batches, ImportError without OpenVINO/NNCF.
+    """
+    from jaffnet.inference.onnx_export import export_onnx, read_onnx_metadata, weights_fingerprint
+
+    if not isinstance(model, nn.Module) or not hasattr(model, "in_channels"):
+        raise TypeError(f"expected a JAFFNet model, got {type(model).__name__}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % INPUT_MULTIPLE:
+        raise ValueError(f"image_size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size!r}")
+    ov, nncf = _import_runtime(with_nncf=True)
+    frames = _calibration_frames(calibration_batches, model.in_channels)
+    try:
+        metadata_json = json.loads(json.dumps(metadata or {}, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from exc
+
+    fingerprint = weights_fingerprint(model)
+    started = time.perf_counter()
+    if onnx_path is not None:
+        if read_onnx_metadata(onnx_path).get("jaffnet_weights_sha256") != fingerprint:
+            raise ValueError(f"{onnx_path} was not exported from this model's weights; export it again")
+        fp32 = ov.Core().read_model(str(onnx_path))
+    else:
+        with tempfile.TemporaryDirectory(prefix="jaffnet-int8-") as tmp:
+            fp32 = ov.Core().read_model(str(export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)))
+    with _quiet_nncf(nncf):
+        quantised = nncf.quantize(
+            fp32, nncf.Dataset(frames), subset_size=len(frames),
+            preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)  # the manifest is written last: no manifest, no file set
+    ov.save_model(quantised, str(out_dir / MODEL_FILES[0]), compress_to_fp16=False)
+    shapes = sorted({tuple(frame.shape[1:]) for frame in frames})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "weights_sha256": fingerprint,
+        "config": dict(getattr(model, "config", {})),
+        "metadata": metadata_json,
+        "image_size": image_size,
+        "calibration": {"frames": len(frames), "method": CALIBRATION_METHOD,
+                        "shapes": [list(shape) for shape in shapes]},
+        "files": {name: _sha256(out_dir / name) for name in MODEL_FILES},
+        "runtime": {"openvino": ov.get_version(), "nncf": nncf.__version__},
+        "quantize_s": round(time.perf_counter() - started, 2),
+        "input": "image: float32 (N, C, H, W) ImageNet-normalised, H and W multiples of 32",
+        "output": "probability: float32 (N, H, W) sigmoid probabilities",
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest_path
+
+
+def read_int8_manifest(path: str | Path) -> dict:
+    """The manifest of an INT8 file set; ``path`` is its ``jaffnet_int8.json``, its model.xml or its folder."""
+    manifest_path = _manifest_path(path)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} is not an INT8 file set: no {MANIFEST_NAME} (write one with quantize_int8 "
+                         "or `jaffnet export --format int8`)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{manifest_path} is not a readable INT8 manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path} is not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{manifest_path} has format_version {manifest.get('format_version')!r}; this jaffnet "
+                         f"reads {FORMAT_VERSION}: quantise the model again")
+    return manifest
+
+
+def load_int8(path: str | Path, model: nn.Module, threads: int | None = None):
+    """An ``OpenVinoPredictor`` (backend "int8") for the file set at ``path``, after checking
+    that it was quantised from ``model``'s weights and that its files are intact."""
+    from jaffnet.inference.onnx_export import weights_fingerprint
+    from jaffnet.inference.predictor import OpenVinoPredictor
+
+    manifest = read_int8_manifest(path)
+    folder = _manifest_path(path).parent
+    stored = manifest.get("weights_sha256")
+    if stored != weights_fingerprint(model):
+        raise ValueError(f"{path} was not quantised from this model's weights "
+                         f"({'no fingerprint in its manifest' if stored is None else 'fingerprint differs'}); "
+                         "quantise it again with `jaffnet export --format int8`")
+    for name in MODEL_FILES:
+        expected = manifest.get("files", {}).get(name)
+        if not (folder / name).is_file():
+            raise ValueError(f"the INT8 file set {folder} lacks {name}")
+        if expected != _sha256(folder / name):
+            raise ValueError(f"{folder / name} changed since it was quantised (SHA-256 differs from the manifest)")
+    predictor = OpenVinoPredictor(folder / MODEL_FILES[0], threads=threads, backend="int8")
+    predictor.manifest = manifest
+    predictor.note = (f"INT8 (OpenVINO), calibrated on {manifest['calibration']['frames']} frame(s)")
+    return predictor
+
+
+def synthetic_frames(count: int, image_size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """``count`` deterministic, image-like synthetic frames, ImageNet-normalised float32
+    ``(count, channels, S, S)``: smooth shading, fine texture and a few dark/bright blobs.
+    For calibrating random-weight models in benchmarks only: a trained model must be
+    calibrated on its own data."""
+    from jaffnet.preprocess import normalize
+
+    rng = np.random.default_rng(seed)
+    side = image_size
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    frames = np.empty((count, side, side, 3), np.uint8)
+    for i in range(count):
+        base = rng.uniform(60, 200)
+        shade = base + rng.uniform(-40, 40) * xx + rng.uniform(-40, 40) * yy
+        coarse = rng.standard_normal((side // 16 + 1, side // 16 + 1)).astype(np.float32)
+        coarse = np.kron(coarse, np.ones((16, 16), np.float32))[:side, :side]
+        image = shade + 12 * coarse + 6 * rng.standard_normal((side, side)).astype(np.float32)
+        for _ in range(rng.integers(1, 4)):  # defect-like blobs
+            cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.02, 0.12)
+            blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
+            image[blob] += rng.choice([-1, 1]) * rng.uniform(40, 90)
+        tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+        frames[i] = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
+    normalised = normalize(frames)
+    if channels == 1:
+        normalised = normalised.mean(axis=1, keepdims=True)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+def runtime_available() -> bool:
+    """Whether OpenVINO and NNCF can be imported (``pip install jaffnet[openvino]``)."""
+    try:
+        _import_runtime(with_nncf=True)
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _import_runtime(with_nncf: bool = False):
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ImportError("the openvino and int8 backends need OpenVINO: pip install 'jaffnet[openvino]' "
+                          f"(openvino, nncf) ({exc})") from exc
+    if not with_nncf:
+        return ov, None
+    try:
+        import nncf
+    except ImportError as exc:
+        raise ImportError(f"quantising needs NNCF: pip install 'jaffnet[openvino]' (openvino, nncf) ({exc})") from exc
+    return ov, nncf
+
+
+def _calibration_frames(batches: Iterable[np.ndarray], channels: int) -> list[np.ndarray]:
+    """Every frame of ``batches`` as its own float32 (1, C, H, W) array, validated."""
+    from jaffnet.inference.checks import check_batch
+
+    if isinstance(batches, np.ndarray):
+        batches = [batches]  # one batch passed bare
+    frames: list[np.ndarray] = []
+    for index, batch in enumerate(batches):
+        try:
+            batch = check_batch(batch, channels)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"calibration batch {index}: {exc}") from None
+        if not np.isfinite(batch).all():
+            raise ValueError(f"calibration batch {index} holds NaN or infinite values")
+        frames.extend(np.ascontiguousarray(batch[i:i + 1]) for i in range(batch.shape[0]))
+        if len(frames) > MAX_CALIBRATION_FRAMES:
+            raise ValueError(f"more than {MAX_CALIBRATION_FRAMES} calibration frames; a few hundred are enough")
+    if not frames:
+        raise ValueError("no calibration frames: pass at least one (N, C, H, W) batch")
+    return frames
+
+
+def _manifest_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        return path / MANIFEST_NAME
+    if path.name in MODEL_FILES:
+        return path.with_name(MANIFEST_NAME)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_nncf(nncf):
+    """NNCF logs INFO lines and draws progress bars on stdout; keep a CLI's output readable."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf.set_log_level(level or logging.INFO)

@@ -1,0 +1,163 @@
+"""The INT8 path (OpenVINO + NNCF) and the float32 OpenVINO backend, on a tiny model.
+
+One ONNX export and one quantisation per module (the dynamo export dominates the time).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaffnet.inference import build_predictor, error_bound, export_onnx
+from jaffnet.inference.quantization import (
+    MANIFEST_NAME,
+    MODEL_FILES,
+    quantize_int8,
+    read_int8_manifest,
+    runtime_available,
+    synthetic_frames,
+)
+from jaffnet.inference.onnx_export import weights_fingerprint
+from tests.jaffnet.inference.conftest import TOLERANCE, perturbed_model, random_batch
+
+pytestmark = pytest.mark.skipif(not runtime_available(),
+                                reason="OpenVINO/NNCF cannot be imported (pip install 'jaffnet[openvino]')")
+SIZE = 64
+METADATA = {"input_contract": {"mode": "resize", "image_size": SIZE}, "source": "test"}
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def file_set(model, onnx_file, tmp_path_factory):
+    frames = synthetic_frames(8, SIZE)
+    out = tmp_path_factory.mktemp("int8") / "set"
+    return quantize_int8(model, (frames[:5], frames[5:]), out, metadata=METADATA, image_size=SIZE,
+                         onnx_path=onnx_file)
+
+
+@pytest.fixture(scope="module")
+def int8(model, file_set):
+    return build_predictor(model, "int8", threads=2, quantized_path=str(file_set))
+
+
+@pytest.fixture(scope="module")
+def eager(model):
+    return build_predictor(model, "eager")
+
+
+@pytest.mark.parametrize("shape", [(4, SIZE, SIZE), (2, 96, 64)])
+def test_int8_probabilities_stay_close_to_fp32(int8, eager, shape):
+    batch = synthetic_frames(shape[0], shape[1], seed=5) if shape[1] == shape[2] else random_batch(*shape)
+    expected = eager(batch)
+    assert expected.std() > 0.02  # a spread-out map, so the comparison means something
+    got = int8(batch)
+    assert got.shape == shape and got.dtype == np.float32
+    assert ((got >= 0) & (got <= 1)).all()
+    assert np.abs(got - expected).mean() < 0.01  # ~2e-3 measured
+    assert np.abs(got - expected).max() < error_bound("int8")
+    assert int8.backend == "int8" and int8.device == "cpu"
+
+
+def test_the_file_set_round_trips(model, file_set, int8):
+    folder = file_set.parent
+    assert file_set.name == MANIFEST_NAME
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST_NAME, *MODEL_FILES])
+    manifest = read_int8_manifest(folder)
+    assert manifest == json.loads(file_set.read_text()) == int8.manifest
+    assert manifest["weights_sha256"] == weights_fingerprint(model)
+    assert manifest["config"] == model.config
+    assert manifest["metadata"] == METADATA
+    assert manifest["image_size"] == SIZE
+    assert manifest["calibration"]["frames"] == 8 and "min-max" in manifest["calibration"]["method"]
+    batch = random_batch(2, SIZE, SIZE)
+    for path in (folder, file_set, folder / "model.xml"):  # any of the three names the set
+        np.testing.assert_array_equal(build_predictor(model, "int8", quantized_path=str(path))(batch), int8(batch))
+
+
+def test_other_weights_are_refused(file_set):
+    with pytest.raises(ValueError, match="not quantised from this model's weights"):
+        build_predictor(perturbed_model(seed=1), "int8", quantized_path=str(file_set))
+
+
+def test_changed_files_and_non_sets_are_refused(model, file_set, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(file_set.parent, copy)
+    with open(copy / "model.bin", "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ValueError, match="changed since it was quantised"):
+        build_predictor(model, "int8", quantized_path=str(copy))
+    with pytest.raises(ValueError, match="not an INT8 file set"):
+        build_predictor(model, "int8", quantized_path=str(tmp_path / "nothing"))
+    (copy / MANIFEST_NAME).write_text("{}")
+    with pytest.raises(ValueError, match="manifest"):
+        build_predictor(model, "int8", quantized_path=str(copy))
+
+
+def test_int8_needs_a_file_set_or_calibration(model):
+    with pytest.raises(ValueError, match="needs quantized_path"):
+        build_predictor(model, "int8")
+    with pytest.raises(ValueError, match="not both"):
+        build_predictor(model, "int8", quantized_path="x", synthetic_calibration=4)
+    with pytest.raises(ValueError, match="CPU only"):
+        build_predictor(model, "int8", device="cuda", quantized_path="x")
+
+
+@pytest.mark.parametrize("batches,error", [
+    ([], "no calibration frames"),
+    ([np.zeros((2, 3, SIZE, SIZE), np.uint8)], "normalise"),
+    ([np.zeros((2, 1, 2, SIZE, SIZE), np.float32)], "shape"),
+    ([np.full((1, 3, SIZE, SIZE), np.nan, np.float32)], "NaN"),
+])
+def test_bad_calibration_batches_are_refused(model, tmp_path, batches, error):
+    with pytest.raises(ValueError, match=error):
+        quantize_int8(model, batches, tmp_path, image_size=SIZE)
+    assert not any(tmp_path.iterdir())
+
+
+def test_quantising_on_the_fly_uses_synthetic_frames(model, file_set, monkeypatch):
+    """The wiring of ``build_predictor(model, "int8", synthetic_calibration=N)``; the real
+    quantisation is the fixture's (the same function), so it is not repeated here."""
+    import jaffnet.inference.quantization as quantization
+
+    seen = {}
+
+    def fake_quantize(model_, batches, out_dir, *, metadata=None, image_size=256):
+        seen.update(frames=sum(len(b) for b in batches), image_size=image_size)
+        for path in file_set.parent.iterdir():
+            shutil.copy(path, out_dir)
+        return Path(out_dir) / MANIFEST_NAME
+
+    monkeypatch.setattr(quantization, "quantize_int8", fake_quantize)
+    predictor = build_predictor(model, "int8", synthetic_calibration=3, image_size=SIZE, threads=1)
+    assert seen == {"frames": 3, "image_size": SIZE}
+    assert "calibrated on 3 synthetic 64x64 frames" in predictor.note
+    assert predictor(random_batch(1, SIZE, SIZE)).shape == (1, SIZE, SIZE)
+
+
+def test_synthetic_frames_are_deterministic_and_normalised():
+    a, b = synthetic_frames(3, 32, seed=1), synthetic_frames(3, 32, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 3, 32, 32) and a.dtype == np.float32
+    assert -2.2 < a.min() and a.max() < 2.7 and a.std() > 0.1  # within ImageNet-normalised uint8 range
+    assert synthetic_frames(2, 32, channels=1).shape == (2, 1, 32, 32)
+
+
+def test_openvino_fp32_matches_eager(model, eager, onnx_file):
+    predictor = build_predictor(model, "openvino", threads=2, onnx_path=str(onnx_file))
+    assert predictor.backend == "openvino"
+    for shape in [(2, SIZE, SIZE), (1, 96, 64)]:
+        batch = random_batch(*shape)
+        got = predictor(batch)
+        assert got.shape == shape and got.dtype == np.float32
+        assert np.abs(got - eager(batch)).max() <= error_bound("openvino") == TOLERANCE
+    with pytest.raises(ValueError, match="not exported from this model's weights"):
+        build_predictor(perturbed_model(seed=1), "openvino", onnx_path=str(onnx_file))
