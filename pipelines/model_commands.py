@@ -19,12 +19,25 @@ MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a save
 
 def add_commands(subparsers, bench_subparsers) -> None:
     export = subparsers.add_parser(
-        "export", help="write a model as ONNX (probabilities out, dynamic batch and size)",
+        "export", help="write a model as ONNX (probabilities out, dynamic batch and size), or as a gated INT8 "
+                       "CPU model",
         description="Export a trained model for ONNX Runtime. The graph includes the sigmoid: input 'image' "
-                    "float32 (N,3,H,W) ImageNet-normalised, output 'probability' float32 (N,H,W).")
+                    "float32 (N,3,H,W) ImageNet-normalised, output 'probability' float32 (N,H,W). "
+                    "--format int8: quantise with calibration on the model's own training frames (through its "
+                    "input contract), then gate it against fp32 on the test split (each saliency metric within "
+                    "0.01, OK/NG verdicts agreeing on >= 99% of frames, mean mask IoU >= 0.95); a passed export "
+                    "and its gate_report.json go to --out and to the model's MLflow run under int8/ (what "
+                    "serving's backend: int8 loads). A failed gate exits 1 and leaves only the report.")
     export.add_argument("--model", required=True, help=MODEL_HELP)
-    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
-    export.add_argument("--out", required=True, metavar="FILE", help="where to write the file, e.g. jaffnet.onnx")
+    export.add_argument("--format", default="onnx", choices=("onnx", "int8"), help="export format (default: onnx)")
+    export.add_argument("--out", required=True, metavar="PATH",
+                        help="onnx: the file to write, e.g. jaffnet.onnx; int8: a new or empty folder")
+    export.add_argument("--calibration-frames", type=_positive_int, default=300, metavar="N",
+                        help="int8: training-split frames to calibrate on (default 300)")
+    export.add_argument("--data", metavar="DATASET",
+                        help="int8: the model's training dataset, if not where its run recorded it (its manifest "
+                             "hash must match the one recorded with the model)")
+    export.add_argument("--threads", type=_positive_int, help="int8: CPU threads for the gate's predictors")
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
@@ -78,6 +91,8 @@ def export_command(args) -> int:
     loaded = _load(args.model, args.tracking_uri)
     if loaded is None:
         return 1
+    if args.format == "int8":
+        return _export_int8(args, loaded)
     image_size = args.image_size or loaded.metadata.get("image_size") or DEFAULT_BENCH_SIZE
     try:
         check_image_size(image_size, "the model's metadata image_size")
@@ -94,6 +109,33 @@ def export_command(args) -> int:
     size_mb = path.stat().st_size / 2**20
     print(f"wrote {path} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s: "
           f"input 'image' {shape} -> output 'probability'")
+    return 0
+
+
+def _export_int8(args, loaded) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.int8_export import ExportRefused, export_int8
+    from pipelines.registry import redact
+
+    if args.static or args.image_size:
+        return _fail("--static and --image-size are ONNX options; an INT8 export uses the model's input contract")
+    started = time.perf_counter()
+    try:
+        export = export_int8(loaded, args.out, data=args.data, calibration_frames=args.calibration_frames,
+                             threads=args.threads)
+    except (ExportRefused, FileNotFoundError, ImportError, ValueError) as exc:  # ImportError: no openvino extra
+        return _fail(f"cannot export {args.model} as int8: {exc}")
+    except MlflowException as exc:
+        return _fail(redact(f"cannot export {args.model} as int8: {exc}"))
+    print(export.report.format())
+    logged = f"; logged to MLflow run {export.run_id} under {export.artifact_path}/" if export.artifact_path else ""
+    if not export.passed:
+        print(f"error: the INT8 model failed its accuracy gate: no export written; the report is "
+              f"{export.report_path}{logged}", file=sys.stderr)
+        return 1
+    print(f"wrote the INT8 file set ({export.file_set.name}) and {export.report_path.name} to "
+          f"{export.report_path.parent} in {time.perf_counter() - started:.1f} s{logged}")
     return 0
 
 

@@ -28,7 +28,10 @@ class ServingConfig(BaseModel):
     # or a local save_pretrained directory.
     model_uri: str = DEFAULT_MODEL_URI
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else ./mlflow.db
-    backend: str = "eager"  # jaffnet.inference backend: eager, fused, compile, onnx, cuda-fp16, ...
+    # jaffnet.inference backend: eager, fused, compile, onnx, cpu-bf16, int8, cuda-fp16, cuda-bf16. int8
+    # serves the file set `jaffnet export --format int8` logged to the version's MLflow run (its
+    # accuracy gate passed); a version without one fails at start.
+    backend: str = "eager"
     backend_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {threads: 2}
     device: str | None = None  # None: cuda when the replica has a GPU, else cpu
 

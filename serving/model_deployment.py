@@ -25,6 +25,7 @@ from serving.config import ServingConfig
 logger = logging.getLogger("ray.serve")
 
 UNHEALTHY_AFTER_FAILED_BATCHES = 3
+INT8_BACKEND, INT8_PATH_OPTION = "int8", "quantized_path"  # jaffnet.inference's int8 backend and its file-set option
 
 
 class ModelLoadError(RuntimeError):
@@ -43,6 +44,24 @@ def _default_device(settings: ServingConfig) -> str | None:
     return None
 
 
+def predictor_options(settings: ServingConfig, loaded) -> dict:
+    """``backend_options`` completed from the model: the ``onnx`` backend exports at the
+    contract's input size; ``int8`` runs the file set ``jaffnet export --format int8`` logged
+    to the version's MLflow run (unless ``quantized_path`` names one), whose weights
+    fingerprint the backend checks against the loaded weights."""
+    options = dict(settings.backend_options)
+    if "image_size" in backend_options(settings.backend):  # e.g. onnx exports at the tile size
+        options.setdefault("image_size", loaded.contract.image_size)
+    if settings.backend == INT8_BACKEND and INT8_PATH_OPTION not in options:
+        from pipelines.int8_export import download_int8
+
+        try:
+            options[INT8_PATH_OPTION] = str(download_int8(loaded))
+        except LookupError as exc:
+            raise ModelLoadError(f"backend 'int8': {exc}") from exc
+    return options
+
+
 @serve.deployment(max_ongoing_requests=32, health_check_period_s=10, health_check_timeout_s=30)
 class ModelDeployment:
     def __init__(self, config: dict):
@@ -59,12 +78,12 @@ class ModelDeployment:
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         image_size = contract.image_size
-        options = dict(settings.backend_options)
         try:
-            if "image_size" in backend_options(settings.backend):  # e.g. onnx exports at the tile size
-                options.setdefault("image_size", image_size)
+            options = predictor_options(settings, loaded)
             self.predictor = build_predictor(loaded.model, backend=settings.backend,
                                              device=_default_device(settings), **options)
+        except ModelLoadError:
+            raise
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"cannot build the {settings.backend!r} predictor: {exc}") from exc
         self.card = {

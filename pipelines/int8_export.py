@@ -1,0 +1,294 @@
+"""``jaffnet export --format int8``: calibrate on the model's own training frames, gate, publish.
+
+1. **Which data.** A registered version records the dataset it was trained on: the run
+   param ``dataset_dir`` and the manifest hash (version tag ``dataset_manifest``, also in
+   the run's tags and the model's metadata). Calibration and the gate read that dataset;
+   ``--data`` points elsewhere (a moved copy) only if its manifest hash is the recorded
+   one, so a model is never calibrated or judged on someone else's frames.
+2. **Calibration.** Up to N frames of the TRAIN split, spread evenly over it, turned into
+   model inputs through the model's input contract exactly as serving does
+   (``jaffnet.frames.plan_frame`` + ``model_inputs``): a tiled model calibrates on tiles.
+3. **The gate** (``pipelines.quantization_gate``) on the TEST split, int8 against eager
+   fp32 through ``predict_frames``.
+4. **Publication.** Passed: the file set and ``gate_report.json`` in ``--out`` and in the
+   model's MLflow run under ``int8/`` (what ``backend: int8`` serves), version tag
+   ``int8_gate=passed``. Failed: no usable export: the quantised files are deleted, only
+   ``gate_report.json`` (``passed: false``) is written to ``--out`` and logged under
+   ``int8_rejected/``, version tag ``int8_gate=failed``, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaffnet.contract import InputContract
+from jaffnet.frames import model_inputs, plan_frame
+from pipelines.quantization_gate import GateLimits, GateReport, run_gate
+from pipelines.registry import MANIFEST_TAG, LoadedModel
+
+ARTIFACT_PATH = "int8"  # in the model's run: the file set + REPORT_FILE, gate passed
+REJECTED_ARTIFACT_PATH = "int8_rejected"  # the report of a failed gate
+REPORT_FILE = "gate_report.json"
+GATE_TAG = "int8_gate"  # version tag: passed | failed
+DATASET_PARAM = "dataset_dir"  # the run param training logs
+DEFAULT_CALIBRATION_FRAMES = 300
+CALIBRATION_SPLIT, GATE_SPLIT = "train", "test"
+
+
+class ExportRefused(ValueError):
+    """The export cannot be made as asked (data, destination); the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelData:
+    dataset_dir: str
+    manifest: str
+    source: str  # how it was found, for the report
+
+
+@dataclass
+class Int8Export:
+    passed: bool
+    report: GateReport
+    report_path: Path
+    file_set: Path | None  # None when the gate failed
+    artifact_path: str | None  # where in the model's run, None when nothing was logged
+    run_id: str | None
+
+
+# ----------------------------------------------------------------------------- which data
+
+
+def run_id_of(loaded: LoadedModel) -> str | None:
+    """The MLflow run holding the model: the version's run, or the id in a ``runs:/ID/...`` URI."""
+    if loaded.run_id:
+        return loaded.run_id
+    if loaded.source.startswith("runs:/"):
+        return loaded.source[len("runs:/"):].strip("/").split("/", 1)[0] or None
+    return None
+
+
+def recorded_manifest(loaded: LoadedModel) -> str | None:
+    """The dataset manifest hash recorded with the model: version tag, else run tag, else metadata."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if loaded.name and loaded.version:
+        manifest = client.get_model_version(loaded.name, loaded.version).tags.get(MANIFEST_TAG)
+        if manifest:
+            return manifest
+    run_id = run_id_of(loaded)
+    if run_id:
+        manifest = client.get_run(run_id).data.tags.get(MANIFEST_TAG)
+        if manifest:
+            return manifest
+    return loaded.metadata.get(MANIFEST_TAG) or None
+
+
+def model_data(loaded: LoadedModel, data: str | Path | None = None) -> ModelData:
+    """The dataset ``loaded`` was trained on (see the module docstring); ``data`` overrides
+    the recorded location but must hold the recorded manifest. Raises ExportRefused."""
+    from pipelines import storage
+    from pipelines.data.dataset import manifest_hash
+
+    expected = recorded_manifest(loaded)
+    if expected is None:
+        raise ExportRefused(f"{loaded.source} records no dataset manifest ({MANIFEST_TAG}): its training data "
+                            "cannot be identified, so it cannot be calibrated or gated on it")
+    if data is not None:
+        location, source = storage.resolve(data), "--data"
+    else:
+        run_id = run_id_of(loaded)
+        location = _run_param(run_id, DATASET_PARAM) if run_id else None
+        if not location:
+            raise ExportRefused(f"{loaded.source} records no {DATASET_PARAM} (a local model directory, or a run "
+                                f"without the param): pass --data with its training dataset (manifest {expected})")
+        source = f"run {run_id} param {DATASET_PARAM}"
+    try:
+        found = manifest_hash(location)
+    except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
+        hint = "" if data is not None else "; pass --data with a copy of it"
+        raise ExportRefused(f"cannot read the training dataset {location} ({source}): {exc}{hint}") from exc
+    if found != expected:
+        raise ExportRefused(f"dataset {location} ({source}) has manifest {found}, but {loaded.source} was trained "
+                            f"on manifest {expected}: refusing to calibrate or gate on other data"
+                            + ("" if data is not None else "; pass --data with the training dataset"))
+    return ModelData(location, expected, source)
+
+
+def _run_param(run_id: str, key: str) -> str | None:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(run_id).data.params.get(key)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibration_samples(dataset_dir: str | Path, count: int, split: str = CALIBRATION_SPLIT) -> list[Any]:
+    """Up to ``count`` frames of ``split``, evenly spread over its (stable) order, so a split
+    stored class by class still calibrates on every class."""
+    from pipelines.data.dataset import iter_encoded_batches, iter_samples
+
+    if count < 1:
+        raise ValueError(f"calibration needs at least one frame, got {count}")
+    ids = [str(i) for batch in iter_encoded_batches(dataset_dir, split) for i in batch["id"]]
+    if not ids:
+        raise ExportRefused(f"the {split} split of {dataset_dir} holds no frames to calibrate on")
+    chosen = {ids[i] for i in np.unique(np.linspace(0, len(ids) - 1, min(count, len(ids))).round().astype(int))}
+    return list(iter_samples(dataset_dir, split, keep=chosen.__contains__))
+
+
+def calibration_batches(samples: Sequence[Any], contract: InputContract, batch_size: int = 8) -> Iterator[np.ndarray]:
+    """float32 ``(N, 3, S, S)`` model inputs of ``samples`` as serving makes them: each frame
+    through ``plan_frame(contract, ...).split`` (a resized frame or its tiles), then
+    ``model_inputs`` (the contract's normalisation)."""
+    pending: list[np.ndarray] = []
+    for sample in samples:
+        frame = sample.image
+        pending.extend(plan_frame(contract, frame.shape[0], frame.shape[1]).split(frame))
+        while len(pending) >= batch_size:
+            yield model_inputs(pending[:batch_size])
+            del pending[:batch_size]
+    if pending:
+        yield model_inputs(pending)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | None = None,
+                calibration_frames: int = DEFAULT_CALIBRATION_FRAMES, threads: int | None = None,
+                limits: GateLimits = GateLimits(), log_to_run: bool = True, batch_size: int = 8) -> Int8Export:
+    """Quantise ``loaded`` to INT8, gate it against fp32 and publish it (module docstring).
+
+    MLflow must already point at the model's tracking server (the command configures it).
+    Raises ExportRefused before any work when the data or ``out_dir`` is not usable.
+    """
+    from jaffnet.inference import bench, build_predictor
+    from jaffnet.inference.quantization import quantize_int8
+    from pipelines.data.dataset import iter_samples
+
+    out_dir = Path(out_dir)
+    _check_destination(out_dir)
+    dataset = model_data(loaded, data)
+    contract, rule = loaded.contract, loaded.rule
+    run_id = run_id_of(loaded)
+    started = time.perf_counter()
+
+    calibration = calibration_samples(dataset.dataset_dir, calibration_frames)
+    calibration_count = len(calibration)
+    calibration_inputs = sum(len(plan_frame(contract, s.image.shape[0], s.image.shape[1])) for s in calibration)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
+    try:
+        metadata = {key: value for key, value in loaded.metadata.items() if isinstance(value, (str, int, float, bool))}
+        metadata.update(source=loaded.source, name=loaded.name, version=loaded.version,
+                        input_contract=contract.to_dict(), decision_rule=rule.to_dict())
+        file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
+                                      staging, metadata=metadata, image_size=contract.image_size))
+        quantised_s = time.perf_counter() - started
+        del calibration
+
+        reference = build_predictor(loaded.model, "eager", threads=threads)
+        candidate = build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set))
+        samples = list(iter_samples(dataset.dataset_dir, GATE_SPLIT))
+        gate_started = time.perf_counter()
+        report = run_gate(samples, contract, rule, reference, candidate, limits=limits, split=GATE_SPLIT,
+                          batch_size=batch_size)
+        report.extra.update(
+            model=loaded.source, name=loaded.name, version=loaded.version, run_id=run_id,
+            dataset_dir=dataset.dataset_dir, dataset_manifest=dataset.manifest, dataset_source=dataset.source,
+            calibration_split=CALIBRATION_SPLIT, calibration_frames=calibration_count,
+            calibration_inputs=calibration_inputs,
+            file_set=file_set.relative_to(staging).as_posix() if report.passed else None,
+            quantise_s=round(quantised_s, 2), gate_s=round(time.perf_counter() - gate_started, 2),
+            machine=bench.machine_description(threads or _torch_threads()),
+        )
+        return _publish(report, staging, file_set, out_dir, run_id, loaded, log_to_run)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _check_destination(out_dir: Path) -> None:
+    """``out_dir`` absent, empty, or an earlier export of ours (it holds REPORT_FILE), which is replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportRefused(f"--out {out_dir} is a file; an INT8 export is a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / REPORT_FILE).is_file():
+        raise ExportRefused(f"--out {out_dir} is not empty and holds no earlier export ({REPORT_FILE}); "
+                            "pick an empty or new folder")
+
+
+def _publish(report: GateReport, staging: Path, file_set: Path, out_dir: Path, run_id: str | None,
+             loaded: LoadedModel, log_to_run: bool) -> Int8Export:
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)  # _check_destination: empty, or our own earlier export
+    out_dir.mkdir(parents=True)
+    published = None
+    if report.passed:
+        for entry in staging.iterdir():
+            shutil.move(str(entry), out_dir / entry.name)
+        published = out_dir / file_set.relative_to(staging)
+    report_path = out_dir / REPORT_FILE
+    report_path.write_text(report.to_json() + "\n")
+    artifact_path = None
+    if log_to_run and run_id:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        artifact_path = ARTIFACT_PATH if report.passed else REJECTED_ARTIFACT_PATH
+        if report.passed:
+            client.log_artifacts(run_id, str(out_dir), artifact_path=artifact_path)
+        else:
+            client.log_artifact(run_id, str(report_path), artifact_path=artifact_path)
+        if loaded.name and loaded.version:
+            client.set_model_version_tag(loaded.name, loaded.version, GATE_TAG,
+                                         "passed" if report.passed else "failed")
+    return Int8Export(report.passed, report, report_path, published, artifact_path, run_id)
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+def download_int8(loaded: LoadedModel, destination: str | Path | None = None) -> Path:
+    """The INT8 file set logged to ``loaded``'s run (``int8/``), downloaded; what
+    ``backend: int8`` serves. Raises LookupError when the run has no passed export."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    hint = f"run `jaffnet export --model {loaded.source} --format int8 --out DIR` first"
+    run_id = run_id_of(loaded)
+    if run_id is None:
+        raise LookupError(f"{loaded.source} is not in an MLflow run, so it has no logged INT8 export; {hint}, "
+                          "or set backend_options.quantized_path to its file set")
+    destination = Path(destination or tempfile.mkdtemp(prefix="jaffnet-int8-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_PATH,
+                                                         dst_path=str(destination)))
+    except (MlflowException, OSError) as exc:
+        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export: {hint} ({exc})") from exc
+    report_file = local / REPORT_FILE
+    if not report_file.is_file():
+        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export ({ARTIFACT_PATH}/{REPORT_FILE} "
+                          f"missing): {hint}")
+    report = json.loads(report_file.read_text())
+    file_set = report.get("extra", {}).get("file_set")
+    if not report.get("passed") or not file_set or not (local / file_set).exists():
+        raise LookupError(f"the INT8 export in run {run_id} did not pass its accuracy gate or lacks its "
+                          f"file set: {hint}")
+    return local / file_set

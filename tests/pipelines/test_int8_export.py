@@ -1,0 +1,182 @@
+"""``jaffnet export --format int8`` end to end on a tiny registered model: calibration on its
+own training split, the gate on its test split, the file set + report in --out and in its run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+for _runtime in ("openvino", "nncf", "onnxscript"):  # quantize_int8: ONNX export -> OpenVINO + NNCF
+    pytest.importorskip(_runtime, reason="the int8 backend needs the openvino extra (openvino, nncf) and the "
+                                         "ONNX exporter (onnxscript)")
+
+SIZE = 64
+MODEL_NAME = "int8-test"
+
+
+def register_tiny_model(dataset_dir, name: str = MODEL_NAME, experiment: str = "int8-test") -> str:
+    """A random width-0.25 model at 64 px registered as training publishes one: the dataset
+    recorded as run param ``dataset_dir`` and as ``dataset_manifest`` (version and run tag,
+    metadata), a rule calibrated on its own validation maps. Returns ``models:/NAME@champion``."""
+    import mlflow
+    import torch
+
+    from jaffnet.contract import InputContract
+    from jaffnet.frames import predict_frames
+    from jaffnet.inference import build_predictor
+    from jaffnet.model import JAFFNet
+    from pipelines import registry
+    from pipelines.data.dataset import iter_samples, manifest_hash
+    from pipelines.training.scoring import score_predictions
+
+    torch.manual_seed(0)
+    model = JAFFNet(width=0.25).eval()
+    contract = InputContract(image_size=SIZE)
+    samples = list(iter_samples(dataset_dir, "val"))
+    maps = {str(s.id): p for s, p in predict_frames(samples, contract, build_predictor(model, "eager"))}
+    rule = score_predictions(maps, samples, per_class=False).rule
+    manifest = manifest_hash(dataset_dir)
+    metadata = {"image_size": SIZE, "threshold": rule.pixel_threshold, "input_contract": contract.to_dict(),
+                "decision_rule": rule.to_dict(), "dataset_manifest": manifest}
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run():
+        mlflow.log_param("dataset_dir", str(dataset_dir))
+        mlflow.set_tag(registry.MANIFEST_TAG, manifest)
+        info = registry.log_model(model, metadata)
+    registry.register(info.model_uri, name, tags={registry.MANIFEST_TAG: manifest},
+                      aliases=(registry.CANDIDATE_ALIAS, registry.CHAMPION_ALIAS))
+    return f"models:/{name}@{registry.CHAMPION_ALIAS}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("int8-export")
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir, ray_session):
+    from tests.datasets import make_tiny_dataset
+
+    return make_tiny_dataset(workdir / "data", count=24, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def registered(workdir, dataset):
+    """(tracking URI, model URI) in a registry of this module's own; MLflow's settings are restored after."""
+    from tests.serving.conftest import temporary_tracking
+
+    with temporary_tracking(workdir) as uri:
+        import mlflow
+
+        mlflow.create_experiment("int8-test", artifact_location=str(workdir / "mlruns"))
+        yield uri, register_tiny_model(dataset)
+
+
+def _export(registered, out, *extra):
+    from cli.main import main
+
+    uri, model = registered
+    return main(["export", "--model", model, "--format", "int8", "--out", str(out), "--calibration-frames", "8",
+                 "--tracking-uri", uri, *extra])
+
+
+def test_export_writes_the_file_set_and_gate_report_and_logs_them_to_the_run(registered, workdir, capsys):
+    from mlflow import MlflowClient
+
+    from jaffnet.inference import build_predictor
+    from pipelines.int8_export import download_int8
+    from pipelines.registry import load_model
+
+    out = workdir / "int8"
+    assert _export(registered, out) == 0
+    printed = capsys.readouterr().out
+    assert "GATE PASSED" in printed and "verdict agreement" in printed
+    report = json.loads((out / "gate_report.json").read_text())
+    assert report["passed"] and report["split"] == "test" and report["count"] > 0
+    extra = report["extra"]
+    assert extra["calibration_split"] == "train" and 0 < extra["calibration_frames"] <= 8
+    assert extra["dataset_source"].startswith("run ") and extra["version"] == "1"
+    file_set = out / extra["file_set"]
+    assert file_set.exists()
+    assert {c["name"] for c in report["checks"]} >= {"|delta| mae", "verdict agreement", "mean mask IoU"}
+
+    loaded = load_model(registered[1])
+    client = MlflowClient()
+    logged = {a.path for a in client.list_artifacts(loaded.run_id, "int8")}
+    assert {"int8/gate_report.json", f"int8/{extra['file_set'].split('/')[0]}"} <= logged
+    assert client.get_model_version(MODEL_NAME, "1").tags["int8_gate"] == "passed"
+    # What serving's backend: int8 loads: the logged file set, checked against the weights.
+    downloaded = download_int8(loaded, workdir / "download")
+    assert downloaded.name == file_set.name
+    predictor = build_predictor(loaded.model, "int8", quantized_path=str(downloaded))
+    assert predictor(np.zeros((1, 3, SIZE, SIZE), np.float32)).shape == (1, SIZE, SIZE)
+
+    # A second export into the same folder may replace this one (it holds our report).
+    from pipelines.int8_export import _check_destination
+
+    _check_destination(out)
+
+
+def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, workdir, monkeypatch, capsys):
+    import jaffnet.inference
+    import jaffnet.inference.quantization
+    from mlflow import MlflowClient
+
+    from pipelines.registry import load_model
+
+    real_build = jaffnet.inference.build_predictor
+
+    def fake_quantize(model, calibration_batches, out_dir, **kwargs):
+        assert all(batch.shape[1:] == (3, SIZE, SIZE) for batch in calibration_batches)
+        (out_dir / "jaffnet_int8.json").write_text("{}")
+        return out_dir / "jaffnet_int8.json"
+
+    def wrong_int8(model, backend="eager", **options):
+        if backend != "int8":
+            return real_build(model, backend, **options)
+        fp32, rng = real_build(model, "eager"), np.random.default_rng(0)  # a deliberately wrong candidate
+        return lambda batch: np.clip(fp32(batch) + rng.normal(0, 0.3, (len(batch), SIZE, SIZE)),
+                                     0, 1).astype(np.float32)
+
+    monkeypatch.setattr(jaffnet.inference.quantization, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(jaffnet.inference, "build_predictor", wrong_int8)
+    out = workdir / "int8-rejected"
+    assert _export(registered, out) == 1
+    captured = capsys.readouterr()
+    assert "GATE FAILED" in captured.out and "failed its accuracy gate" in captured.err
+    assert [p.name for p in out.iterdir()] == ["gate_report.json"]  # no quantised files left behind
+    report = json.loads((out / "gate_report.json").read_text())
+    assert not report["passed"] and report["extra"]["file_set"] is None
+    assert any(not c["passed"] for c in report["checks"])
+
+    run_id = load_model(registered[1]).run_id
+    client = MlflowClient()
+    assert {a.path for a in client.list_artifacts(run_id, "int8_rejected")} == {"int8_rejected/gate_report.json"}
+    assert client.get_model_version(MODEL_NAME, "1").tags["int8_gate"] == "failed"
+
+
+def test_data_must_be_the_models_own_training_data(registered, dataset, workdir, capsys):
+    from pipelines.int8_export import model_data
+    from pipelines.registry import load_model
+
+    copy = workdir / "data-copy"
+    shutil.copytree(dataset, copy)
+    loaded = load_model(registered[1])
+    assert model_data(loaded, copy).dataset_dir == str(copy)  # a moved copy is the same data
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["content_hash"] = "0" * len(manifest["content_hash"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert _export(registered, workdir / "never", "--data", str(copy)) == 2
+    assert "refusing to calibrate or gate on other data" in capsys.readouterr().err
+    assert not (workdir / "never").exists()
+
+
+def test_a_foreign_non_empty_folder_is_refused(registered, workdir, capsys):
+    out = workdir / "occupied"
+    out.mkdir()
+    (out / "keep.txt").write_text("not ours")
+    assert _export(registered, out) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "not ours"
