@@ -8,6 +8,7 @@ ever downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,12 @@ def load_encoder_weights(model: JAFFNet, path: str | Path) -> None:
         raise WeightsError(f"{path} is not a torchvision ResNet state_dict ({shown})")
     stages = torch.nn.ModuleDict({name.rstrip("."): getattr(model.encoder, name.rstrip(".")) for name in _ENCODER_STAGES})
     load_state_strict(stages, stage_state, source=path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 4 MiB blocks (provenance and file-set manifests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ rule: the thresholds are 0.5 and marked uncalibrated.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from jaffnet.authors_weights import AUTHORS_CODE, load_authors_weights
 from jaffnet.contract import CONTRACT_KEY, InputContract, contract_tags
 from jaffnet.decision import RULE_KEY, DecisionRule
-from jaffnet.io import WeightsError, read_state_dict
+from jaffnet.io import WeightsError, file_sha256, read_state_dict
 from pipelines import registry
 
 ORIGINS = ("authors",)
@@ -39,14 +38,6 @@ class ImportedVersion:
     run_id: str
     sha256: str
     parameters: int
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: str | Path):
@@ -99,7 +90,7 @@ def import_weights(path: str | Path, origin: str = "authors", name: str = DEFAUL
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     model = load_authors_weights(read_weights(path))
     metadata = import_metadata(name, origin, path, digest, image_size, model.config)
     rule, contract = DecisionRule.from_dict(metadata[RULE_KEY]), InputContract.from_dict(metadata[CONTRACT_KEY])

@@ -25,7 +25,6 @@ ImageNet-normalised float32 ``(N, C, H, W)`` batches.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -38,6 +37,7 @@ import numpy as np
 from torch import nn
 
 from jaffnet.contract import INPUT_MULTIPLE
+from jaffnet.io import file_sha256
 
 MANIFEST_NAME = "jaffnet_int8.json"
 MODEL_FILES = ("model.xml", "model.bin")
@@ -108,7 +108,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         "image_size": image_size,
         "calibration": {"frames": len(frames), "method": CALIBRATION_METHOD,
                         "shapes": [list(shape) for shape in shapes]},
-        "files": {name: _sha256(out_dir / name) for name in MODEL_FILES},
+        "files": {name: file_sha256(out_dir / name) for name in MODEL_FILES},
         "runtime": {"openvino": ov.get_version(), "nncf": nncf.__version__},
         "quantize_s": round(time.perf_counter() - started, 2),
         "input": "image: float32 (N, C, H, W) ImageNet-normalised, H and W multiples of 32",
@@ -153,7 +153,7 @@ def load_int8(path: str | Path, model: nn.Module, threads: int | None = None):
         expected = manifest.get("files", {}).get(name)
         if not (folder / name).is_file():
             raise ValueError(f"the INT8 file set {folder} lacks {name}")
-        if expected != _sha256(folder / name):
+        if expected != file_sha256(folder / name):
             raise ValueError(f"{folder / name} changed since it was quantised (SHA-256 differs from the manifest)")
     predictor = OpenVinoPredictor(folder / MODEL_FILES[0], threads=threads, backend="int8")
     predictor.manifest = manifest
@@ -248,12 +248,6 @@ def _manifest_path(path: str | Path) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
