@@ -25,7 +25,7 @@ from jaffnet.model import JAFFNet
 
 AUTHORS_CODE = "https://github.com/yfhdm/yfhdm-JAFFNet (models/JAFFNet.py)"
 # Their JAFFNet() takes no arguments: it is ours at the defaults.
-AUTHORS_CONFIG: dict[str, Any] = {"encoder_depth": 18, "width": 1.0, "in_channels": 3, "dilation_rates": [1, 2, 4]}
+AUTHORS_CONFIG: dict[str, Any] = {"encoder_depth": 18, "width": 1.0, "dilation_rates": [1, 2, 4]}
 
 # Their nn.Sequential(conv, bn, relu, conv, bn, relu) -> our Sequential(ConvBnReLU, ConvBnReLU).
 _TWO_CONV_BN_RELU = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1"}

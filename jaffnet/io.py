@@ -55,8 +55,12 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     """Rebuild the model from its config and load its weights; returned in eval mode."""
     directory = Path(directory)
     config = read_config(directory)
+    arguments = dict(config["model"])
+    # Saved before 1-channel input was dropped: every such model has in_channels 3.
+    if arguments.pop("in_channels", 3) != 3:
+        raise WeightsError(f"{directory / CONFIG_FILE}: a 1-channel model; only RGB (3-channel) models are supported")
     try:
-        model = JAFFNet(**config["model"])
+        model = JAFFNet(**arguments)
     except TypeError as exc:
         raise WeightsError(f"{directory / CONFIG_FILE}: unknown model argument ({exc})") from exc
     state = _read_safetensors(directory / WEIGHTS_FILE)

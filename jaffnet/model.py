@@ -19,6 +19,9 @@ from jaffnet.heads import SideOutputs
 from jaffnet.layers.drf import DenseReceptiveField
 
 
+# RGB, ImageNet-normalised (jaffnet.preprocess); grayscale frames are replicated before normalising.
+IN_CHANNELS = 3
+
 class JAFFNet(nn.Module):
     """Joint Attention-guided Feature Fusion Network (Jiang et al., arXiv 2402.02797).
 
@@ -37,21 +40,17 @@ class JAFFNet(nn.Module):
         self,
         encoder_depth: int = 18,
         width: float = 1.0,
-        in_channels: int = 3,
         dilation_rates: Sequence[int] = (1, 2, 4),
     ):
         super().__init__()
         check_width(width)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
         dilation_rates = validate_dilation_rates(dilation_rates)
         self.config: dict[str, Any] = {
             "encoder_depth": int(encoder_depth),
             "width": float(width),
-            "in_channels": int(in_channels),
             "dilation_rates": list(dilation_rates),
         }
-        self.encoder = ResNetEncoder(encoder_depth, width, in_channels)
+        self.encoder = ResNetEncoder(encoder_depth, width)
         _, c2, c3, c4, c5 = self.encoder.out_channels
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.bridge = DenseReceptiveField(c5, dilation_rates)
@@ -60,7 +59,7 @@ class JAFFNet(nn.Module):
 
     @property
     def in_channels(self) -> int:
-        return self.config["in_channels"]
+        return IN_CHANNELS
 
     def _check_input(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
@@ -71,12 +70,10 @@ class JAFFNet(nn.Module):
                 f"input height and width must be multiples of {INPUT_MULTIPLE}, got {height}x{width}; "
                 "resize or pad the image first"
             )
-        channels = x.shape[1]
-        if channels == self.in_channels:
-            return x
-        if channels == 1 and self.in_channels == 3:  # grayscale frame into an RGB model
-            return x.expand(-1, 3, -1, -1)
-        raise ValueError(f"model takes {self.in_channels}-channel input (or 1-channel), got {channels} channels")
+        if x.shape[1] != IN_CHANNELS:
+            raise ValueError(f"model takes {IN_CHANNELS}-channel input, got {x.shape[1]} channels; grayscale "
+                             "frames become RGB in jaffnet.preprocess (to_rgb), before normalisation")
+        return x
 
     def forward(self, x: Tensor, side_outputs: bool | None = None) -> Tensor | tuple[Tensor, ...]:
         x = self._check_input(x)

@@ -21,12 +21,12 @@ def scale_channels(channels: int, width: float) -> int:
 
 
 class ResNetEncoder(nn.Module):
-    def __init__(self, depth: int = 18, width: float = 1.0, in_channels: int = 3):
+    def __init__(self, depth: int = 18, width: float = 1.0):
         super().__init__()
         check_encoder_depth(depth)
         stem, c1, c2, c3, c4 = (scale_channels(c, width) for c in BASE_CHANNELS)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, stem, 3, padding=1),
+            nn.Conv2d(3, stem, 3, padding=1),  # RGB input
             nn.BatchNorm2d(stem),
             nn.ReLU(inplace=True),
         )

@@ -20,7 +20,7 @@ import torch
 
 from jaffnet.inference.predictor import Predictor, build_predictor
 from jaffnet.losses import HybridLoss
-from jaffnet.model import JAFFNet
+from jaffnet.model import IN_CHANNELS, JAFFNet
 
 INT8_BENCH_CALIBRATION = 16  # synthetic frames the int8 backend is calibrated on in a bench
 
@@ -129,7 +129,7 @@ def bench_training(config: dict, image_size: int, batch_size: int, iters: int, w
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     loss_fn = HybridLoss()
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, config.get("in_channels", 3), image_size, image_size, generator=generator)
+    images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
     masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
     images, masks = images.to(device), masks.to(device)
 

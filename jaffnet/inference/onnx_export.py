@@ -19,6 +19,7 @@ import torch
 
 from jaffnet.contract import INPUT_MULTIPLE, check_image_size
 from jaffnet.inference.probability import ProbabilityMap
+from jaffnet.model import IN_CHANNELS
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
@@ -39,7 +40,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256,
     path.parent.mkdir(parents=True, exist_ok=True)
     config = getattr(model, "config", {})
     wrapped = ProbabilityMap(_cpu_eval_copy(model)).eval()
-    example = torch.zeros(2 if dynamic else 1, config.get("in_channels", 3), image_size, image_size)
+    example = torch.zeros(2 if dynamic else 1, IN_CHANNELS, image_size, image_size)
     dynamic_shapes = None
     if dynamic:
         batch = torch.export.Dim("batch", min=1, max=4096)

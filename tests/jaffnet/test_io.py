@@ -98,3 +98,17 @@ def test_pickled_objects_are_refused(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"garbage")
     with pytest.raises(WeightsError):
         load_encoder_weights(JAFFNet(width=0.125), tmp_path / "garbage.pth")
+
+
+def test_models_saved_with_the_old_in_channels_argument_still_load(tmp_path):
+    model = JAFFNet(width=0.125).eval()
+    save_pretrained(model, tmp_path / "rgb")
+    config_path = tmp_path / "rgb" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["in_channels"] = 3  # what every model saved before 1-channel input was dropped holds
+    config_path.write_text(json.dumps(config))
+    assert load_pretrained(tmp_path / "rgb").config == model.config
+    config["model"]["in_channels"] = 1
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="1-channel"):
+        load_pretrained(tmp_path / "rgb")

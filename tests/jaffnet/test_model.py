@@ -14,7 +14,7 @@ def count_parameters(model):
 def test_default_model_is_faithful_and_runs_at_64():
     model = JAFFNet().eval()
     assert count_parameters(model) == FAITHFUL_PARAMETERS
-    assert model.config == {"encoder_depth": 18, "width": 1.0, "in_channels": 3, "dilation_rates": [1, 2, 4]}
+    assert model.config == {"encoder_depth": 18, "width": 1.0, "dilation_rates": [1, 2, 4]}
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 1, 64, 64)
@@ -67,16 +67,21 @@ def test_non_multiple_of_32_raises(size):
         JAFFNet(width=0.125)(torch.randn(1, 3, *size))
 
 
-def test_grayscale_input_is_accepted():
+def test_the_model_takes_rgb_and_grayscale_frames_become_rgb_before_normalising():
+    import numpy as np
+
+    from jaffnet.frames import model_inputs
+
     model = JAFFNet(width=0.125).eval()
-    gray = torch.randn(1, 1, 32, 32)
+    for channels in (1, 4):
+        with pytest.raises(ValueError, match="to_rgb"):
+            model(torch.randn(1, channels, 32, 32))
+    gray = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    batch = model_inputs([gray])
+    assert batch.shape == (1, 3, 32, 32)
+    assert np.array_equal(batch, model_inputs([np.repeat(gray[:, :, None], 3, axis=2)]))
     with torch.no_grad():
-        assert torch.allclose(model(gray), model(gray.expand(-1, 3, -1, -1)))
-    one_channel = JAFFNet(width=0.125, in_channels=1).eval()
-    with torch.no_grad():
-        assert one_channel(gray).shape == (1, 1, 32, 32)
-    with pytest.raises(ValueError, match="channel"):
-        model(torch.randn(1, 4, 32, 32))
+        assert model(torch.from_numpy(batch)).shape == (1, 1, 32, 32)
 
 
 @pytest.mark.parametrize("rates", [(1, 2), (1, 2, 4), (1, 2, 4, 8), (3,)])
@@ -100,8 +105,8 @@ def test_bad_constructor_arguments_are_rejected():
         JAFFNet(encoder_depth=50)
     with pytest.raises(ValueError, match="width"):
         JAFFNet(width=0)
-    with pytest.raises(ValueError, match="in_channels"):
-        JAFFNet(in_channels=4)
+    with pytest.raises(TypeError, match="in_channels"):  # RGB only: grayscale is replicated in preprocessing
+        JAFFNet(in_channels=1)
 
 
 def test_jaff_is_identity_at_initialisation():
