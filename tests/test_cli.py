@@ -1,0 +1,38 @@
+"""The console script: every layer's commands are there, and building the parser
+(`jaffnet --help`) imports none of the heavy libraries the handlers use."""
+
+import subprocess
+import sys
+
+from cli.main import build_parser
+
+COMMANDS = {"synth", "ingest", "train", "evaluate", "demo", "tune", "serve", "inspect", "export", "import-weights",
+            "replay", "bench"}
+
+
+def test_every_layer_registers_its_commands():
+    parser = build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    assert COMMANDS <= set(commands)
+
+
+def test_building_the_parser_imports_no_torch_ray_or_mlflow():
+    code = ("import sys; from cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lower_layers_never_import_higher_ones():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    higher = {"jaffnet": ("pipelines", "tuning", "serving", "cli", "ray", "mlflow"),
+              "pipelines": ("tuning", "serving", "cli"), "tuning": ("serving", "cli"), "serving": ("tuning", "cli")}
+    offenders = []
+    for package, banned in higher.items():
+        pattern = re.compile(rf"^\s*(from|import) ({'|'.join(banned)})\b", re.M)
+        offenders += [str(path.relative_to(root)) for path in (root / package).rglob("*.py")
+                      if pattern.search(path.read_text())]
+    assert offenders == []
