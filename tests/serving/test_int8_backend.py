@@ -26,6 +26,7 @@ def _register(name: str, seed: int) -> tuple[str, str]:
     torch.manual_seed(seed)
     metadata = {"image_size": SIZE, "input_contract": InputContract(image_size=SIZE).to_dict(),
                 "decision_rule": DecisionRule(pixel_threshold=0.5, image_threshold=0.5).to_dict()}
+    registry.set_experiment("int8-backend")  # not whichever experiment an earlier test left active
     with mlflow.start_run() as run:
         info = registry.log_model(JAFFNet(width=0.25).eval(), metadata)
     registry.register(info.model_uri, name)
