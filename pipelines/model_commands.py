@@ -8,6 +8,7 @@ import sys
 import time
 
 from jaffnet.contract import INPUT_MULTIPLE, check_image_size
+from pipelines.cli_options import add_tracking_uri
 
 DEFAULT_BENCH_SIZE = 256  # the paper's FPS figure is at 256x256
 CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": (1, 8), "iters": 2,
@@ -41,7 +42,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
-    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(export)
     export.set_defaults(func=export_command)
 
     bench = bench_subparsers.add_parser(
@@ -62,7 +63,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
     bench.add_argument("--train-batch-size", type=int, help="training batch (default: 4 on CPU, 32 on GPU; 0 skips)")
     bench.add_argument("--json", metavar="FILE", help="also write all results as JSON")
-    bench.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(bench)
     bench.set_defaults(func=bench_model_command)
 
     imports = subparsers.add_parser(
@@ -78,7 +79,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     imports.add_argument("--name", default="jaffnet-authors", help="registered model name (default: jaffnet-authors)")
     imports.add_argument("--image-size", type=_positive_multiple_of_32, default=256,
                          help="input side of the model's resize contract (default: the paper's 256)")
-    imports.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(imports)
     imports.set_defaults(func=import_weights_command)
 
 

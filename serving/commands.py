@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 
+from pipelines.cli_options import add_tracking_uri
 from serving.config import DEFAULT_CONFIG_PATH
 
 
@@ -31,8 +32,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
                                       "0.0.0.0 for the network)")
     serve.add_argument("--port", type=int, help="listen port (default: the config's http_options, 8000)")
     serve.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="Serve config YAML")
-    serve.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI "
-                                              "or ./mlflow.db)")
+    add_tracking_uri(serve)
     serve.add_argument("--backend", help="inference backend (eager, fused, compile, onnx, cuda-fp16, ...)")
     serve.add_argument("--max-batch-size", type=int, help="tiles per batched forward")
     serve.set_defaults(func=serve_command)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipelines.cli_options import add_tracking_uri
 from serving.decision_log import DecisionReader, StoredDecision, png_bytes, read_png
 
 TRANSITIONS = ("OK->NG", "NG->OK")
@@ -144,8 +145,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     command.add_argument("--since", type=_moment, help="ISO 8601 time, inclusive (UTC without a zone)")
     command.add_argument("--until", type=_moment, help="ISO 8601 time, exclusive")
     command.add_argument("--line", help="only this line")
-    command.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI "
-                                                "or ./mlflow.db)")
+    add_tracking_uri(command)
     command.add_argument("--batch-size", type=int, default=8, help="model inputs per forward")
     command.add_argument("--overlay-dir", help="write <request_id>_<OK-to-NG|NG-to-OK>.png for every flip")
     command.set_defaults(func=replay_command)

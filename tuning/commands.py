@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from pipelines.cli_options import add_tracking_uri
+
 LATEST = "latest"
 
 
@@ -26,7 +28,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
                       help="carry on an interrupted search from its folder (<storage_path>/<name>; default: the "
                            "newest search under ./ray_results); takes no other option")
     tune.add_argument("--print-space", action="store_true", help="print the checked search space and exit")
-    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(tune)
     tune.set_defaults(func=tune_command)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipelines.cli_options import add_tracking_uri
+
 
 def add_commands(subparsers, bench_subparsers) -> None:
     train = subparsers.add_parser(
@@ -19,7 +21,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     train.add_argument("--run-name", help="Ray Train run name (default: a fresh unique name)")
     train.add_argument("--promote", action="store_true",
                        help="make the new version the champion even if it does not beat the current one")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(train)
     train.set_defaults(func=train_command)
 
     evaluate = subparsers.add_parser(
@@ -36,7 +38,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     evaluate.add_argument("--batch-size", type=int, default=8, help="model inputs per forward (--model)")
     evaluate.add_argument("--concurrency", type=int, default=4, help="requests in flight (--endpoint)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON ('-' for stdout)")
-    evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(evaluate)
     # --endpoint is scored by serving's acceptance test, which serving.commands plugs in here
     # (dependencies point down: this layer never imports serving).
     evaluate.set_defaults(func=evaluate_command, evaluate_endpoint=None)
@@ -52,7 +54,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
     demo.add_argument("--count", type=int, default=None, help="synthetic images (default from demo.yaml)")
     _add_config_arguments(demo)
-    demo.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add_tracking_uri(demo)
     demo.set_defaults(func=demo_command)
 
 
