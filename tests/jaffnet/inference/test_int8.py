@@ -75,6 +75,7 @@ def test_the_file_set_round_trips(model, file_set, int8):
     assert manifest["metadata"] == METADATA
     assert manifest["image_size"] == SIZE
     assert manifest["calibration"]["frames"] == 8 and "min-max" in manifest["calibration"]["method"]
+    assert manifest["float32"]["modules"] == ["encoder.stem"] and "Interpolate" in manifest["float32"]["op_types"]
     batch = random_batch(2, SIZE, SIZE)
     for path in (folder, file_set, folder / "model.xml"):  # any of the three names the set
         np.testing.assert_array_equal(build_predictor(model, "int8", quantized_path=str(path))(batch), int8(batch))
@@ -121,6 +122,25 @@ def test_bad_calibration_batches_are_refused(model, tmp_path, batches, error):
     with pytest.raises(ValueError, match=error):
         quantize_int8(model, batches, tmp_path, image_size=SIZE)
     assert not any(tmp_path.iterdir())
+
+
+def test_only_convolutions_outside_the_float32_modules_are_quantised(model, file_set):
+    import openvino as ov
+
+    quantised = ov.Core().read_model(str(file_set.parent / "model.xml"))
+    fed = {target.get_node().get_type_name()
+           for op in quantised.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+           for target in op.output(0).get_target_inputs()}
+    assert fed == {"Convolution"}  # ShapeOf etc. would show here too: none
+    stem = next(op for op in quantised.get_ordered_ops() if op.get_type_name() == "Convolution")
+    assert stem.input_value(0).get_node().get_type_name() == "Parameter"  # the stem reads the image unquantised
+
+
+@pytest.mark.parametrize("modules,error", [(["encoder.nothing"], "not modules of this model"),
+                                          ("decoderr", "not modules of this model")])
+def test_unknown_fp32_modules_are_refused(model, tmp_path, modules, error):
+    with pytest.raises(ValueError, match=error):
+        quantize_int8(model, [synthetic_frames(1, SIZE)], tmp_path, image_size=SIZE, fp32_modules=modules)
 
 
 def test_quantising_on_the_fly_uses_synthetic_frames(model, file_set, monkeypatch):
