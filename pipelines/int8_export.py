@@ -168,14 +168,16 @@ def calibration_batches(samples: Sequence[Any], contract: InputContract, batch_s
 
 def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | None = None,
                 calibration_frames: int = DEFAULT_CALIBRATION_FRAMES, threads: int | None = None,
-                limits: GateLimits = GateLimits(), log_to_run: bool = True, batch_size: int = 8) -> Int8Export:
+                limits: GateLimits = GateLimits(), log_to_run: bool = True, batch_size: int = 8,
+                fp32_modules: Sequence[str] | None = None) -> Int8Export:
     """Quantise ``loaded`` to INT8, gate it against fp32 and publish it (module docstring).
 
     MLflow must already point at the model's tracking server (the command configures it).
     Raises ExportRefused before any work when the data or ``out_dir`` is not usable.
+    ``fp32_modules``: module paths kept float32 (default: the quantiser's, the encoder stem).
     """
     from jaffnet.inference import bench, build_predictor
-    from jaffnet.inference.quantization import quantize_int8
+    from jaffnet.inference.quantization import DEFAULT_FP32_MODULES, quantize_int8
     from pipelines.data.dataset import iter_samples
 
     out_dir = Path(out_dir)
@@ -195,7 +197,8 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
         metadata.update(source=loaded.source, name=loaded.name, version=loaded.version,
                         input_contract=contract.to_dict(), decision_rule=rule.to_dict())
         file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
-                                      staging, metadata=metadata, image_size=contract.image_size))
+                                      staging, metadata=metadata, image_size=contract.image_size,
+                                      fp32_modules=DEFAULT_FP32_MODULES if fp32_modules is None else fp32_modules))
         quantised_s = time.perf_counter() - started
         del calibration
 

@@ -39,6 +39,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
                         help="int8: the model's training dataset, if not where its run recorded it (its manifest "
                              "hash must match the one recorded with the model)")
     export.add_argument("--threads", type=_positive_int, help="int8: CPU threads for the gate's predictors")
+    export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
+                        help="int8: modules kept float32 (default: encoder.stem); e.g. 'encoder' when a small "
+                             "model fails the gate (slower, more accurate)")
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
@@ -124,7 +127,7 @@ def _export_int8(args, loaded) -> int:
     started = time.perf_counter()
     try:
         export = export_int8(loaded, args.out, data=args.data, calibration_frames=args.calibration_frames,
-                             threads=args.threads)
+                             threads=args.threads, fp32_modules=args.fp32_modules)
     except (ExportRefused, FileNotFoundError, ImportError, ValueError) as exc:  # ImportError: no openvino extra
         return _fail(f"cannot export {args.model} as int8: {exc}")
     except MlflowException as exc:
@@ -301,3 +304,7 @@ def _str_list(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
     return names
+
+
+def _module_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -180,3 +180,14 @@ def test_a_foreign_non_empty_folder_is_refused(registered, workdir, capsys):
     assert _export(registered, out) == 2
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "not ours"
+
+
+def test_fp32_modules_reach_the_quantiser_and_unknown_ones_are_refused(registered, workdir, capsys):
+    import json
+
+    assert _export(registered, workdir / "int8-encoder", "--fp32-modules", "encoder") == 0
+    manifest = json.loads((workdir / "int8-encoder" / "jaffnet_int8.json").read_text())
+    assert manifest["float32"]["modules"] == ["encoder"]
+    capsys.readouterr()
+    assert _export(registered, workdir / "int8-nowhere", "--fp32-modules", "encoder.nowhere") == 2
+    assert "encoder.nowhere" in capsys.readouterr().err
