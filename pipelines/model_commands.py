@@ -19,6 +19,12 @@ MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a save
 
 
 def add_commands(subparsers, bench_subparsers) -> None:
+    _add_export(subparsers)
+    _add_bench_model(bench_subparsers)
+    _add_import_weights(subparsers)
+
+
+def _add_export(subparsers) -> None:
     export = subparsers.add_parser(
         "export", help="write a model as ONNX (probabilities out, dynamic batch and size), or as a gated INT8 "
                        "CPU model",
@@ -48,11 +54,14 @@ def add_commands(subparsers, bench_subparsers) -> None:
     add_tracking_uri(export)
     export.set_defaults(func=export_command)
 
+
+def _add_bench_model(bench_subparsers) -> None:
     bench = bench_subparsers.add_parser(
         "model", help="inference backends vs eager, and training throughput, of the full-size model",
         description="Images/s and latency per backend, with speed-ups against eager measured in the same "
                     "process. Defaults: CPU backends at batch 1 and 8; on a GPU also the CUDA backends.")
     bench.add_argument("--model", help=f"{MODEL_HELP} (default: random-weight full-size JAFFNet())")
+    add_tracking_uri(bench)  # where --model's registry is
     bench.add_argument("--width", type=float, default=1.0, help="width of the random-weight model (default 1.0)")
     bench.add_argument("--image-size", type=_size_list, action="extend", metavar="S[,S]",
                        help="image side(s), repeatable (default: 256 and the training config's image_size)")
@@ -66,9 +75,10 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
     bench.add_argument("--train-batch-size", type=int, help="training batch (default: 4 on CPU, 32 on GPU; 0 skips)")
     bench.add_argument("--json", metavar="FILE", help="also write all results as JSON")
-    add_tracking_uri(bench)
     bench.set_defaults(func=bench_model_command)
 
+
+def _add_import_weights(subparsers) -> None:
     imports = subparsers.add_parser(
         "import-weights", help="register weights trained by the authors' code as a model version",
         description="Map a state_dict saved by the authors' code (github.com/yfhdm/yfhdm-JAFFNet, "
