@@ -134,12 +134,14 @@ def _moment(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
+DESCRIPTION = ("Runs every frame the decision log kept through MODEL's input contract and decision rule (the "
+               "endpoint's own path) and prints OK->NG / NG->OK flips per line and logged decision, with the "
+               "request ids of the flips.")
+
+
 def add_commands(subparsers, bench_subparsers) -> None:
-    command = subparsers.add_parser(
-        "replay", help="re-judge the decision log's frames with another model version (shadow test)",
-        description="Runs every frame the decision log kept through MODEL's input contract and decision rule "
-                    "(the endpoint's own path) and prints OK->NG / NG->OK flips per line and logged decision, "
-                    "with the request ids of the flips.")
+    help_text = "re-judge the decision log's frames with another model version (shadow test)"
+    command = subparsers.add_parser("replay", help=help_text, description=DESCRIPTION)
     command.add_argument("--log", required=True, help="the decision log folder (decision_log.folder)")
     command.add_argument("--model", required=True, help="registry URI (models:/jaffnet@candidate) or saved-model dir")
     command.add_argument("--since", type=_moment, help="ISO 8601 time, inclusive (UTC without a zone)")
