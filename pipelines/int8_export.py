@@ -68,15 +68,6 @@ class Int8Export:
 # ----------------------------------------------------------------------------- which data
 
 
-def run_id_of(loaded: LoadedModel) -> str | None:
-    """The MLflow run holding the model: the version's run, or the id in a ``runs:/ID/...`` URI."""
-    if loaded.run_id:
-        return loaded.run_id
-    if loaded.source.startswith("runs:/"):
-        return loaded.source[len("runs:/"):].strip("/").split("/", 1)[0] or None
-    return None
-
-
 def recorded_manifest(loaded: LoadedModel) -> str | None:
     """The dataset manifest hash recorded with the model: version tag, else run tag, else metadata."""
     from mlflow import MlflowClient
@@ -86,7 +77,7 @@ def recorded_manifest(loaded: LoadedModel) -> str | None:
         manifest = client.get_model_version(loaded.name, loaded.version).tags.get(MANIFEST_TAG)
         if manifest:
             return manifest
-    run_id = run_id_of(loaded)
+    run_id = loaded.run_id
     if run_id:
         manifest = client.get_run(run_id).data.tags.get(MANIFEST_TAG)
         if manifest:
@@ -107,7 +98,7 @@ def model_data(loaded: LoadedModel, data: str | Path | None = None) -> ModelData
     if data is not None:
         location, source = storage.resolve(data), "--data"
     else:
-        run_id = run_id_of(loaded)
+        run_id = loaded.run_id
         location = _run_param(run_id, DATASET_PARAM) if run_id else None
         if not location:
             raise ExportRefused(f"{loaded.source} records no {DATASET_PARAM} (a local model directory, or a run "
@@ -184,7 +175,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     _check_destination(out_dir)
     dataset = model_data(loaded, data)
     contract, rule = loaded.contract, loaded.rule
-    run_id = run_id_of(loaded)
+    run_id = loaded.run_id
     started = time.perf_counter()
 
     calibration = calibration_samples(dataset.dataset_dir, calibration_frames)
@@ -275,7 +266,7 @@ def download_int8(loaded: LoadedModel, destination: str | Path | None = None) ->
     from mlflow.exceptions import MlflowException
 
     hint = f"run `jaffnet export --model {loaded.source} --format int8 --out DIR` first"
-    run_id = run_id_of(loaded)
+    run_id = loaded.run_id
     if run_id is None:
         raise LookupError(f"{loaded.source} is not in an MLflow run, so it has no logged INT8 export; {hint}, "
                           "or set backend_options.quantized_path to its file set")

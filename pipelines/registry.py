@@ -167,6 +167,8 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
     if uri.startswith("models:/"):
         mv = resolve_model_version(uri)
         name, version, run_id = mv.name, str(mv.version), mv.run_id
+    elif uri.startswith("runs:/"):
+        run_id = uri[len("runs:/"):].strip("/").split("/", 1)[0] or None
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:
