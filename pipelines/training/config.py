@@ -78,6 +78,9 @@ class TrainConfig(BaseModel):
     dilation_rates: Annotated[list[int], BeforeValidator(lambda rates: list(validate_dilation_rates(rates)))] = \
         Field(default_factory=lambda: [1, 2, 4])
     encoder_weights: str | None = None
+    # initial defect probability of the side-output heads (their bias starts at its logit, the
+    # RetinaNet prior); null: PyTorch's default init, as the authors train
+    head_prior: Annotated[float, _rule(lambda value: 0 < value < 1, "in (0, 1) (or null: default init)")] | None = None
     # data: the input contract stored with the model (jaffnet.contract), by its own checks
     image_size: Annotated[int, AfterValidator(check_image_size)] = 256
     input_mode: Annotated[str, AfterValidator(lambda mode: check_input_mode(mode, "input_mode"))] = "resize"

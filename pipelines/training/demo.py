@@ -19,7 +19,7 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 DEMO_COUNT = 640  # synthetic frames (70/15/15 split by the data pipeline: 96 validation, 96 test)
 DEMO_FRAME_SIZE = 64  # synthesised at the training size: thin scratches and cracks stay visible
 DEMO_SEED = 0
-# No faint defects: a quarter-width model at 64 px cannot learn those within the demo's
+# No faint defects: the demo's eighth-width model at 64 px cannot learn those within its
 # few minutes; `jaffnet synth` defaults to the hard setting.
 DEMO_DIFFICULTY = "easy"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -16,6 +18,12 @@ def build_model(cfg: TrainConfig) -> JAFFNet:
     model = JAFFNet(encoder_depth=cfg.encoder_depth, width=cfg.width, dilation_rates=tuple(cfg.dilation_rates))
     if cfg.encoder_weights:
         load_encoder_weights(model, cfg.encoder_weights)
+    if cfg.head_prior is not None:
+        # Defects cover a few % of the pixels: starting every head at that prior instead of 0.5
+        # spares the first epochs from unlearning a half-grey map (the background's MAE).
+        with torch.no_grad():
+            for conv in model.heads.convs:
+                conv.bias.fill_(math.log(cfg.head_prior / (1 - cfg.head_prior)))
     return model
 
 
