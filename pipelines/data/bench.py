@@ -4,8 +4,8 @@ Times the same per-batch work (:func:`pipelines.data.dataset.prepare_batch`: dec
 paired augmentation, resize to uint8 model inputs) in a plain single-process loop and
 through Ray Data the way training runs it (the train split's encoded rows materialised
 once, one dataset re-executed per epoch with the epoch clock), over the same rows, and
-what the demo's trainer consumes at this size (two workers training ``JAFFNet(width=0.25)``
-at batch 4 on one thread each). Prints the figures and their ratios from one run.
+what the demo's trainer consumes at this size (its workers training the model of
+``pipelines/training/demo.yaml`` at its batch size on one thread each). Prints the figures and their ratios from one run.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 
 from pipelines.data.augment import AugmentConfig
 from pipelines.data.dataset import build_dataset, iter_encoded_batches, prepare_batch, read_split
-
-DEMO_TRAINER = {"width": 0.25, "batch_size": 4, "workers": 2}  # pipelines/training/demo.yaml
 
 
 @dataclass
@@ -73,14 +71,17 @@ def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
     import torch
 
     from jaffnet.inference.bench import bench_training
+    from pipelines.training.config import DEMO_CONFIG, load_config
 
+    demo = load_config(DEMO_CONFIG)
+    model = {"encoder_depth": demo.encoder_depth, "width": demo.width, "dilation_rates": tuple(demo.dilation_rates)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = bench_training({"width": DEMO_TRAINER["width"]}, image_size, DEMO_TRAINER["batch_size"], steps)
+        result = bench_training(model, image_size, demo.batch_size, steps)
     finally:
         torch.set_num_threads(threads)
-    return result.images_per_s * DEMO_TRAINER["workers"]
+    return result.images_per_s * demo.num_workers
 
 
 def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image_size: int = 256,

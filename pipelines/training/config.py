@@ -26,6 +26,7 @@ from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # `jaffnet demo`'s keys over train.yaml
 
 # Validation metrics the training loop reports each epoch (``ray.train.report``) that can pick the best epoch.
 VALIDATION_METRICS = tuple(f"val_{name}" for name in (*METRIC_COLUMNS, "image_auroc", "overkill_rate",

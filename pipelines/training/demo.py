@@ -11,11 +11,10 @@ from pathlib import Path
 
 from jaffnet.metrics import format_table
 from pipelines.registry import configure_tracking, redact
-from pipelines.training.config import load_config
+from pipelines.training.config import DEMO_CONFIG, load_config
 from pipelines.training.evaluation import all_background_baseline, evaluate
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
 
-DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 DEMO_COUNT = 640  # synthetic frames (70/15/15 split by the data pipeline: 96 validation, 96 test)
 DEMO_FRAME_SIZE = 64  # synthesised at the training size: thin scratches and cracks stay visible
 DEMO_SEED = 0

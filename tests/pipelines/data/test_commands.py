@@ -44,3 +44,23 @@ def test_bench_data_prints_both_rates(ray_session, capsys):
     assert re.search(r"plain loop .*\d+\.\d images/s", out)
     assert re.search(r"Ray Data, warm epoch .*\d+\.\d images/s .*\d\.\d\dx the plain loop", out)
     assert re.search(r"demo trainer consumes .*\d+\.\d images/s .*Ray Data supplies .*\d\.\dx that", out)
+
+
+def test_bench_data_times_the_demo_configs_trainer(monkeypatch):
+    from types import SimpleNamespace
+
+    import jaffnet.inference.bench
+    from pipelines.data.bench import demo_trainer_rate
+    from pipelines.training.config import DEMO_CONFIG, load_config
+
+    calls = []
+
+    def fake_bench_training(model, image_size, batch_size, steps):
+        calls.append((model, image_size, batch_size))
+        return SimpleNamespace(images_per_s=10.0)
+
+    monkeypatch.setattr(jaffnet.inference.bench, "bench_training", fake_bench_training)
+    demo = load_config(DEMO_CONFIG)
+    assert demo_trainer_rate(64) == 10.0 * demo.num_workers
+    (model, image_size, batch_size), = calls
+    assert (model["width"], image_size, batch_size) == (demo.width, 64, demo.batch_size)
