@@ -15,6 +15,9 @@ CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": 
              "train_batch": 4, "train_precisions": ("fp32",)}
 GPU_BENCH = {"backends": ("eager", "fused", "cuda-fp16", "cuda-bf16"), "batch_sizes": (1, 8, 32, 64), "iters": 30,
              "train_batch": 32, "train_precisions": ("fp32", "bf16")}
+INT8_OPTIONS = {"calibration_frames": "--calibration-frames", "data": "--data", "threads": "--threads",
+                "fp32_modules": "--fp32-modules"}
+ONNX_OPTIONS = {"static": "--static", "image_size": "--image-size"}
 MODEL_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a saved model directory"
 
 
@@ -39,7 +42,7 @@ def _add_export(subparsers) -> None:
     export.add_argument("--format", default="onnx", choices=("onnx", "int8"), help="export format (default: onnx)")
     export.add_argument("--out", required=True, metavar="PATH",
                         help="onnx: the file to write, e.g. jaffnet.onnx; int8: a new or empty folder")
-    export.add_argument("--calibration-frames", type=_positive_int, default=300, metavar="N",
+    export.add_argument("--calibration-frames", type=_positive_int, metavar="N",
                         help="int8: training-split frames to calibrate on (default 300)")
     export.add_argument("--data", metavar="DATASET",
                         help="int8: the model's training dataset, if not where its run recorded it (its manifest "
@@ -102,6 +105,11 @@ def _add_import_weights(subparsers) -> None:
 def export_command(args) -> int:
     from jaffnet.inference import export_onnx
 
+    other_format, other_options = ("onnx", ONNX_OPTIONS) if args.format == "int8" else ("int8", INT8_OPTIONS)
+    misplaced = [flag for key, flag in other_options.items() if getattr(args, key)]
+    if misplaced:  # refused, not silently ignored
+        return _fail(f"{', '.join(misplaced)} only appl{'ies' if len(misplaced) == 1 else 'y'} to "
+                     f"--format {other_format}")
     loaded = _load(args.model, args.tracking_uri)
     if loaded is None:
         return 1
@@ -132,12 +140,11 @@ def _export_int8(args, loaded) -> int:
     from pipelines.int8_export import ExportRefused, export_int8
     from pipelines.registry import redact
 
-    if args.static or args.image_size:
-        return _fail("--static and --image-size are ONNX options; an INT8 export uses the model's input contract")
     started = time.perf_counter()
     try:
-        export = export_int8(loaded, args.out, data=args.data, calibration_frames=args.calibration_frames,
-                             threads=args.threads, fp32_modules=args.fp32_modules)
+        calibration = {"calibration_frames": args.calibration_frames} if args.calibration_frames else {}
+        export = export_int8(loaded, args.out, data=args.data, threads=args.threads,
+                             fp32_modules=args.fp32_modules, **calibration)
     except (ExportRefused, FileNotFoundError, ImportError, ValueError) as exc:  # ImportError: no openvino extra
         return _fail(f"cannot export {args.model} as int8: {exc}")
     except MlflowException as exc:

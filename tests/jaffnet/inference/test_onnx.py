@@ -57,3 +57,16 @@ def test_a_non_onnx_file_is_refused(model, tmp_path):
     bogus.write_bytes(b"not a protobuf")
     with pytest.raises(ValueError):
         build_predictor(model, "onnx", onnx_path=str(bogus))
+
+
+@pytest.mark.parametrize("fmt, option, flag", [("onnx", ["--fp32-modules", "encoder"], "--fp32-modules"),
+                                               ("onnx", ["--calibration-frames", "10"], "--calibration-frames"),
+                                               ("int8", ["--static"], "--static"),
+                                               ("int8", ["--image-size", "64"], "--image-size")])
+def test_options_of_the_other_format_are_refused_not_ignored(tmp_path, capsys, fmt, option, flag):
+    args = ["export", "--model", str(tmp_path / "nope"), "--format", fmt, "--out", str(tmp_path / "x"), *option]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    other = "int8" if fmt == "onnx" else "onnx"
+    assert f"error: {flag} only applies to --format {other}" in err
+    assert not (tmp_path / "x").exists()
