@@ -27,7 +27,7 @@ from typing import Any
 INPUT_MULTIPLE = 32  # five 2x downsamplings between the input and the DRF bridge
 INPUT_MODES = ("resize", "tile")
 STITCH_MODES = ("mean", "max")
-NORMALIZATIONS = ("imagenet",)
+NORMALIZATIONS = ("imagenet", "authors")  # jaffnet.preprocess.normalize
 CONTRACT_KEY = "input_contract"  # in a saved model's metadata
 # Models saved before the contract existed were trained, validated, calibrated and
 # evaluated on whole frames resized to their image_size: their registered metrics and
@@ -48,6 +48,12 @@ def check_input_mode(value: Any, what: str = "input mode") -> str:
     return value
 
 
+def check_normalization(value: Any, what: str = "normalization") -> str:
+    if value not in NORMALIZATIONS:
+        raise ValueError(f"{what} must be one of {NORMALIZATIONS}, got {value!r}")
+    return value
+
+
 def check_tile_overlap(value: Any, what: str = "tile_overlap") -> float:
     """The fraction of a tile shared with its neighbour: a number in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -60,7 +66,7 @@ class InputContract:
     image_size: int
     mode: str = "resize"
     channels: int = 3  # RGB; grayscale frames are replicated (jaffnet.preprocess.to_rgb)
-    normalization: str = "imagenet"  # per-channel mean/std of jaffnet.preprocess
+    normalization: str = "imagenet"  # jaffnet.preprocess.normalize: "imagenet" or "authors" (their data_loader)
     tile_overlap: float = 0.25  # tile mode: fraction of a tile shared with its neighbour
     stitch: str = "mean"  # tile mode: how overlapping tiles combine
 
@@ -69,8 +75,7 @@ class InputContract:
         check_input_mode(self.mode)
         if self.channels != 3:
             raise ValueError(f"only 3-channel (RGB) input is supported, got channels={self.channels!r}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        check_normalization(self.normalization)
         check_tile_overlap(self.tile_overlap)
         if self.stitch not in STITCH_MODES:
             raise ValueError(f"stitch must be one of {STITCH_MODES}, got {self.stitch!r}")

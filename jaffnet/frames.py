@@ -94,10 +94,10 @@ def plan_frame(contract: InputContract, height: int, width: int) -> FramePlan:
     return TilePlan(grid, contract.stitch)
 
 
-def model_inputs(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Model-size uint8 images (grayscale or RGB) -> the float32 ``(N, 3, S, S)`` batch the
-    contract's normalisation gives."""
-    return normalize(np.stack([to_rgb(image) for image in images]))
+def model_inputs(images: Sequence[np.ndarray], normalization: str) -> np.ndarray:
+    """Model-size uint8 images (grayscale or RGB) -> the float32 ``(N, 3, S, S)`` batch that
+    ``normalization`` (the input contract's) gives."""
+    return normalize(np.stack([to_rgb(image) for image in images]), normalization)
 
 
 # float32 (N, 3, S, S) [, masks] -> float32 (N, S, S) in [0, 1]
@@ -123,7 +123,7 @@ def predict_frames(items: Iterable[Item], contract: InputContract, predict: Pred
     outputs: list[np.ndarray] = []
 
     def run(count: int) -> None:
-        batch = model_inputs(inputs[:count])
+        batch = model_inputs(inputs[:count], contract.normalization)
         if mask_of is None:
             predicted = predict(batch)
         else:

@@ -19,7 +19,7 @@ from jaffnet.heads import SideOutputs
 from jaffnet.layers.drf import DenseReceptiveField
 
 
-# RGB, ImageNet-normalised (jaffnet.preprocess); grayscale frames are replicated before normalising.
+# RGB, normalised as the input contract says (jaffnet.preprocess); grayscale frames are replicated first.
 IN_CHANNELS = 3
 
 class JAFFNet(nn.Module):

@@ -148,10 +148,10 @@ def calibration_batches(samples: Sequence[Any], contract: InputContract, batch_s
         frame = sample.image
         pending.extend(plan_frame(contract, frame.shape[0], frame.shape[1]).split(frame))
         while len(pending) >= batch_size:
-            yield model_inputs(pending[:batch_size])
+            yield model_inputs(pending[:batch_size], contract.normalization)
             del pending[:batch_size]
     if pending:
-        yield model_inputs(pending)
+        yield model_inputs(pending, contract.normalization)
 
 
 # ----------------------------------------------------------------------------- export

@@ -2,8 +2,8 @@
 
 MLflow loads this file as the model's code; the weights and config travel as the
 ``jaffnet`` artifact (a ``jaffnet.io.save_pretrained`` directory).
-``predict`` takes ImageNet-normalised float32 ``(N, 3, H, W)`` input (see
-``jaffnet.preprocess``) and returns defect probabilities ``(N, H, W)``.
+``predict`` takes float32 ``(N, 3, H, W)`` input normalised as the model's input contract
+says (``jaffnet.preprocess.normalize``) and returns defect probabilities ``(N, H, W)``.
 """
 
 import mlflow

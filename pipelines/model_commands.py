@@ -32,7 +32,8 @@ def _add_export(subparsers) -> None:
         "export", help="write a model as ONNX (probabilities out, dynamic batch and size), or as a gated INT8 "
                        "CPU model",
         description="Export a trained model for ONNX Runtime. The graph includes the sigmoid: input 'image' "
-                    "float32 (N,3,H,W) ImageNet-normalised, output 'probability' float32 (N,H,W). "
+                    "float32 (N,3,H,W) normalised as the model's input contract says (jaffnet.preprocess), "
+                    "output 'probability' float32 (N,H,W). "
                     "--format int8: quantise with calibration on the model's own training frames (through its "
                     "input contract), then gate it against fp32 on the test split (each saliency metric within "
                     "0.01, OK/NG verdicts agreeing on >= 99% of frames, mean mask IoU >= 0.95); a passed export "

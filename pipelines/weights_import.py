@@ -25,9 +25,9 @@ IMPORT_EXPERIMENT = "jaffnet-imports"
 PAPER_IMAGE_SIZE = 256
 UNCALIBRATED_THRESHOLD = 0.5
 NOTE = ("Imported weights, not trained or validated by this pipeline: no metrics, and decision thresholds "
-        "0.5 that are NOT calibrated. The authors' test code normalises frames as image/max(image), then "
-        "(x - 0.4669)/0.2437 on every channel; this pipeline applies ImageNet mean/std to image/255, so "
-        "probabilities differ from the authors' until the model is evaluated and calibrated on your data.")
+        "0.5 that are NOT calibrated. Frames are normalised as the authors' code does (input contract "
+        "normalization 'authors': image/max(image), then (x - 0.4669)/0.2437 on every channel); evaluate "
+        "and calibrate the model on your data before serving it.")
 
 
 @dataclass
@@ -59,7 +59,7 @@ def read_weights(path: str | Path):
 def import_metadata(name: str, origin: str, path: Path, sha256: str, image_size: int, config: dict) -> dict:
     """What the registered model carries, in the keys trained models use (``input_contract``,
     ``decision_rule``, flat ``image_size`` / ``threshold``) plus its provenance."""
-    contract = InputContract(image_size=image_size, mode="resize")
+    contract = InputContract(image_size=image_size, mode="resize", normalization="authors")
     rule = DecisionRule(pixel_threshold=UNCALIBRATED_THRESHOLD, image_threshold=UNCALIBRATED_THRESHOLD,
                         calibrated=False)
     return {

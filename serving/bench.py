@@ -56,12 +56,13 @@ def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_reques
     return LoadResult(ok, outcomes.count() - len(ok), time.perf_counter() - started)
 
 
-def raw_forward_rate(predictor, inputs: list[np.ndarray], batch_size: int, duration_s: float) -> float:
+def raw_forward_rate(predictor, inputs: list[np.ndarray], normalization: str, batch_size: int,
+                     duration_s: float) -> float:
     """Model inputs per second through ``predictor`` on full batches (after one warm-up batch)."""
     from jaffnet.frames import model_inputs
 
     reps = -(-batch_size // len(inputs))
-    batch = model_inputs((inputs * reps)[:batch_size])
+    batch = model_inputs((inputs * reps)[:batch_size], normalization)
     predictor(batch)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < duration_s or done == 0:
@@ -160,7 +161,8 @@ def _measure(args, settings: dict, replica_cpus: float) -> int:
     size = card["image_size"]
     frame, body = _test_frame(args, size)
     height, width = frame.shape[:2]
-    plan = plan_frame(InputContract.from_dict(card["contract"]), height, width)
+    contract = InputContract.from_dict(card["contract"])
+    plan = plan_frame(contract, height, width)
 
     drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8)  # warm-up
     load = drive(base + "/v1/inspect", body, args.concurrency, args.duration, args.max_requests)
@@ -173,7 +175,8 @@ def _measure(args, settings: dict, replica_cpus: float) -> int:
     inputs = plan.split(frame)
     # Batch 1 too: on a CPU a full batch can be slower per tile (cache), and the service
     # then forms small batches; the ratio is taken against the faster of the two.
-    raw_frames = {batch: raw_forward_rate(predictor, inputs, batch, duration_s=min(args.duration, 10)) / len(plan)
+    raw_frames = {batch: raw_forward_rate(predictor, inputs, contract.normalization, batch,
+                                          duration_s=min(args.duration, 10)) / len(plan)
                   for batch in sorted({1, batch_size})}
 
     print(f"jaffnet bench serve: model {card['name']}/{card['version']} ({card['backend']}, {card['device']}), "

@@ -78,6 +78,7 @@ class ModelDeployment:
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         image_size = contract.image_size
+        self.normalization = contract.normalization
         try:
             options = predictor_options(settings, loaded)
             self.predictor = build_predictor(loaded.model, backend=settings.backend,
@@ -119,7 +120,7 @@ class ModelDeployment:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def predict_input(self, inputs: list[np.ndarray]) -> list[dict]:
         """uint8 RGB model inputs -> ``{"probability": float32 S x S, "batch_size": n}`` each."""
-        batch = model_inputs(inputs)
+        batch = model_inputs(inputs, self.normalization)
         try:
             # A worker thread keeps the replica's event loop free for health checks and
             # for queueing the next batch while this one runs.

@@ -15,7 +15,7 @@ def check_batch(batch: np.ndarray, channels: int) -> np.ndarray:
         raise ValueError(f"expected a float32 (N, {channels}, H, W) batch with N >= 1, got shape {batch.shape}")
     if not np.issubdtype(batch.dtype, np.floating):
         raise ValueError(
-            f"expected ImageNet-normalised floats (jaffnet.preprocess.normalize), got dtype {batch.dtype}"
+            f"expected normalised floats (jaffnet.preprocess.normalize), got dtype {batch.dtype}"
         )
     height, width = batch.shape[-2:]
     if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE or height == 0 or width == 0:

@@ -1,8 +1,8 @@
 """Predictors: one call signature over several inference backends.
 
-``build_predictor(model, backend)`` returns a ``Predictor`` mapping an ImageNet-normalised
-float32 ``(N, C, H, W)`` numpy batch to float32 ``(N, H, W)`` probabilities. Every backend
-runs the same weights; they differ in how:
+``build_predictor(model, backend)`` returns a ``Predictor`` mapping a normalised
+(``jaffnet.preprocess``) float32 ``(N, C, H, W)`` numpy batch to float32 ``(N, H, W)``
+probabilities. Every backend runs the same weights; they differ in how:
 
 ========== ======= ===========================================================
 backend    device  what it does

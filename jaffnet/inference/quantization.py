@@ -24,7 +24,7 @@ Why OpenVINO and not ONNX Runtime's QDQ quantisation: on the 2-core Xeon with AV
 and AMX the full-size model at 256x256 ran 4x faster through OpenVINO's int8 kernels
 (README, "Measured figures"). Both runtimes are optional (the ``openvino`` extra); this
 module imports them only when called. Calibration inputs, like every predictor's, are
-ImageNet-normalised float32 ``(N, C, H, W)`` batches.
+float32 ``(N, C, H, W)`` batches normalised as the model's input contract says.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
                   fp32_modules: Sequence[str] = DEFAULT_FP32_MODULES) -> Path:
     """Quantise ``model`` to INT8 for CPU inference and write its file set into ``out_dir``.
 
-    ``calibration_batches``: ImageNet-normalised float32 ``(N, C, H, W)`` numpy batches, as the
+    ``calibration_batches``: normalised float32 ``(N, C, H, W)`` numpy batches, as the
     model's predictor gets them (any N, sides multiples of 32; the frames of all batches are
     used, one at a time: 100-300 real frames is typical). ``metadata`` (JSON-serialisable:
     input contract, source...) is stored verbatim in the manifest. ``image_size`` is the
@@ -133,7 +133,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         "files": {name: file_sha256(out_dir / name) for name in MODEL_FILES},
         "runtime": {"openvino": ov.get_version(), "nncf": nncf.__version__},
         "quantize_s": round(time.perf_counter() - started, 2),
-        "input": "image: float32 (N, C, H, W) ImageNet-normalised, H and W multiples of 32",
+        "input": "image: float32 (N, C, H, W) normalised as the input contract says, H and W multiples of 32",
         "output": "probability: float32 (N, H, W) sigmoid probabilities",
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -206,7 +206,7 @@ def synthetic_frames(count: int, image_size: int, channels: int = 3, seed: int =
             image[blob] += rng.choice([-1, 1]) * rng.uniform(40, 90)
         tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
         frames[i] = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
-    normalised = normalize(frames)
+    normalised = normalize(frames, "imagenet")  # random-weight benchmark models are imagenet ones
     if channels == 1:
         normalised = normalised.mean(axis=1, keepdims=True)
     return np.ascontiguousarray(normalised, dtype=np.float32)

@@ -89,10 +89,11 @@ def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, 
     }
 
 
-def training_arrays(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def training_arrays(batch: dict[str, np.ndarray], normalization: str) -> tuple[np.ndarray, np.ndarray]:
     """A prepared batch -> float32 model inputs ``(N, 3, S, S)`` normalised as the input
-    contract says, and float32 masks ``(N, 1, S, S)`` in {0, 1}."""
-    return model_inputs(list(batch["image"])), (np.asarray(batch["mask"])[:, None] >= 128).astype(np.float32)
+    contract's ``normalization`` says, and float32 masks ``(N, 1, S, S)`` in {0, 1}."""
+    images = model_inputs(list(batch["image"]), normalization)
+    return images, (np.asarray(batch["mask"])[:, None] >= 128).astype(np.float32)
 
 
 def _prepare_batch_in_worker(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:

@@ -154,11 +154,12 @@ def _rate(value: float | None) -> str:
 def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
                      after_step: Callable[[], None] | None = None) -> float:
     model.train()
+    normalization = cfg.input_contract().normalization  # as validation and serving will feed the model
     total, count = 0.0, 0
     # drop_last: a 1-image batch breaks BatchNorm, and every DDP rank must step equally
     # often (Ray's training split gives each rank the same number of rows).
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
-        images, masks = (batch_tensor(array, device) for array in training_arrays(batch))
+        images, masks = (batch_tensor(array, device) for array in training_arrays(batch, normalization))
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=use_amp):
             outputs = model(images, side_outputs=True)

@@ -8,6 +8,15 @@ def test_round_trip_and_tags():
     assert InputContract.from_dict(contract.to_dict()) == contract
     assert contract.tile_overlap_px == 48
     assert contract_tags(contract)["input_mode"] == "tile" and contract_tags(contract)["input_image_size"] == "96"
+    assert contract.normalization == "imagenet"
+
+
+def test_the_authors_normalisation_round_trips():
+    contract = InputContract(image_size=64, normalization="authors")
+    assert contract.to_dict()["normalization"] == "authors"
+    assert InputContract.from_dict(contract.to_dict()) == contract
+    assert contract_from_metadata({"input_contract": contract.to_dict()}) == contract
+    assert contract_tags(contract)["input_normalization"] == "authors"
 
 
 @pytest.mark.parametrize("values,error", [
@@ -16,6 +25,7 @@ def test_round_trip_and_tags():
     ({"image_size": 64, "channels": 1}, "3-channel"),
     ({"image_size": 64, "tile_overlap": 1.0}, r"\[0, 1\)"),
     ({"image_size": 64, "stitch": "median"}, "stitch"),
+    ({"image_size": 64, "normalization": "bgr"}, r"normalization must be one of \('imagenet', 'authors'\), got 'bgr'"),
     ({"image_size": 64, "colour": "rgb"}, "unknown input contract keys"),
 ])
 def test_bad_contracts_are_refused(values, error):

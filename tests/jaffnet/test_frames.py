@@ -22,7 +22,7 @@ def test_every_frame_comes_back_at_its_own_size(contract, height, width):
     plan = plan_frame(contract, height, width)
     inputs = plan.split(frame)
     assert all(x.shape == (64, 64, 3) for x in inputs) and len(inputs) == len(plan)
-    probability = plan.merge(list(brightness(model_inputs(inputs))))
+    probability = plan.merge(list(brightness(model_inputs(inputs, contract.normalization))))
     assert probability.shape == (height, width) and probability.dtype == np.float32
     assert 0 <= probability.min() and probability.max() <= 1
 
@@ -55,7 +55,8 @@ def test_predict_frames_batches_across_frames_and_keeps_order():
     assert max(calls) == 4 and sum(calls) == sum(len(plan_frame(TILE, *f.shape[:2])) for f in frames)
     one_by_one = [plan_frame(TILE, *f.shape[:2]) for f in frames]
     for (frame, got), plan in zip(results, one_by_one):
-        np.testing.assert_allclose(got, plan.merge(list(brightness(model_inputs(plan.split(frame))))), atol=1e-6)
+        np.testing.assert_allclose(got, plan.merge(list(brightness(model_inputs(plan.split(frame), "imagenet")))),
+                                   atol=1e-6)
 
 
 def test_masks_are_split_with_their_frames():
@@ -72,9 +73,29 @@ def test_masks_are_split_with_their_frames():
     assert masks.shape[1:] == (1, 64, 64) and set(np.unique(masks)) == {0.0, 1.0}
 
 
-def test_inputs_are_normalised_like_training():
+@pytest.mark.parametrize("normalization", ["imagenet", "authors"])
+def test_inputs_are_normalised_like_training(normalization):
     image = textured(64, 64)
-    np.testing.assert_array_equal(model_inputs([image]), normalize(image[None]))
+    np.testing.assert_array_equal(model_inputs([image], normalization), normalize(image[None], normalization))
     gray = image[:, :, 0]
-    np.testing.assert_array_equal(model_inputs([gray]), normalize(np.repeat(gray[None, :, :, None], 3, axis=3)))
+    np.testing.assert_array_equal(model_inputs([gray], normalization),
+                                  normalize(np.repeat(gray[None, :, :, None], 3, axis=3), normalization))
     assert resize_image(textured(200, 100), 64).shape == (64, 64, 3)
+
+
+def test_predict_frames_feeds_the_model_its_contracts_normalisation():
+    frames = [textured(90, 120, seed=1), textured(64, 64, channels=None, seed=2)]  # dark RGB, grayscale
+    contract = InputContract(image_size=64, mode="resize", normalization="authors")
+    seen = []
+
+    def predict(batch):
+        seen.append(batch)
+        return brightness(batch)
+
+    list(predict_frames(frames, contract, predict, batch_size=2, image_of=lambda f: f))
+    (batch,) = seen
+    for got, frame in zip(batch, frames):
+        rgb = resize_image(np.repeat(frame[:, :, None], 3, axis=2) if frame.ndim == 2 else frame, 64).astype(float)
+        expected = ((rgb / rgb.max() - 0.4669) / 0.2437).transpose(2, 0, 1)  # the authors' data_loader
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    assert not np.allclose(batch, model_inputs([resize_image(f, 64) for f in frames], "imagenet"), atol=0.1)

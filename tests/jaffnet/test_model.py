@@ -77,9 +77,9 @@ def test_the_model_takes_rgb_and_grayscale_frames_become_rgb_before_normalising(
         with pytest.raises(ValueError, match="to_rgb"):
             model(torch.randn(1, channels, 32, 32))
     gray = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
-    batch = model_inputs([gray])
+    batch = model_inputs([gray], "imagenet")
     assert batch.shape == (1, 3, 32, 32)
-    assert np.array_equal(batch, model_inputs([np.repeat(gray[:, :, None], 3, axis=2)]))
+    assert np.array_equal(batch, model_inputs([np.repeat(gray[:, :, None], 3, axis=2)], "imagenet"))
     with torch.no_grad():
         assert model(torch.from_numpy(batch)).shape == (1, 1, 32, 32)
 

@@ -58,10 +58,11 @@ def test_import_registers_a_version_with_identical_outputs_and_its_provenance(wo
     assert (meta["imported_from"], meta["imported_file"], meta["imported_sha256"]) == ("authors", "dagm.pth", digest)
     assert meta["model_config"] == model.config and meta["image_size"] == 256
     assert loaded.contract.image_size == 256 and loaded.contract.mode == "resize"
+    assert loaded.contract.normalization == "authors"  # their data_loader's, so their probabilities
     assert not loaded.rule.calibrated and loaded.rule.pixel_threshold == 0.5
     version = MlflowClient().get_model_version("authors-test", "1")
     assert version.tags["imported_from"] == "authors" and version.tags["imported_sha256"] == digest
-    assert version.tags["calibrated"] == "false"
+    assert version.tags["calibrated"] == "false" and version.tags["input_normalization"] == "authors"
     assert not version.aliases  # neither candidate nor champion moves to an unvalidated import
 
 
@@ -75,6 +76,7 @@ def test_safetensors_file_is_read_and_metadata_follows_image_size(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     meta = import_metadata("n", "authors", path, "0" * 64, 512, model.config)
     assert meta["image_size"] == meta["input_contract"]["image_size"] == 512
+    assert meta["input_contract"]["normalization"] == "authors"
     assert meta["decision_rule"]["calibrated"] is False and "NOT calibrated" in meta["note"]
 
 

@@ -35,7 +35,7 @@ def test_training_batches_travel_as_uint8_and_become_model_ready(tiny):
     n = read_manifest(tiny)["totals"]["train"]
     assert batch["image"].shape == (n, SIZE, SIZE, 3) and batch["image"].dtype == np.uint8
     assert batch["mask"].shape == (n, SIZE, SIZE) and batch["mask"].dtype == np.uint8
-    images, masks = training_arrays(batch)
+    images, masks = training_arrays(batch, "imagenet")
     assert images.shape == (n, 3, SIZE, SIZE) and images.dtype == np.float32
     assert masks.shape == (n, 1, SIZE, SIZE) and masks.dtype == np.float32
     assert set(np.unique(masks)) <= {0.0, 1.0} and masks.any()

@@ -41,6 +41,7 @@ def test_dump_round_trips(tmp_path):
     ("encoder_depth=50", "encoder_depth"),
     ("lr=null", "lr"),
     ("ray_log_level=verbose", "ray_log_level"),
+    ("normalization=bgr", "normalization"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ValueError, match=f"'{key}'"):
@@ -132,3 +133,10 @@ def test_every_bad_key_is_reported_and_the_config_is_frozen_and_picklable():
     with pytest.raises(ValueError):
         cfg.width = 0.5
     assert TrainConfig(dilation_rates=(1, 2)).dilation_rates == [1, 2]  # tuples, as the search space holds them
+
+
+def test_normalization_is_imagenet_by_default_and_travels_in_the_contract():
+    assert load_config().normalization == "imagenet" == load_config().input_contract().normalization
+    assert load_config(None, ["normalization=authors"]).input_contract().normalization == "authors"
+    with pytest.raises(ValueError, match=r"config key 'normalization' must be one of \('imagenet', 'authors'\)"):
+        load_config(None, ["normalization=bgr"])

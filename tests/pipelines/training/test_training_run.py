@@ -123,6 +123,19 @@ def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_da
         assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
 
 
+def test_the_authors_normalisation_is_trained_with_and_saved_in_the_contract(tiny_dataset, tracking_uri, workdir):
+    from pipelines.training import evaluate, load_config, train
+
+    cfg = load_config(None, [*TINY, "epochs=1", "normalization=authors", "model_name=jaffnet-authors-norm",
+                             "experiment=authors-norm", f"storage_path={workdir / 'ray_results_authors'}"])
+    pub = train(cfg, tiny_dataset).publication
+    assert registry.load_model(pub.model_uri).contract.normalization == "authors"
+    evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
+    assert evaluation.contract["normalization"] == "authors"
+    for key, value in evaluation.metrics()["overall"].items():
+        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
+
+
 def test_injected_worker_failure_is_survived_without_losing_epochs(trained, workdir):
     assert (workdir / "ray_results" / trained.run_name / "injected_failure_epoch_1").exists()
     final = trained.result.metrics
