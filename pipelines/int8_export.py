@@ -8,9 +8,12 @@
 2. **Calibration.** Up to N frames of the TRAIN split, spread evenly over it, turned into
    model inputs through the model's input contract exactly as serving does
    (``jaffnet.frames.plan_frame`` + ``model_inputs``): a tiled model calibrates on tiles.
-3. **The gate** (``pipelines.quantization_gate``) on the TEST split, int8 against eager
+3. **Which layers stay float32.** ``--fp32-modules`` as given; without it the first rung of
+   ``FP32_LADDER`` (only the encoder stem float32: fastest) whose int8 model passes the same
+   gate on the VALIDATION split, else the last rung (the whole encoder float32).
+4. **The gate** (``pipelines.quantization_gate``) on the TEST split, int8 against eager
    fp32 through ``predict_frames``.
-4. **Publication.** Passed: the file set and ``gate_report.json`` in ``--out`` and in the
+5. **Publication.** Passed: the file set and ``gate_report.json`` in ``--out`` and in the
    model's MLflow run under ``int8/`` (what ``backend: int8`` serves), version tag
    ``int8_gate=passed``. Failed: no usable export: the quantised files are deleted, only
    ``gate_report.json`` (``passed: false``) is written to ``--out`` and logged under
@@ -32,7 +35,7 @@ import numpy as np
 
 from jaffnet.contract import InputContract
 from jaffnet.frames import model_inputs, plan_frame
-from pipelines.quantization_gate import GateLimits, GateReport, run_gate
+from pipelines.quantization_gate import MASK_IOU_CHECK, GateLimits, GateReport, run_gate
 from pipelines.registry import MANIFEST_TAG, LoadedModel
 
 ARTIFACT_PATH = "int8"  # in the model's run: the file set + REPORT_FILE, gate passed
@@ -41,7 +44,11 @@ REPORT_FILE = "gate_report.json"
 GATE_TAG = "int8_gate"  # version tag: passed | failed
 DATASET_PARAM = "dataset_dir"  # the run param training logs
 DEFAULT_CALIBRATION_FRAMES = 300
-CALIBRATION_SPLIT, GATE_SPLIT = "train", "test"
+CALIBRATION_SPLIT, SELECTION_SPLIT, GATE_SPLIT = "train", "val", "test"
+# Without --fp32-modules: the fastest scheme first, then the whole encoder in float32 (on the
+# demo models the error accumulates through the encoder: no smaller set passed). A rung is kept
+# when it passes the gate on the validation split, so the test split only judges the choice.
+FP32_LADDER = (("encoder.stem",), ("encoder",))
 
 
 class ExportRefused(ValueError):
@@ -165,10 +172,11 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
 
     MLflow must already point at the model's tracking server (the command configures it).
     Raises ExportRefused before any work when the data or ``out_dir`` is not usable.
-    ``fp32_modules``: module paths kept float32 (default: the quantiser's, the encoder stem).
+    ``fp32_modules``: module paths kept float32; None walks ``FP32_LADDER`` (step 3 of the
+    module docstring), a given list is used as it is.
     """
     from jaffnet.inference import bench, build_predictor
-    from jaffnet.inference.quantization import DEFAULT_FP32_MODULES, quantize_int8
+    from jaffnet.inference.quantization import quantize_int8
     from pipelines.data.dataset import iter_samples
 
     out_dir = Path(out_dir)
@@ -181,20 +189,32 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     calibration = calibration_samples(dataset.dataset_dir, calibration_frames)
     calibration_count = len(calibration)
     calibration_inputs = sum(len(plan_frame(contract, s.image.shape[0], s.image.shape[1])) for s in calibration)
+    ladder = FP32_LADDER if fp32_modules is None else (tuple(fp32_modules),)
+    selection_samples = list(iter_samples(dataset.dataset_dir, SELECTION_SPLIT)) if len(ladder) > 1 else []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
     try:
         metadata = {key: value for key, value in loaded.metadata.items() if isinstance(value, (str, int, float, bool))}
         metadata.update(source=loaded.source, name=loaded.name, version=loaded.version,
                         input_contract=contract.to_dict(), decision_rule=rule.to_dict())
-        file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
-                                      staging, metadata=metadata, image_size=contract.image_size,
-                                      fp32_modules=DEFAULT_FP32_MODULES if fp32_modules is None else fp32_modules))
+        reference = build_predictor(loaded.model, "eager", threads=threads)
+        selection: list[dict[str, Any]] = []
+        for step, modules in enumerate(ladder):
+            # Each rung overwrites the previous, rejected one's files.
+            file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
+                                          staging, metadata=metadata, image_size=contract.image_size,
+                                          fp32_modules=modules))
+            candidate = build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set))
+            if step == len(ladder) - 1 or not selection_samples:
+                break
+            trial = run_gate(selection_samples, contract, rule, reference, candidate, limits=limits,
+                             split=SELECTION_SPLIT, batch_size=batch_size)
+            selection.append(_selection_step(modules, trial))
+            if trial.passed:
+                break
         quantised_s = time.perf_counter() - started
         del calibration
 
-        reference = build_predictor(loaded.model, "eager", threads=threads)
-        candidate = build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set))
         samples = list(iter_samples(dataset.dataset_dir, GATE_SPLIT))
         gate_started = time.perf_counter()
         report = run_gate(samples, contract, rule, reference, candidate, limits=limits, split=GATE_SPLIT,
@@ -203,7 +223,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
             model=loaded.source, name=loaded.name, version=loaded.version, run_id=run_id,
             dataset_dir=dataset.dataset_dir, dataset_manifest=dataset.manifest, dataset_source=dataset.source,
             calibration_split=CALIBRATION_SPLIT, calibration_frames=calibration_count,
-            calibration_inputs=calibration_inputs,
+            calibration_inputs=calibration_inputs, fp32_modules=list(modules), fp32_selection=selection,
             file_set=file_set.relative_to(staging).as_posix() if report.passed else None,
             quantise_s=round(quantised_s, 2), gate_s=round(time.perf_counter() - gate_started, 2),
             machine=bench.machine_description(threads or _torch_threads()),
@@ -211,6 +231,14 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
         return _publish(report, staging, file_set, out_dir, run_id, loaded, log_to_run)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _selection_step(modules: Sequence[str], trial: GateReport) -> dict[str, Any]:
+    """One rung of the float32 ladder as the report records it."""
+    return {"fp32_modules": list(modules), "split": trial.split, "passed": trial.passed,
+            "failed_checks": [check.name for check in trial.checks if not check.passed],
+            "verdict_flips": trial.flip_count,
+            "mean_mask_iou": next(c.value for c in trial.checks if c.name == MASK_IOU_CHECK)}
 
 
 def _torch_threads() -> int:

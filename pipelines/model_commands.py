@@ -50,8 +50,8 @@ def _add_export(subparsers) -> None:
                              "hash must match the one recorded with the model)")
     export.add_argument("--threads", type=_positive_int, help="int8: CPU threads for the gate's predictors")
     export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
-                        help="int8: modules kept float32 (default: encoder.stem); e.g. 'encoder' when a small "
-                             "model fails the gate (slower, more accurate)")
+                        help="int8: modules kept float32 (default: only encoder.stem if that passes the gate on "
+                             "the validation split, else the whole encoder: slower, more accurate)")
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
@@ -150,6 +150,11 @@ def _export_int8(args, loaded) -> int:
         return _fail(f"cannot export {args.model} as int8: {exc}")
     except MlflowException as exc:
         return _fail(redact(f"cannot export {args.model} as int8: {exc}"))
+    for step in export.report.extra.get("fp32_selection", []):
+        print(f"float32 {','.join(step['fp32_modules'])}: gate on {step['split']} "
+              f"{'passed' if step['passed'] else 'failed (' + ', '.join(step['failed_checks']) + ')'}, "
+              f"mean mask IoU {step['mean_mask_iou']:.4f}, {step['verdict_flips']} verdict flip(s)")
+    print(f"float32 modules: {','.join(export.report.extra['fp32_modules'])}")
     print(export.report.format())
     logged = f"; logged to MLflow run {export.run_id} under {export.artifact_path}/" if export.artifact_path else ""
     if not export.passed:

@@ -32,6 +32,7 @@ from jaffnet.metrics import METRIC_COLUMNS
 from pipelines.training.scoring import EndpointVerdict, SplitAccumulator
 
 MAX_LISTED_FRAMES = 50  # frames named per list in the report
+MASK_IOU_CHECK = "mean mask IoU"
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def run_gate(samples: Sequence[Any], contract: InputContract, rule: DecisionRule
                      limits.metric_tolerance, "<=") for metric in METRIC_COLUMNS]
     count = len(ious)
     checks.append(_check("verdict agreement", 1.0 - len(flips) / count, limits.min_verdict_agreement, ">="))
-    checks.append(_check("mean mask IoU", float(np.mean(ious)), limits.min_mean_mask_iou, ">="))
+    checks.append(_check(MASK_IOU_CHECK, float(np.mean(ious)), limits.min_mean_mask_iou, ">="))
     differences.sort(key=lambda d: d.mask_iou)
     return GateReport(
         passed=all(check.passed for check in checks), split=split, count=count,

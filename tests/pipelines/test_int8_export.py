@@ -95,6 +95,9 @@ def test_export_writes_the_file_set_and_gate_report_and_logs_them_to_the_run(reg
     report = json.loads((out / "gate_report.json").read_text())
     assert report["passed"] and report["split"] == "test" and report["count"] > 0
     extra = report["extra"]
+    # The fastest rung passed on the validation split, so it was kept.
+    assert extra["fp32_modules"] == ["encoder.stem"] and [s["passed"] for s in extra["fp32_selection"]] == [True]
+    assert "float32 encoder.stem: gate on val passed" in printed
     assert extra["calibration_split"] == "train" and 0 < extra["calibration_frames"] <= 8
     assert extra["dataset_source"].startswith("run ") and extra["version"] == "1"
     file_set = out / extra["file_set"]
@@ -148,6 +151,10 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
     assert [p.name for p in out.iterdir()] == ["gate_report.json"]  # no quantised files left behind
     report = json.loads((out / "gate_report.json").read_text())
     assert not report["passed"] and report["extra"]["file_set"] is None
+    # Both rungs of the float32 ladder were tried; the first failed on the validation split.
+    assert report["extra"]["fp32_modules"] == ["encoder"]
+    assert [(step["fp32_modules"], step["split"], step["passed"]) for step in report["extra"]["fp32_selection"]] \
+        == [(["encoder.stem"], "val", False)]
     assert any(not c["passed"] for c in report["checks"])
 
     run_id = load_model(registered[1]).run_id
@@ -191,3 +198,28 @@ def test_fp32_modules_reach_the_quantiser_and_unknown_ones_are_refused(registere
     capsys.readouterr()
     assert _export(registered, workdir / "int8-nowhere", "--fp32-modules", "encoder.nowhere") == 2
     assert "encoder.nowhere" in capsys.readouterr().err
+
+
+def test_without_fp32_modules_the_encoder_stays_float32_when_the_stem_alone_fails_on_val(registered, workdir,
+                                                                                           monkeypatch, capsys):
+    import jaffnet.inference
+    from jaffnet.inference.quantization import read_int8_manifest
+
+    real_build = jaffnet.inference.build_predictor
+
+    def stem_only_is_wrong(model, backend="eager", **options):
+        predict = real_build(model, backend, **options)
+        if backend != "int8" or read_int8_manifest(options["quantized_path"])["float32"]["modules"] != ["encoder.stem"]:
+            return predict
+        return lambda batch: np.clip(predict(batch) + 0.3, 0, 1).astype(np.float32)  # a rung that must be rejected
+
+    monkeypatch.setattr(jaffnet.inference, "build_predictor", stem_only_is_wrong)
+    out = workdir / "int8-ladder"
+    assert _export(registered, out) == 0
+    printed = capsys.readouterr().out
+    assert "float32 encoder.stem: gate on val failed" in printed and "float32 modules: encoder" in printed
+    report = json.loads((out / "gate_report.json").read_text())
+    assert report["passed"] and report["extra"]["fp32_modules"] == ["encoder"]
+    assert json.loads((out / "jaffnet_int8.json").read_text())["float32"]["modules"] == ["encoder"]
+    step, = report["extra"]["fp32_selection"]
+    assert step["fp32_modules"] == ["encoder.stem"] and not step["passed"] and step["split"] == "val"
