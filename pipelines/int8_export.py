@@ -194,9 +194,8 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
     try:
-        metadata = {key: value for key, value in loaded.metadata.items() if isinstance(value, (str, int, float, bool))}
-        metadata.update(source=loaded.source, name=loaded.name, version=loaded.version,
-                        input_contract=contract.to_dict(), decision_rule=rule.to_dict())
+        metadata = {**loaded.export_metadata(), "input_contract": contract.to_dict(),
+                    "decision_rule": rule.to_dict()}
         reference = build_predictor(loaded.model, "eager", threads=threads)
         selection: list[dict[str, Any]] = []
         for step, modules in enumerate(ladder):

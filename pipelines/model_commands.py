@@ -122,8 +122,7 @@ def export_command(args) -> int:
     except ValueError as exc:
         return _fail(f"{exc}; pass --image-size")
     start = time.perf_counter()
-    metadata = {k: v for k, v in loaded.metadata.items() if isinstance(v, (str, int, float, bool))}
-    metadata.update(source=loaded.source, name=loaded.name, version=loaded.version)
+    metadata = loaded.export_metadata()
     try:
         path = export_onnx(loaded.model, args.out, image_size=image_size, dynamic=not args.static, metadata=metadata)
     except (ValueError, OSError) as exc:

@@ -89,6 +89,11 @@ class LoadedModel:
         """The image-level decision rule calibrated with the model."""
         return rule_from_metadata(self.metadata, self.source or "the model")
 
+    def export_metadata(self) -> dict[str, Any]:
+        """What an exported file set carries: the model's scalar metadata and where it came from."""
+        scalars = {key: value for key, value in self.metadata.items() if isinstance(value, (str, int, float, bool))}
+        return {**scalars, "source": self.source, "name": self.name, "version": self.version}
+
 
 def log_model(model: JAFFNet, metadata: dict[str, Any], name: str = "model"):
     """Log the model into the active MLflow run; returns MLflow's ``ModelInfo``."""
