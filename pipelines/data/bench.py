@@ -74,11 +74,10 @@ def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
     from pipelines.training.config import DEMO_CONFIG, load_config
 
     demo = load_config(DEMO_CONFIG)
-    model = {"encoder_depth": demo.encoder_depth, "width": demo.width, "dilation_rates": tuple(demo.dilation_rates)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = bench_training(model, image_size, demo.batch_size, steps)
+        result = bench_training(demo.model_arguments(), image_size, demo.batch_size, steps)
     finally:
         torch.set_num_threads(threads)
     return result.images_per_s * demo.num_workers

@@ -156,6 +156,11 @@ class TrainConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
+    def model_arguments(self) -> dict[str, Any]:
+        """``JAFFNet(**cfg.model_arguments())``: the model this config trains."""
+        return {"encoder_depth": self.encoder_depth, "width": self.width,
+                "dilation_rates": tuple(self.dilation_rates)}
+
     def input_contract(self) -> InputContract:
         return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap,
                              normalization=self.normalization)

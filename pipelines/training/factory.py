@@ -15,7 +15,7 @@ from pipelines.training.config import TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> JAFFNet:
-    model = JAFFNet(encoder_depth=cfg.encoder_depth, width=cfg.width, dilation_rates=tuple(cfg.dilation_rates))
+    model = JAFFNet(**cfg.model_arguments())
     if cfg.encoder_weights:
         load_encoder_weights(model, cfg.encoder_weights)
     if cfg.head_prior is not None:
