@@ -2,8 +2,9 @@
 
 A checkpoint directory is a ``jaffnet.io.save_pretrained`` model (``config.json`` with the
 training config, epoch, metrics, input contract and decision rule as metadata, ``model.safetensors``) plus
-``training_state.pt`` (optimiser, LR scheduler and AMP scaler state, read back with
-``weights_only=True``: nothing arbitrary is unpickled) and ``overlays/`` PNGs. With a
+``training_state.pt`` (optimiser, LR scheduler and AMP scaler state, and the device, DDP backend
+and precision it trained with, read back with ``weights_only=True``: nothing arbitrary is
+unpickled) and ``overlays/`` PNGs. With a
 weight average (``ema_decay``) the saved model is the average (what was validated and is
 published) and ``training_state.pt`` also holds the weights as trained, to resume from.
 """
@@ -57,9 +58,11 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
 
 
 def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[str, Any], optimizer, scheduler,
-                    scaler, state: TrainingState, rule: DecisionRule, trained: JAFFNet | None = None) -> Path:
+                    scaler, state: TrainingState, rule: DecisionRule, trained: JAFFNet | None = None,
+                    setup: dict[str, Any] | None = None) -> Path:
     """``model`` is what was validated (the average, with ``ema_decay``); ``trained`` the
-    weights as trained when they differ from it."""
+    weights as trained when they differ from it; ``setup`` how the run trains (device, DDP
+    backend, precision), kept for provenance."""
     directory = Path(directory)
     save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1], rule))
     training_state = {
@@ -68,6 +71,7 @@ def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[st
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
+        "setup": setup or {},
     }
     if trained is not None:
         training_state["trained_weights"] = trained.state_dict()

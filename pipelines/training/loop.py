@@ -75,6 +75,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = restore_checkpoint(directory, model, optimizer, scheduler, scaler, average)
     resumed_at = state.next_epoch
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
+    setup = training_setup(device, world, use_amp)
+    if rank == 0 and resumed_at == 0:
+        _progress.info(f"training on {world} worker(s), {setup['device']}, DDP over {setup['ddp_backend']}, "
+                       f"{'float16 autocast + GradScaler' if use_amp else 'float32'}")
     loss_fn = build_loss(cfg)
     contract = cfg.input_contract()
     train_shard = ray.train.get_dataset_shard(TRAIN_DATASET)
@@ -105,7 +109,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
                 save_checkpoint(tmp, validated, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule,
-                                trained=model if average is not None else None)
+                                trained=model if average is not None else None, setup=setup)
                 # A logger, not print: Ray Train's patched print would show the line twice.
                 _progress.info(format_epoch_line(metrics, cfg.epochs))
             metrics = _broadcast(metrics)
@@ -120,6 +124,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 _progress.info(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved "
                                f"for {stale} epochs (patience {cfg.patience})")
             break
+
+
+def training_setup(device: torch.device, world: int, use_amp: bool) -> dict[str, Any]:
+    """How this run trains, saved with each checkpoint: which device, DDP backend (Ray picks
+    NCCL for GPU workers, gloo for CPU ones) and precision produced the weights."""
+    return {"device": device.type, "ddp_backend": dist.get_backend() if dist.is_initialized() else "none",
+            "workers": world, "mixed_precision": use_amp}
 
 
 PER_CLASS_IMAGE_METRICS = ("image_auroc", "overkill_rate", "escape_rate")

@@ -144,6 +144,11 @@ def test_injected_worker_failure_is_survived_without_losing_epochs(trained, work
     assert [h["epoch"] for h in state["history"]] == [0, 1]
 
 
+def test_the_checkpoint_records_how_it_was_trained(trained):
+    setup = _training_state(trained.result.checkpoint)["setup"]
+    assert setup == {"device": "cpu", "ddp_backend": "gloo", "workers": 2, "mixed_precision": False}
+
+
 def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset, tracking_uri):
     from pipelines.training import evaluate
 
