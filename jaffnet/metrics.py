@@ -103,6 +103,13 @@ class SaliencyMetrics:
 _PER_IMAGE_SCALARS = ("mae", "weighted_f", "s_measure", "adaptive_e", "adaptive_f")
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; two empty masks agree fully (1.0)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
 def image_auroc(scores: np.ndarray, defective: np.ndarray) -> float | None:
     """Area under the ROC curve of image scores for "has a defect" (ties count half);
     None when the frames are all of one kind."""

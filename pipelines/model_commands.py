@@ -150,10 +150,15 @@ def _export_int8(args, loaded) -> int:
     except MlflowException as exc:
         return _fail(redact(f"cannot export {args.model} as int8: {exc}"))
     for step in export.report.extra.get("fp32_selection", []):
-        print(f"float32 {','.join(step['fp32_modules'])}: gate on {step['split']} "
+        control = (f" + accuracy control ({step['restored']} convolution(s) restored)"
+                   if step.get("accuracy_control") else "")
+        print(f"float32 {','.join(step['fp32_modules'])}{control}: gate on {step['split']} "
               f"{'passed' if step['passed'] else 'failed (' + ', '.join(step['failed_checks']) + ')'}, "
               f"mean mask IoU {step['mean_mask_iou']:.4f}, {step['verdict_flips']} verdict flip(s)")
-    print(f"float32 modules: {','.join(export.report.extra['fp32_modules'])}")
+    extra = export.report.extra
+    control = (f" + accuracy control ({len(extra['fp32_restored'])} convolution(s) restored)"
+               if extra.get("accuracy_control") else "")
+    print(f"float32 modules: {','.join(extra['fp32_modules'])}{control}")
     print(export.report.format())
     logged = f"; logged to MLflow run {export.run_id} under {export.artifact_path}/" if export.artifact_path else ""
     if not export.passed:

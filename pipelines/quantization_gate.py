@@ -28,7 +28,7 @@ import numpy as np
 from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule, judge
 from jaffnet.frames import Predict, predict_frames
-from jaffnet.metrics import METRIC_COLUMNS
+from jaffnet.metrics import METRIC_COLUMNS, mask_iou
 from pipelines.training.scoring import EndpointVerdict, SplitAccumulator
 
 MAX_LISTED_FRAMES = 50  # frames named per list in the report
@@ -127,13 +127,6 @@ class GateReport:
                       for f in self.low_iou_frames]
         lines.append("GATE PASSED" if self.passed else "GATE FAILED")
         return "\n".join(lines)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks; two empty masks agree fully (1.0)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
 def run_gate(samples: Sequence[Any], contract: InputContract, rule: DecisionRule, reference: Predict,

@@ -20,9 +20,10 @@ from jaffnet.inference.predictor import (
     error_bound,
 )
 from jaffnet.inference.probability import ProbabilityMap
-from jaffnet.inference.quantization import quantize_int8, read_int8_manifest
+from jaffnet.inference.quantization import AccuracyControl, quantize_int8, read_int8_manifest
 
 __all__ = [
+    "AccuracyControl",
     "BACKENDS",
     "CPU_BACKENDS",
     "OnnxPredictor",

@@ -37,6 +37,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,37 @@ CALIBRATION_METHOD = ("NNCF post-training quantisation, preset MIXED: convolutio
 FLOAT_OP_TYPES = ("Interpolate", "Multiply", "Add", "Concat", "ReduceMean", "ReduceMax", "GroupConvolution", "MaxPool")
 DEFAULT_FP32_MODULES = ("encoder.stem",)  # module paths (``model.named_modules()``) kept float32
 MAX_CALIBRATION_FRAMES = 10_000  # NNCF's statistics pass keeps every frame in memory
+ACCURACY_CONTROL_METHOD = ("then NNCF accuracy control: the convolutions whose quantisation costs the most mask IoU "
+                           "with fp32 on held-out frames restored to float32, most harmful first")
+
+
+@dataclass(frozen=True)
+class AccuracyControl:
+    """Quantise, then give convolutions back their float32 weights and inputs, the most
+    harmful first (NNCF's accuracy-control quantisation ranks them on these frames), until
+    the int8 model's pixel masks agree with fp32's: mean per-frame IoU >= ``min_mask_iou``
+    on ``inputs`` at ``pixel_threshold`` (two empty masks count as IoU 1).
+
+    ``inputs``: normalised float32 ``(N, C, H, W)`` batches NOT used for calibration (the
+    validation split, say). Costs one evaluation of those frames per convolution for the
+    ranking plus one per restored group: minutes on a small model, far longer on a large one.
+    """
+
+    inputs: Sequence[np.ndarray]
+    pixel_threshold: float
+    min_mask_iou: float = 0.96
+
+    def __post_init__(self):
+        if not 0.0 <= self.pixel_threshold <= 1.0:
+            raise ValueError(f"pixel_threshold must be in [0, 1], got {self.pixel_threshold}")
+        if not 0.0 < self.min_mask_iou <= 1.0:
+            raise ValueError(f"min_mask_iou must be in (0, 1], got {self.min_mask_iou}")
 
 
 def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], out_dir: str | Path, *,
                   metadata: dict | None = None, image_size: int = 256, onnx_path: str | Path | None = None,
-                  fp32_modules: Sequence[str] = DEFAULT_FP32_MODULES) -> Path:
+                  fp32_modules: Sequence[str] = DEFAULT_FP32_MODULES,
+                  accuracy_control: AccuracyControl | None = None) -> Path:
     """Quantise ``model`` to INT8 for CPU inference and write its file set into ``out_dir``.
 
     ``calibration_batches``: normalised float32 ``(N, C, H, W)`` numpy batches, as the
@@ -72,7 +99,9 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
     ``jaffnet export``) already wrote from this model, quantised instead of exporting again
     (refused unless its weight fingerprint is ``model``'s). ``fp32_modules``: module paths of
     ``model`` (e.g. ``"encoder.stem"``, ``"encoder"``, ``"decoder.stages.3"``) whose layers stay
-    float32: more accurate, slower; ``()`` quantises every convolution.
+    float32: more accurate, slower; ``()`` quantises every convolution. ``accuracy_control``:
+    then restore float32 convolutions until held-out masks agree (``AccuracyControl``); the
+    manifest lists them under ``float32.restored``.
 
     ``out_dir`` is created if needed; the three files (``MODEL_FILES`` + ``MANIFEST_NAME``)
     are overwritten, anything else in it is left alone. Returns the manifest's path: pass it
@@ -88,6 +117,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
     fp32_modules = _check_modules(model, fp32_modules)
     ov, nncf = _import_runtime(with_nncf=True)
     frames = _calibration_frames(calibration_batches, model.in_channels)
+    held_out = None if accuracy_control is None else _calibration_frames(accuracy_control.inputs, model.in_channels)
     try:
         metadata_json = json.loads(json.dumps(metadata or {}, sort_keys=True))
     except (TypeError, ValueError) as exc:
@@ -108,12 +138,14 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
     # OpenVINO keeps ONNX node names, splitting a convolution's bias off as "<name>/WithoutBiases".
     present = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
     ignored = sorted(name for node in float_nodes for name in (node, f"{node}/WithoutBiases") if name in present)
+    options = dict(subset_size=len(frames), preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
+                   ignored_scope=nncf.IgnoredScope(names=ignored, types=list(FLOAT_OP_TYPES), validate=False))
     with _quiet_nncf(nncf):
-        quantised = nncf.quantize(
-            fp32, nncf.Dataset(frames), subset_size=len(frames),
-            preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
-            ignored_scope=nncf.IgnoredScope(names=ignored, types=list(FLOAT_OP_TYPES), validate=False),
-        )
+        if accuracy_control is None:
+            quantised = nncf.quantize(fp32, nncf.Dataset(frames), **options)
+        else:
+            quantised = _quantize_with_accuracy_control(ov, nncf, fp32, frames, held_out, accuracy_control, options)
+    restored = [] if accuracy_control is None else _float_convolutions(quantised, exclude=ignored)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
@@ -127,9 +159,12 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         "config": dict(getattr(model, "config", {})),
         "metadata": metadata_json,
         "image_size": image_size,
-        "calibration": {"frames": len(frames), "method": CALIBRATION_METHOD,
-                        "shapes": [list(shape) for shape in shapes]},
-        "float32": {"modules": list(fp32_modules), "op_types": list(FLOAT_OP_TYPES)},
+        "calibration": {"frames": len(frames), "shapes": [list(shape) for shape in shapes],
+                        "method": "; ".join([CALIBRATION_METHOD] + [ACCURACY_CONTROL_METHOD] * bool(accuracy_control))},
+        "float32": {"modules": list(fp32_modules), "op_types": list(FLOAT_OP_TYPES), "restored": restored,
+                    "accuracy_control": None if accuracy_control is None else {
+                        "held_out_frames": len(held_out), "pixel_threshold": accuracy_control.pixel_threshold,
+                        "min_mask_iou": accuracy_control.min_mask_iou}},
         "files": {name: file_sha256(out_dir / name) for name in MODEL_FILES},
         "runtime": {"openvino": ov.get_version(), "nncf": nncf.__version__},
         "quantize_s": round(time.perf_counter() - started, 2),
@@ -240,6 +275,39 @@ def _import_runtime(with_nncf: bool = False):
     except ImportError as exc:
         raise ImportError(f"quantising needs NNCF: pip install 'jaffnet[openvino]' (openvino, nncf) ({exc})") from exc
     return ov, nncf
+
+
+def _quantize_with_accuracy_control(ov, nncf, fp32, frames: list[np.ndarray], held_out: list[np.ndarray],
+                                    control: AccuracyControl, options: dict):
+    """``nncf.quantize_with_accuracy_control`` with the mean mask IoU against fp32 as its metric
+    (fp32 scores 1 against itself, so the allowed absolute drop is ``1 - min_mask_iou``)."""
+    from jaffnet.metrics import mask_iou
+
+    reference = ov.Core().compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    output = reference.outputs[0]
+    items = [(frame, reference(frame)[output][0] >= control.pixel_threshold) for frame in held_out]
+
+    def mask_iou_with_fp32(compiled, validation_items) -> tuple[float, list[float]]:
+        out = compiled.outputs[0]
+        per_frame = [mask_iou(compiled(frame)[out][0] >= control.pixel_threshold, mask)
+                     for frame, mask in validation_items]
+        return float(np.mean(per_frame)), per_frame
+
+    return nncf.quantize_with_accuracy_control(
+        fp32, nncf.Dataset(frames), nncf.Dataset(items, lambda item: item[0]), mask_iou_with_fp32,
+        max_drop=1.0 - control.min_mask_iou, drop_type=nncf.DropType.ABSOLUTE, **options)
+
+
+def _float_convolutions(quantised, exclude: Sequence[str]) -> list[str]:
+    """Names of the convolutions left float32 (no FakeQuantize on their input) beyond ``exclude``."""
+    excluded = set(exclude)
+    names = []
+    for op in quantised.get_ordered_ops():
+        if op.get_type_name() != "Convolution" or op.get_friendly_name() in excluded:
+            continue
+        if op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize":
+            names.append(op.get_friendly_name())
+    return sorted(names)
 
 
 def _calibration_frames(batches: Iterable[np.ndarray], channels: int) -> list[np.ndarray]:

@@ -123,7 +123,7 @@ def test_export_writes_the_file_set_and_gate_report_and_logs_them_to_the_run(reg
 
 def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, workdir, monkeypatch, capsys):
     import jaffnet.inference
-    import jaffnet.inference.quantization
+    import jaffnet.inference.quantization as quantization
     from mlflow import MlflowClient
 
     from pipelines.registry import load_model
@@ -132,7 +132,9 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
 
     def fake_quantize(model, calibration_batches, out_dir, **kwargs):
         assert all(batch.shape[1:] == (3, SIZE, SIZE) for batch in calibration_batches)
-        (out_dir / "jaffnet_int8.json").write_text("{}")
+        manifest = {"format": quantization.FORMAT, "format_version": quantization.FORMAT_VERSION,
+                    "float32": {"modules": list(kwargs["fp32_modules"]), "restored": []}}
+        (out_dir / "jaffnet_int8.json").write_text(json.dumps(manifest))
         return out_dir / "jaffnet_int8.json"
 
     def wrong_int8(model, backend="eager", **options):
@@ -142,7 +144,7 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
         return lambda batch: np.clip(fp32(batch) + rng.normal(0, 0.3, (len(batch), SIZE, SIZE)),
                                      0, 1).astype(np.float32)
 
-    monkeypatch.setattr(jaffnet.inference.quantization, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(quantization, "quantize_int8", fake_quantize)
     monkeypatch.setattr(jaffnet.inference, "build_predictor", wrong_int8)
     out = workdir / "int8-rejected"
     assert _export(registered, out) == 1
@@ -151,10 +153,11 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
     assert [p.name for p in out.iterdir()] == ["gate_report.json"]  # no quantised files left behind
     report = json.loads((out / "gate_report.json").read_text())
     assert not report["passed"] and report["extra"]["file_set"] is None
-    # Both rungs of the float32 ladder were tried; the first failed on the validation split.
-    assert report["extra"]["fp32_modules"] == ["encoder"]
-    assert [(step["fp32_modules"], step["split"], step["passed"]) for step in report["extra"]["fp32_selection"]] \
-        == [(["encoder.stem"], "val", False)]
+    # Every rung of the float32 ladder was tried; the first two failed on the validation split.
+    assert report["extra"]["fp32_modules"] == ["encoder.stem"] and report["extra"]["accuracy_control"]
+    assert [(step["fp32_modules"], step["accuracy_control"], step["split"], step["passed"])
+            for step in report["extra"]["fp32_selection"]] \
+        == [(["encoder.stem"], False, "val", False), (["encoder"], False, "val", False)]
     assert any(not c["passed"] for c in report["checks"])
 
     run_id = load_model(registered[1]).run_id
@@ -200,26 +203,54 @@ def test_fp32_modules_reach_the_quantiser_and_unknown_ones_are_refused(registere
     assert "encoder.nowhere" in capsys.readouterr().err
 
 
-def test_without_fp32_modules_the_encoder_stays_float32_when_the_stem_alone_fails_on_val(registered, workdir,
-                                                                                           monkeypatch, capsys):
+def _wrong_when(condition):
+    """``build_predictor`` whose int8 predictors are deliberately wrong when ``condition(manifest)``."""
     import jaffnet.inference
     from jaffnet.inference.quantization import read_int8_manifest
 
     real_build = jaffnet.inference.build_predictor
 
-    def stem_only_is_wrong(model, backend="eager", **options):
+    def build(model, backend="eager", **options):
         predict = real_build(model, backend, **options)
-        if backend != "int8" or read_int8_manifest(options["quantized_path"])["float32"]["modules"] != ["encoder.stem"]:
+        if backend != "int8" or not condition(read_int8_manifest(options["quantized_path"])["float32"]):
             return predict
         return lambda batch: np.clip(predict(batch) + 0.3, 0, 1).astype(np.float32)  # a rung that must be rejected
 
-    monkeypatch.setattr(jaffnet.inference, "build_predictor", stem_only_is_wrong)
+    return build
+
+
+def test_without_fp32_modules_the_encoder_stays_float32_when_the_stem_alone_fails_on_val(registered, workdir,
+                                                                                           monkeypatch, capsys):
+    import jaffnet.inference
+
+    plain_stem = _wrong_when(lambda f32: f32["modules"] == ["encoder.stem"] and f32["accuracy_control"] is None)
+    monkeypatch.setattr(jaffnet.inference, "build_predictor", plain_stem)
     out = workdir / "int8-ladder"
     assert _export(registered, out) == 0
     printed = capsys.readouterr().out
-    assert "float32 encoder.stem: gate on val failed" in printed and "float32 modules: encoder" in printed
+    assert "float32 encoder.stem: gate on val failed" in printed and "float32 modules: encoder\n" in printed
     report = json.loads((out / "gate_report.json").read_text())
     assert report["passed"] and report["extra"]["fp32_modules"] == ["encoder"]
     assert json.loads((out / "jaffnet_int8.json").read_text())["float32"]["modules"] == ["encoder"]
-    step, = report["extra"]["fp32_selection"]
-    assert step["fp32_modules"] == ["encoder.stem"] and not step["passed"] and step["split"] == "val"
+    assert [(step["fp32_modules"], step["passed"], step["split"]) for step in report["extra"]["fp32_selection"]] \
+        == [(["encoder.stem"], False, "val"), (["encoder"], True, "val")]
+
+
+def test_when_both_plain_rungs_fail_on_val_accuracy_control_is_the_last_resort(registered, workdir, monkeypatch,
+                                                                               capsys):
+    import jaffnet.inference
+
+    monkeypatch.setattr(jaffnet.inference, "build_predictor", _wrong_when(lambda f32: f32["accuracy_control"] is None))
+    out = workdir / "int8-controlled"
+    assert _export(registered, out) == 0  # the real accuracy-controlled model passes on test
+    printed = capsys.readouterr().out
+    assert "float32 encoder.stem: gate on val failed" in printed and "float32 encoder: gate on val failed" in printed
+    assert "float32 modules: encoder.stem + accuracy control (" in printed
+    report = json.loads((out / "gate_report.json").read_text())
+    extra = report["extra"]
+    assert report["passed"] and extra["accuracy_control"] and extra["fp32_modules"] == ["encoder.stem"]
+    manifest = json.loads((out / "jaffnet_int8.json").read_text())
+    assert manifest["float32"]["accuracy_control"]["min_mask_iou"] == 0.96  # aimed above the gate's 0.95, on val
+    assert manifest["float32"]["restored"] == extra["fp32_restored"]
+    assert [(step["fp32_modules"], step["passed"]) for step in extra["fp32_selection"]] \
+        == [(["encoder.stem"], False), (["encoder"], False)]

@@ -13,6 +13,7 @@ import pytest
 from jaffnet.inference import build_predictor, error_bound, export_onnx
 from jaffnet.inference.quantization import (
     MANIFEST_NAME,
+    AccuracyControl,
     MODEL_FILES,
     quantize_int8,
     read_int8_manifest,
@@ -134,6 +135,37 @@ def test_only_convolutions_outside_the_float32_modules_are_quantised(model, file
     assert fed == {"Convolution"}  # ShapeOf etc. would show here too: none
     stem = next(op for op in quantised.get_ordered_ops() if op.get_type_name() == "Convolution")
     assert stem.input_value(0).get_node().get_type_name() == "Parameter"  # the stem reads the image unquantised
+
+
+def test_accuracy_control_restores_float32_convolutions_until_held_out_masks_agree(model, eager, onnx_file, file_set,
+                                                                                   tmp_path):
+    from jaffnet.metrics import mask_iou
+
+    held_out = synthetic_frames(4, SIZE, seed=7)
+    threshold = float(np.median(eager(held_out)))  # half of every map near the threshold: masks are fragile
+
+    def held_out_iou(predict):
+        return np.mean([mask_iou(a >= threshold, b >= threshold) for a, b in zip(predict(held_out), eager(held_out))])
+
+    plain = held_out_iou(build_predictor(model, "int8", threads=2, quantized_path=str(file_set)))
+    target = min(1.0, plain + (1 - plain) / 2)  # half the way from the plain scheme's IoU to perfect agreement
+    frames = synthetic_frames(8, SIZE)
+    controlled = quantize_int8(model, (frames[:5], frames[5:]), tmp_path, image_size=SIZE, onnx_path=onnx_file,
+                               accuracy_control=AccuracyControl([held_out], pixel_threshold=threshold,
+                                                                min_mask_iou=target))
+    manifest = read_int8_manifest(controlled)
+    assert manifest["float32"]["restored"]  # convolutions given back float32, by name
+    assert manifest["float32"]["accuracy_control"] == {"held_out_frames": 4, "pixel_threshold": threshold,
+                                                       "min_mask_iou": target}
+    assert "accuracy control" in manifest["calibration"]["method"]
+    assert held_out_iou(build_predictor(model, "int8", threads=2, quantized_path=str(controlled))) >= target
+    assert read_int8_manifest(file_set)["float32"]["restored"] == []  # without accuracy control: none
+
+
+@pytest.mark.parametrize("threshold,iou", [(1.5, 0.9), (0.5, 0.0), (0.5, 1.2)])
+def test_accuracy_control_refuses_impossible_targets(threshold, iou):
+    with pytest.raises(ValueError, match="must be in"):
+        AccuracyControl([synthetic_frames(1, SIZE)], pixel_threshold=threshold, min_mask_iou=iou)
 
 
 @pytest.mark.parametrize("modules,error", [(["encoder.nothing"], "not modules of this model"),
