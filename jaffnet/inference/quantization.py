@@ -10,7 +10,9 @@ stay float32 (``FLOAT_OP_TYPES``), and so do the layers of ``fp32_modules`` (def
 encoder's stem, whose input is the image itself). On a trained demo model quantising
 those too cost most of the accuracy (mask IoU with fp32 0.73 instead of 0.89) for 1.5x
 the speed of this scheme; keeping the whole ``encoder`` in float32 lifted it to 0.95 but
-ran 4.5x slower (README, "INT8 and OpenVINO"). It writes one file set to ``out_dir``:
+ran 4.5x slower (README, "INT8 and OpenVINO"). ``AccuracyControl`` instead restores only the
+convolutions that cost held-out masks the most (NNCF's accuracy-control quantisation). It
+writes one file set to ``out_dir``:
 
 * ``model.xml`` + ``model.bin``: the quantised OpenVINO IR (non-quantised constants stay float32);
 * ``jaffnet_int8.json`` (``MANIFEST_NAME``): the weight fingerprint of the fp32 model it
