@@ -58,10 +58,6 @@ class Rung:
     fp32_modules: tuple[str, ...]
     accuracy_control: bool = False
 
-    @property
-    def label(self) -> str:
-        return ",".join(self.fp32_modules) + (" + accuracy control" if self.accuracy_control else "")
-
 
 # Without --fp32-modules: the fastest scheme first, then the whole encoder float32; accuracy
 # control last: it takes minutes, and the float32 convolutions it scatters through the network
