@@ -51,9 +51,9 @@ def _add_export(subparsers) -> None:
     export.add_argument("--threads", type=_positive_int, help="int8: CPU threads for the gate's predictors")
     export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
                         help="int8: modules kept float32 (default: only encoder.stem if that passes the gate on "
-                             "the validation split, else the whole encoder if that does: slower, more accurate; "
-                             "else the stem scheme with NNCF accuracy control, which restores the most harmful "
-                             "convolutions to float32 on the validation split: minutes)")
+                             "the validation split; else that scheme with NNCF accuracy control, which restores the "
+                             "most harmful convolutions to float32 on the validation split (minutes), if it passes; "
+                             "else the whole encoder: slower, more accurate)")
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")

@@ -154,10 +154,10 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
     report = json.loads((out / "gate_report.json").read_text())
     assert not report["passed"] and report["extra"]["file_set"] is None
     # Every rung of the float32 ladder was tried; the first two failed on the validation split.
-    assert report["extra"]["fp32_modules"] == ["encoder.stem"] and report["extra"]["accuracy_control"]
+    assert report["extra"]["fp32_modules"] == ["encoder"] and not report["extra"]["accuracy_control"]
     assert [(step["fp32_modules"], step["accuracy_control"], step["split"], step["passed"])
             for step in report["extra"]["fp32_selection"]] \
-        == [(["encoder.stem"], False, "val", False), (["encoder"], False, "val", False)]
+        == [(["encoder.stem"], False, "val", False), (["encoder.stem"], True, "val", False)]
     assert any(not c["passed"] for c in report["checks"])
 
     run_id = load_model(registered[1]).run_id
@@ -219,32 +219,17 @@ def _wrong_when(condition):
     return build
 
 
-def test_without_fp32_modules_the_encoder_stays_float32_when_the_stem_alone_fails_on_val(registered, workdir,
-                                                                                           monkeypatch, capsys):
+def test_when_the_stem_alone_fails_on_val_accuracy_control_is_tried_and_kept(registered, workdir, monkeypatch,
+                                                                             capsys):
     import jaffnet.inference
 
     plain_stem = _wrong_when(lambda f32: f32["modules"] == ["encoder.stem"] and f32["accuracy_control"] is None)
     monkeypatch.setattr(jaffnet.inference, "build_predictor", plain_stem)
-    out = workdir / "int8-ladder"
+    out = workdir / "int8-controlled"
     assert _export(registered, out) == 0
     printed = capsys.readouterr().out
-    assert "float32 encoder.stem: gate on val failed" in printed and "float32 modules: encoder\n" in printed
-    report = json.loads((out / "gate_report.json").read_text())
-    assert report["passed"] and report["extra"]["fp32_modules"] == ["encoder"]
-    assert json.loads((out / "jaffnet_int8.json").read_text())["float32"]["modules"] == ["encoder"]
-    assert [(step["fp32_modules"], step["passed"], step["split"]) for step in report["extra"]["fp32_selection"]] \
-        == [(["encoder.stem"], False, "val"), (["encoder"], True, "val")]
-
-
-def test_when_both_plain_rungs_fail_on_val_accuracy_control_is_the_last_resort(registered, workdir, monkeypatch,
-                                                                               capsys):
-    import jaffnet.inference
-
-    monkeypatch.setattr(jaffnet.inference, "build_predictor", _wrong_when(lambda f32: f32["accuracy_control"] is None))
-    out = workdir / "int8-controlled"
-    assert _export(registered, out) == 0  # the real accuracy-controlled model passes on test
-    printed = capsys.readouterr().out
-    assert "float32 encoder.stem: gate on val failed" in printed and "float32 encoder: gate on val failed" in printed
+    assert "float32 encoder.stem: gate on val failed" in printed
+    assert "float32 encoder.stem + accuracy control (" in printed and "): gate on val passed" in printed
     assert "float32 modules: encoder.stem + accuracy control (" in printed
     report = json.loads((out / "gate_report.json").read_text())
     extra = report["extra"]
@@ -252,5 +237,24 @@ def test_when_both_plain_rungs_fail_on_val_accuracy_control_is_the_last_resort(r
     manifest = json.loads((out / "jaffnet_int8.json").read_text())
     assert manifest["float32"]["accuracy_control"]["min_mask_iou"] == 0.96  # aimed above the gate's 0.95, on val
     assert manifest["float32"]["restored"] == extra["fp32_restored"]
-    assert [(step["fp32_modules"], step["passed"]) for step in extra["fp32_selection"]] \
-        == [(["encoder.stem"], False), (["encoder"], False)]
+    assert [(step["accuracy_control"], step["passed"], step["split"]) for step in extra["fp32_selection"]] \
+        == [(False, False, "val"), (True, True, "val")]
+
+
+def test_without_fp32_modules_the_encoder_stays_float32_when_both_stem_rungs_fail_on_val(registered, workdir,
+                                                                                           monkeypatch, capsys):
+    import jaffnet.inference
+
+    stem_rungs = _wrong_when(lambda f32: f32["modules"] == ["encoder.stem"])
+    monkeypatch.setattr(jaffnet.inference, "build_predictor", stem_rungs)
+    out = workdir / "int8-ladder"
+    assert _export(registered, out) == 0
+    printed = capsys.readouterr().out
+    assert "float32 encoder.stem: gate on val failed" in printed and "float32 modules: encoder\n" in printed
+    report = json.loads((out / "gate_report.json").read_text())
+    assert report["passed"] and report["extra"]["fp32_modules"] == ["encoder"]
+    assert not report["extra"]["accuracy_control"] and report["extra"]["fp32_restored"] == []
+    assert json.loads((out / "jaffnet_int8.json").read_text())["float32"]["modules"] == ["encoder"]
+    assert [(step["fp32_modules"], step["accuracy_control"], step["passed"])
+            for step in report["extra"]["fp32_selection"]] \
+        == [(["encoder.stem"], False, False), (["encoder.stem"], True, False)]
