@@ -30,4 +30,4 @@ browser:
 	    || echo "note: chromium could not be installed: the browser test will skip"; }
 
 test: $(STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=10
