@@ -50,20 +50,22 @@ class Result:
 
 MAX_BUSY_RETRIES = 10  # 503 "overloaded" answers honoured (Retry-After) before giving up
 MAX_RETRY_AFTER_S = 30.0
+BUSY_WAIT_S = 1.0  # after a 503 without Retry-After (Serve's proxy sends some under bursts)
 
 
 def post_frame(data: bytes, url: str, threshold: float | None = None, mask: bool = False,
                timeout: float = 60.0, probability: bool = False, busy_retries: int = MAX_BUSY_RETRIES) -> dict:
     """POST raw image bytes to ``{url}/v1/inspect``; returns the JSON answer or raises
-    ``InspectionFailed``. A busy service (503 with Retry-After) is retried after the time
-    it asks for, up to ``busy_retries`` times."""
+    ``InspectionFailed``. A busy service (503) is retried after the time its Retry-After asks
+    for (``BUSY_WAIT_S`` without one), up to ``busy_retries`` times."""
     for _ in range(busy_retries):
         try:
             return _post_once(data, url, threshold, mask, timeout, probability)
         except InspectionFailed as exc:
-            if exc.status != 503 or exc.retry_after_s is None:
+            if exc.status != 503:
                 raise
-            time.sleep(min(exc.retry_after_s, MAX_RETRY_AFTER_S))
+            wait = BUSY_WAIT_S if exc.retry_after_s is None else exc.retry_after_s
+            time.sleep(min(wait, MAX_RETRY_AFTER_S))
     return _post_once(data, url, threshold, mask, timeout, probability)
 
 
