@@ -225,11 +225,12 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
                                           staging, metadata=metadata, image_size=contract.image_size,
                                           fp32_modules=rung.fp32_modules, accuracy_control=control))
             candidate = build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set))
+            restored = _restored(file_set)
             if step == len(ladder) - 1 or not selection_samples:
                 break
             trial = run_gate(selection_samples, contract, rule, reference, candidate, limits=limits,
                              split=SELECTION_SPLIT, batch_size=batch_size)
-            selection.append(_selection_step(rung, _restored(file_set), trial))
+            selection.append(_selection_step(rung, restored, trial))
             if trial.passed:
                 break
         quantised_s = time.perf_counter() - started
@@ -244,7 +245,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
             dataset_dir=dataset.dataset_dir, dataset_manifest=dataset.manifest, dataset_source=dataset.source,
             calibration_split=CALIBRATION_SPLIT, calibration_frames=calibration_count,
             calibration_inputs=calibration_inputs, fp32_modules=list(rung.fp32_modules),
-            accuracy_control=rung.accuracy_control, fp32_restored=_restored(file_set), fp32_selection=selection,
+            accuracy_control=rung.accuracy_control, fp32_restored=restored, fp32_selection=selection,
             file_set=file_set.relative_to(staging).as_posix() if report.passed else None,
             quantise_s=round(quantised_s, 2), gate_s=round(time.perf_counter() - gate_started, 2),
             machine=bench.machine_description(threads or _torch_threads()),

@@ -152,15 +152,13 @@ def _export_int8(args, loaded) -> int:
     except MlflowException as exc:
         return _fail(redact(f"cannot export {args.model} as int8: {exc}"))
     for step in export.report.extra.get("fp32_selection", []):
-        control = (f" + accuracy control ({step['restored']} convolution(s) restored)"
-                   if step.get("accuracy_control") else "")
-        print(f"float32 {','.join(step['fp32_modules'])}{control}: gate on {step['split']} "
+        scheme = _float32_scheme(step["fp32_modules"], step.get("accuracy_control"), step["restored"])
+        print(f"float32 {scheme}: gate on {step['split']} "
               f"{'passed' if step['passed'] else 'failed (' + ', '.join(step['failed_checks']) + ')'}, "
               f"mean mask IoU {step['mean_mask_iou']:.4f}, {step['verdict_flips']} verdict flip(s)")
     extra = export.report.extra
-    control = (f" + accuracy control ({len(extra['fp32_restored'])} convolution(s) restored)"
-               if extra.get("accuracy_control") else "")
-    print(f"float32 modules: {','.join(extra['fp32_modules'])}{control}")
+    print(f"float32 modules: "
+          f"{_float32_scheme(extra['fp32_modules'], extra.get('accuracy_control'), len(extra['fp32_restored']))}")
     print(export.report.format())
     logged = f"; logged to MLflow run {export.run_id} under {export.artifact_path}/" if export.artifact_path else ""
     if not export.passed:
@@ -265,6 +263,12 @@ def import_weights_command(args) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _float32_scheme(modules: list[str], accuracy_control: bool | None, restored: int) -> str:
+    """How an INT8 export's float32 layers read on the console: the module paths, and what accuracy control added."""
+    control = f" + accuracy control ({restored} convolution(s) restored)" if accuracy_control else ""
+    return ",".join(modules) + control
 
 
 def _load(uri: str, tracking_uri: str | None):
