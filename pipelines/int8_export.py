@@ -47,7 +47,6 @@ GATE_TAG = "int8_gate"  # version tag: passed | failed
 DATASET_PARAM = "dataset_dir"  # the run param training logs
 DEFAULT_CALIBRATION_FRAMES = 300
 CALIBRATION_SPLIT, SELECTION_SPLIT, GATE_SPLIT = "train", "val", "test"
-ACCURACY_CONTROL_MASK_IOU = 0.96  # what accuracy control aims for on val: a margin above the gate's 0.95
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,10 @@ class Rung:
 
 
 # Without --fp32-modules: the fastest scheme first; then accuracy control, which on a full-width
-# model restored 7 of 88 convolutions (4.5x eager at 256², batch 1) where the whole encoder
-# float32 runs 1.9x; that scheme last. (On the width-0.125 demo model accuracy control restored
-# 21 convolutions, and that set ran slower than the whole encoder's: README.) A rung is kept when
-# it passes the gate on the validation split, so the test split only judges the choice.
+# model restored 12 of 88 convolutions (3.4x eager at 256², batch 1) where the whole encoder
+# float32 runs 2.0x; that scheme last. (On the width-0.125 demo model accuracy control restores
+# more, scattered convolutions, and that set can run slower than the whole encoder's: README.) A
+# rung is kept when it passes the gate on the validation split, so the test split only judges the choice.
 FP32_LADDER = (Rung(("encoder.stem",)), Rung(("encoder.stem",), accuracy_control=True), Rung(("encoder",)))
 
 
@@ -192,7 +191,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     module docstring), a given list is used as it is (without accuracy control).
     """
     from jaffnet.inference import bench, build_predictor
-    from jaffnet.inference.quantization import AccuracyControl, quantize_int8
+    from jaffnet.inference.quantization import DEFAULT_MIN_MASK_IOU, AccuracyControl, quantize_int8
     from pipelines.data.dataset import iter_samples
 
     out_dir = Path(out_dir)
@@ -219,7 +218,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
             if rung.accuracy_control:
                 control = AccuracyControl(list(calibration_batches(selection_samples, contract, batch_size)),
                                           pixel_threshold=rule.pixel_threshold,
-                                          min_mask_iou=max(ACCURACY_CONTROL_MASK_IOU, limits.min_mean_mask_iou))
+                                          min_mask_iou=max(DEFAULT_MIN_MASK_IOU, limits.min_mean_mask_iou))
             # Each rung overwrites the previous, rejected one's files.
             file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
                                           staging, metadata=metadata, image_size=contract.image_size,
@@ -256,10 +255,11 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
 
 
 def _restored(file_set: Path) -> list[str]:
-    """The convolutions accuracy control gave back float32 (manifest ``float32.restored``)."""
+    """The module paths of the convolutions accuracy control gave back float32 (manifest
+    ``float32.restored_modules``)."""
     from jaffnet.inference.quantization import read_int8_manifest
 
-    return list(read_int8_manifest(file_set).get("float32", {}).get("restored", []))
+    return list(read_int8_manifest(file_set).get("float32", {}).get("restored_modules", []))
 
 
 def _selection_step(rung: Rung, restored: list[str], trial: GateReport) -> dict[str, Any]:

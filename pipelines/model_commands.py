@@ -79,6 +79,10 @@ def _add_bench_model(bench_subparsers) -> None:
     bench.add_argument("--iters", type=int, help="timed batches per row (default: 2 on CPU, 30 on GPU)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed batches per row (default 1)")
     bench.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
+    bench.add_argument("--int8-scheme", metavar="MANIFEST",
+                       help="time int8 with the float32 layers an INT8 export kept (its jaffnet_int8.json or "
+                            "folder: its float32 modules and the convolutions accuracy control restored) instead of "
+                            "only the encoder stem; adds int8 to the backends")
     bench.add_argument("--train-batch-size", type=int, help="training batch (default: 4 on CPU, 32 on GPU; 0 skips)")
     bench.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     bench.set_defaults(func=bench_model_command)
@@ -193,6 +197,14 @@ def bench_model_command(args) -> int:
         except ValueError as exc:
             return _fail(str(exc))
         model_label = f"random-weight JAFFNet(width={args.width:g})"
+    int8_fp32_modules = None
+    if args.int8_scheme:
+        from jaffnet.inference.quantization import float32_layers
+
+        try:
+            int8_fp32_modules = float32_layers(args.int8_scheme)
+        except ValueError as exc:
+            return _fail(f"--int8-scheme: {exc}")
     sizes = _unique(args.image_size or [DEFAULT_BENCH_SIZE, _training_image_size()])
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices and not torch.cuda.is_available():
@@ -204,13 +216,16 @@ def bench_model_command(args) -> int:
                     "training": [], "skipped": {}}
     for device in devices:
         plan = GPU_BENCH if device == "cuda" else CPU_BENCH
-        backends = _unique(["eager", *(args.backends or plan["backends"])])
+        backends = _unique(["eager", *(args.backends or plan["backends"]), *(["int8"] if args.int8_scheme else [])])
         batch_sizes = args.batch_sizes or plan["batch_sizes"]
         iters = args.iters or plan["iters"]
         print(f"\n== inference on {device}: sizes {sizes}, batches {list(batch_sizes)}, {iters} timed batch(es) "
               f"after {args.warmup} warm-up per row", flush=True)
         predictors, skipped = bench.build_predictors(model, backends, device=device, threads=args.threads,
-                                                     image_size=sizes[0])  # int8 calibrates at this size
+                                                     image_size=sizes[0],  # int8 calibrates at this size
+                                                     int8_fp32_modules=int8_fp32_modules)
+        if int8_fp32_modules is not None and any(label.startswith("int8") for label in predictors):
+            print(f"  int8: float32 layers of {args.int8_scheme}: {', '.join(int8_fp32_modules) or 'none'}")
         for label, reason in skipped.items():
             print(f"  skipped {label}: {reason}")
         report["skipped"].update(skipped)

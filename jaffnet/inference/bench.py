@@ -155,18 +155,21 @@ def _synchronizer(device: str) -> Callable[[], None]:
 
 def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None = None,
                      threads: int | None = None, image_size: int = 256,
-                     calibration_frames: int = INT8_BENCH_CALIBRATION) -> tuple[dict[str, Predictor], dict[str, str]]:
+                     calibration_frames: int = INT8_BENCH_CALIBRATION,
+                     int8_fp32_modules: Sequence[str] | None = None) -> tuple[dict[str, Predictor], dict[str, str]]:
     """Build each backend, returning the predictors and, for those that could not be
     built here (no GPU, no native bf16, no OpenVINO...), the reason. ``int8`` is quantised
     on the spot on ``calibration_frames`` synthetic ``image_size`` frames (a benchmark of
-    speed, not of a trained model's accuracy)."""
+    speed, not of a trained model's accuracy), with ``int8_fp32_modules`` float32 (default:
+    ``quantize_int8``'s)."""
     from jaffnet.inference.predictor import backend_options
 
     predictors, skipped = {}, {}
     for backend in backends:
         options = {"threads": threads} if threads and "threads" in backend_options(backend) else {}
         if backend == "int8":
-            options.update(synthetic_calibration=calibration_frames, image_size=image_size)
+            options.update(synthetic_calibration=calibration_frames, image_size=image_size,
+                           fp32_modules=int8_fp32_modules)
         label = f"{backend}@{device}" if device else backend
         start = time.perf_counter()
         try:

@@ -31,7 +31,7 @@ import inspect
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,20 +214,21 @@ def _run_onnx(predictor_class, model, threads, image_size, onnx_path):
 
 
 def _build_int8(model, device, threads: int | None = None, quantized_path: str | None = None,
-                calibration_batches=None, synthetic_calibration: int = 0, image_size: int = 256):
+                calibration_batches=None, synthetic_calibration: int = 0, image_size: int = 256,
+                fp32_modules: Sequence[str] | None = None):
     """Run an INT8 file set (``quantized_path``: from ``quantize_int8`` or ``jaffnet export
     --format int8``; refused unless quantised from ``model``'s weights), or quantise
     ``model`` now: on ``calibration_batches`` (normalised float32 (N, C, H, W) batches), or,
     for benchmarks of random-weight models only, on ``synthetic_calibration`` synthetic
-    frames of side ``image_size``."""
+    frames of side ``image_size``; ``fp32_modules`` as ``quantize_int8`` takes them (default its own)."""
     import time
 
-    from jaffnet.inference.quantization import load_int8, quantize_int8, synthetic_frames
+    from jaffnet.inference.quantization import DEFAULT_FP32_MODULES, load_int8, quantize_int8, synthetic_frames
 
     _check_threads(threads)
     if quantized_path is not None:
-        if calibration_batches is not None or synthetic_calibration:
-            raise ValueError("int8: pass quantized_path or calibration batches, not both")
+        if calibration_batches is not None or synthetic_calibration or fp32_modules is not None:
+            raise ValueError("int8: pass quantized_path or calibration batches (and fp32_modules), not both")
         return load_int8(quantized_path, model, threads=threads)
     if calibration_batches is None and not synthetic_calibration:
         raise ValueError("backend 'int8' needs quantized_path (a file set from `jaffnet export --format int8`) "
@@ -244,7 +245,8 @@ def _build_int8(model, device, threads: int | None = None, quantized_path: str |
         source = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jaffnet-int8-") as tmp:
-        manifest = quantize_int8(model, calibration_batches, tmp, image_size=image_size)
+        manifest = quantize_int8(model, calibration_batches, tmp, image_size=image_size,
+                                 fp32_modules=DEFAULT_FP32_MODULES if fp32_modules is None else fp32_modules)
         predictor = load_int8(manifest, model, threads=threads)
     frames = predictor.manifest["calibration"]["frames"]
     predictor.note = (f"quantised to INT8 in {time.perf_counter() - started:.1f} s, calibrated on "
@@ -338,7 +340,7 @@ def build_predictor(model: nn.Module, backend: str = "eager", device: str | None
     int8``: its manifest, model.xml or folder; refused with ValueError unless quantised from
     ``model``'s weights), or, to quantise now, ``calibration_batches`` (an iterable of
     normalised float32 (N, C, H, W) batches) or ``synthetic_calibration`` (a frame count,
-    benchmarks only) with ``image_size``; ``backend_options(name)`` lists them.
+    benchmarks only) with ``image_size`` and ``fp32_modules``; ``backend_options(name)`` lists them.
     """
     spec = _get_backend(backend)
     if not isinstance(model, nn.Module) or not hasattr(model, "in_channels"):

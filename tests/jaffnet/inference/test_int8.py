@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from jaffnet.inference import build_predictor, error_bound, export_onnx
 from jaffnet.inference.quantization import (
     MANIFEST_NAME,
     AccuracyControl,
     MODEL_FILES,
+    float32_layers,
     quantize_int8,
     read_int8_manifest,
     runtime_available,
@@ -154,12 +156,63 @@ def test_accuracy_control_restores_float32_convolutions_until_held_out_masks_agr
                                accuracy_control=AccuracyControl([held_out], pixel_threshold=threshold,
                                                                 min_mask_iou=target))
     manifest = read_int8_manifest(controlled)
-    assert manifest["float32"]["restored"]  # convolutions given back float32, by name
-    assert manifest["float32"]["accuracy_control"] == {"held_out_frames": 4, "pixel_threshold": threshold,
-                                                       "min_mask_iou": target}
+    float32 = manifest["float32"]
+    assert float32["restored"]  # convolutions given back float32, by graph node...
+    convolutions = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)}
+    assert float32["restored_modules"] and set(float32["restored_modules"]) <= convolutions  # ...and by module
+    assert float32["accuracy_control"] == {"held_out_frames": 4, "pixel_threshold": threshold,
+                                           "min_mask_iou": target}
     assert "accuracy control" in manifest["calibration"]["method"]
     assert held_out_iou(build_predictor(model, "int8", threads=2, quantized_path=str(controlled))) >= target
     assert read_int8_manifest(file_set)["float32"]["restored"] == []  # without accuracy control: none
+
+    # The module paths carry the scheme to another quantisation (jaffnet bench model --int8-scheme).
+    assert float32_layers(controlled) == ["encoder.stem", *float32["restored_modules"]]
+    again = quantize_int8(model, (frames[:5], frames[5:]), tmp_path / "again", image_size=SIZE,
+                          onnx_path=onnx_file, fp32_modules=float32_layers(controlled))
+    assert _float_convolution_count(again) == _float_convolution_count(controlled)
+
+
+def _float_convolution_count(manifest_path) -> int:
+    """Convolutions of a file set that read a float32 input (no FakeQuantize before them)."""
+    import openvino as ov
+
+    quantised = ov.Core().read_model(str(Path(manifest_path).parent / "model.xml"))
+    return sum(op.input_value(0).get_node().get_type_name() != "FakeQuantize"
+               for op in quantised.get_ordered_ops() if op.get_type_name() == "Convolution")
+
+
+def test_a_convolution_fused_with_its_batch_norm_can_be_kept_float32_by_its_own_name(model, onnx_file, file_set,
+                                                                                     tmp_path):
+    # The exporter folds encoder.layer1.0.bn1 into the convolution before it; the ONNX node records only the
+    # batch norm's name, yet users name the convolution.
+    kept = quantize_int8(model, [synthetic_frames(2, SIZE)], tmp_path, image_size=SIZE, onnx_path=onnx_file,
+                         fp32_modules=("encoder.stem", "encoder.layer1.0.conv1"))
+    assert _float_convolution_count(kept) == _float_convolution_count(file_set) + 1
+    assert float32_layers(kept) == ["encoder.stem", "encoder.layer1.0.conv1"]
+
+
+def test_bench_model_times_int8_with_the_float32_layers_of_an_export(file_set, tmp_path, capsys):
+    from cli.main import main
+
+    manifest = json.loads(Path(file_set).read_text())
+    manifest["float32"].update(restored=["node_Conv_868/WithoutBiases"], restored_modules=["encoder.layer1.0.conv1"])
+    scheme = tmp_path / "export" / MANIFEST_NAME
+    scheme.parent.mkdir()
+    scheme.write_text(json.dumps(manifest))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "model", "--width", "0.125", "--image-size", str(SIZE), "--batch-sizes", "1",
+                 "--backends", "eager", "--device", "cpu", "--iters", "1", "--train-batch-size", "0",
+                 "--int8-scheme", str(scheme.parent), "--json", str(out)]) == 0
+    assert "float32 layers of" in capsys.readouterr().out.replace("\n", " ") and \
+        {r["backend"] for r in json.loads(out.read_text())["inference"]} == {"eager", "int8"}
+
+    del manifest["float32"]["restored_modules"]  # an export from before module paths were recorded
+    scheme.write_text(json.dumps(manifest))
+    assert main(["bench", "model", "--int8-scheme", str(scheme)]) == 2
+    assert "export the model again" in capsys.readouterr().err
+    assert main(["bench", "model", "--int8-scheme", str(tmp_path / "nothing")]) == 2
+    assert "not an INT8 file set" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("threshold,iou", [(1.5, 0.9), (0.5, 0.0), (0.5, 1.2)])
@@ -182,17 +235,21 @@ def test_quantising_on_the_fly_uses_synthetic_frames(model, file_set, monkeypatc
 
     seen = {}
 
-    def fake_quantize(model_, batches, out_dir, *, metadata=None, image_size=256):
-        seen.update(frames=sum(len(b) for b in batches), image_size=image_size)
+    def fake_quantize(model_, batches, out_dir, *, metadata=None, image_size=256, fp32_modules=None):
+        seen.update(frames=sum(len(b) for b in batches), image_size=image_size, fp32_modules=fp32_modules)
         for path in file_set.parent.iterdir():
             shutil.copy(path, out_dir)
         return Path(out_dir) / MANIFEST_NAME
 
     monkeypatch.setattr(quantization, "quantize_int8", fake_quantize)
     predictor = build_predictor(model, "int8", synthetic_calibration=3, image_size=SIZE, threads=1)
-    assert seen == {"frames": 3, "image_size": SIZE}
+    assert seen == {"frames": 3, "image_size": SIZE, "fp32_modules": ("encoder.stem",)}
     assert "calibrated on 3 synthetic 64x64 frames" in predictor.note
     assert predictor(random_batch(1, SIZE, SIZE)).shape == (1, SIZE, SIZE)
+    build_predictor(model, "int8", synthetic_calibration=3, image_size=SIZE, fp32_modules=["encoder"])
+    assert seen["fp32_modules"] == ["encoder"]
+    with pytest.raises(ValueError, match="not both"):
+        build_predictor(model, "int8", quantized_path=str(file_set), fp32_modules=["encoder"])
 
 
 def test_synthetic_frames_are_deterministic_and_normalised():
