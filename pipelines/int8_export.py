@@ -8,11 +8,13 @@
 2. **Calibration.** Up to N frames of the TRAIN split, spread evenly over it, turned into
    model inputs through the model's input contract exactly as serving does
    (``jaffnet.frames.plan_frame`` + ``model_inputs``): a tiled model calibrates on tiles.
-3. **Which layers stay float32.** ``--fp32-modules`` as given; without it the first rung of
-   ``FP32_LADDER`` whose int8 model passes the same gate on the VALIDATION split: only the
-   encoder stem float32 (fastest); then the same with accuracy control (the convolutions that
-   cost the validation masks the most restored to float32 until they agree with fp32's);
-   else the last rung, the whole encoder float32.
+3. **Which layers stay float32.** ``--fp32-modules`` as given; without it the rungs of
+   ``FP32_LADDER``, each judged by the same gate on the VALIDATION split: only the encoder
+   stem float32 (fastest), kept if it passes; then the same with accuracy control (the
+   convolutions that cost the validation masks the most restored to float32 until they agree
+   with fp32's); then the whole encoder float32. When accuracy control passes and the whole
+   encoder does too, the faster of the two at the model's input size is kept (timed on
+   validation inputs, one at a time); when nothing passes, the whole encoder goes to the gate.
 4. **The gate** (``pipelines.quantization_gate``) on the TEST split, int8 against eager
    fp32 through ``predict_frames``.
 5. **Publication.** Passed: the file set and ``gate_report.json`` in ``--out`` and in the
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -62,7 +65,8 @@ class Rung:
 # model restored 12 of 88 convolutions (3.4x eager at 256², batch 1) where the whole encoder
 # float32 runs 2.0x; that scheme last. (On the width-0.125 demo model accuracy control restores
 # more, scattered convolutions, and that set can run slower than the whole encoder's: README.) A
-# rung is kept when it passes the gate on the validation split, so the test split only judges the choice.
+# rung passes when its int8 model passes the gate on the validation split, so the test split only
+# judges the choice (``export_int8`` picks among the rungs that passed).
 FP32_LADDER = (Rung(("encoder.stem",)), Rung(("encoder.stem",), accuracy_control=True), Rung(("encoder",)))
 
 
@@ -186,16 +190,24 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     """Quantise ``loaded`` to INT8, gate it against fp32 and publish it (module docstring).
 
     MLflow must already point at the model's tracking server (the command configures it).
-    Raises ExportRefused before any work when the data or ``out_dir`` is not usable.
+    Raises ExportRefused before any work when the data or ``out_dir`` is not usable, ValueError
+    for unknown ``fp32_modules``.
     ``fp32_modules``: module paths kept float32; None walks ``FP32_LADDER`` (step 3 of the
     module docstring), a given list is used as it is (without accuracy control).
     """
-    from jaffnet.inference import bench, build_predictor
-    from jaffnet.inference.quantization import DEFAULT_MIN_MASK_IOU, AccuracyControl, quantize_int8
+    from jaffnet.inference import bench, build_predictor, export_onnx
+    from jaffnet.inference.quantization import (
+        DEFAULT_MIN_MASK_IOU,
+        AccuracyControl,
+        check_fp32_modules,
+        quantize_int8,
+    )
     from pipelines.data.dataset import iter_samples
 
     out_dir = Path(out_dir)
     _check_destination(out_dir)
+    if fp32_modules is not None:
+        check_fp32_modules(loaded.model, fp32_modules)  # before minutes of work
     dataset = model_data(loaded, data)
     contract, rule = loaded.contract, loaded.rule
     run_id = loaded.run_id
@@ -212,26 +224,45 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
         metadata = {**loaded.export_metadata(), "input_contract": contract.to_dict(),
                     "decision_rule": rule.to_dict()}
         reference = build_predictor(loaded.model, "eager", threads=threads)
+        onnx_path = export_onnx(loaded.model, staging / "fp32.onnx", image_size=contract.image_size)  # once for all rungs
         selection: list[dict[str, Any]] = []
+        passed: list[_Quantised] = []  # rungs that passed on val
         for step, rung in enumerate(ladder):
             control = None
             if rung.accuracy_control:
                 control = AccuracyControl(list(calibration_batches(selection_samples, contract, batch_size)),
                                           pixel_threshold=rule.pixel_threshold,
                                           min_mask_iou=max(DEFAULT_MIN_MASK_IOU, limits.min_mean_mask_iou))
-            # Each rung overwrites the previous, rejected one's files.
             file_set = Path(quantize_int8(loaded.model, calibration_batches(calibration, contract, batch_size),
-                                          staging, metadata=metadata, image_size=contract.image_size,
+                                          staging / f"rung-{step}", metadata=metadata,
+                                          image_size=contract.image_size, onnx_path=onnx_path,
                                           fp32_modules=rung.fp32_modules, accuracy_control=control))
-            candidate = build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set))
-            restored = _restored(file_set)
-            if step == len(ladder) - 1 or not selection_samples:
-                break
-            trial = run_gate(selection_samples, contract, rule, reference, candidate, limits=limits,
+            kept = _Quantised(rung, file_set, _restored(file_set),
+                              build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set)))
+            if not selection_samples or (step == len(ladder) - 1 and not passed):
+                break  # the only rung, or the last resort: the test gate judges it
+            trial = run_gate(selection_samples, contract, rule, reference, kept.predictor, limits=limits,
                              split=SELECTION_SPLIT, batch_size=batch_size)
-            selection.append(_selection_step(rung, restored, trial))
+            selection.append(_selection_step(rung, kept.restored, trial))
             if trial.passed:
-                break
+                passed.append(kept)
+                selection[-1]["index"] = len(passed) - 1
+                if not rung.accuracy_control:
+                    break  # the ladder runs fastest first; only accuracy control's speed is unknown
+        if len(passed) > 1:
+            # Accuracy control restored convolutions scattered between int8 ones: that can run slower than
+            # the next rung (on narrow models it did), so the faster of those that passed is kept.
+            per_input = _seconds_per_input([q.predictor for q in passed],
+                                           calibration_batches(selection_samples, contract, batch_size))
+            for step in selection:
+                if "index" in step:
+                    step["ms_per_input"] = round(1000 * per_input[step["index"]], 2)
+            kept = passed[min(range(len(passed)), key=per_input.__getitem__)]
+        elif passed:
+            kept = passed[0]
+        for step in selection:
+            step.pop("index", None)
+        rung, file_set, restored, candidate = kept.rung, kept.file_set, kept.restored, kept.predictor
         quantised_s = time.perf_counter() - started
         del calibration
 
@@ -245,13 +276,41 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
             calibration_split=CALIBRATION_SPLIT, calibration_frames=calibration_count,
             calibration_inputs=calibration_inputs, fp32_modules=list(rung.fp32_modules),
             accuracy_control=rung.accuracy_control, fp32_restored=restored, fp32_selection=selection,
-            file_set=file_set.relative_to(staging).as_posix() if report.passed else None,
+            file_set=file_set.name if report.passed else None,
             quantise_s=round(quantised_s, 2), gate_s=round(time.perf_counter() - gate_started, 2),
             machine=bench.machine_description(threads or _torch_threads()),
         )
-        return _publish(report, staging, file_set, out_dir, run_id, loaded, log_to_run)
+        return _publish(report, file_set, out_dir, run_id, loaded, log_to_run)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class _Quantised:
+    """One rung's quantised file set and its predictor."""
+
+    rung: Rung
+    file_set: Path
+    restored: list[str]
+    predictor: Any
+
+
+def _seconds_per_input(predictors: Sequence[Any], batches: Iterator[np.ndarray], frames: int = 16,
+                       rounds: int = 3) -> list[float]:
+    """Median seconds per model input of each predictor, one input at a time (as the line sends
+    frames) on up to ``frames`` of ``batches``, the predictors alternating round by round so
+    each sees the same machine load."""
+    inputs = [batch[i:i + 1] for batch in batches for i in range(len(batch))][:frames]
+    for predict in predictors:
+        predict(inputs[0])  # warm-up: first-call allocations and kernel selection
+    seconds: list[list[float]] = [[] for _ in predictors]
+    for _ in range(rounds):
+        for timings, predict in zip(seconds, predictors):
+            started = time.perf_counter()
+            for one in inputs:
+                predict(one)
+            timings.append((time.perf_counter() - started) / len(inputs))
+    return [statistics.median(timings) for timings in seconds]
 
 
 def _restored(file_set: Path) -> list[str]:
@@ -286,16 +345,16 @@ def _check_destination(out_dir: Path) -> None:
                             "pick an empty or new folder")
 
 
-def _publish(report: GateReport, staging: Path, file_set: Path, out_dir: Path, run_id: str | None,
+def _publish(report: GateReport, file_set: Path, out_dir: Path, run_id: str | None,
              loaded: LoadedModel, log_to_run: bool) -> Int8Export:
     if out_dir.is_dir():
         shutil.rmtree(out_dir)  # _check_destination: empty, or our own earlier export
     out_dir.mkdir(parents=True)
     published = None
     if report.passed:
-        for entry in staging.iterdir():
+        for entry in file_set.parent.iterdir():  # the kept rung's files only
             shutil.move(str(entry), out_dir / entry.name)
-        published = out_dir / file_set.relative_to(staging)
+        published = out_dir / file_set.name
     report_path = out_dir / REPORT_FILE
     report_path.write_text(report.to_json() + "\n")
     artifact_path = None

@@ -52,8 +52,9 @@ def _add_export(subparsers) -> None:
     export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
                         help="int8: modules kept float32 (default: only encoder.stem if that passes the gate on "
                              "the validation split; else that scheme with NNCF accuracy control, which restores the "
-                             "most harmful convolutions to float32 on the validation split (minutes), if it passes; "
-                             "else the whole encoder: slower, more accurate)")
+                             "most harmful convolutions to float32 on the validation split (minutes), if it passes "
+                             "and runs faster than the whole encoder float32 (when that passes too); else the whole "
+                             "encoder)")
     export.add_argument("--image-size", type=_positive_multiple_of_32, default=None,
                         help="example input side (default: the model's metadata image_size, else 256)")
     export.add_argument("--static", action="store_true", help="fix batch 1 at --image-size instead of dynamic shapes")
@@ -159,7 +160,8 @@ def _export_int8(args, loaded) -> int:
         scheme = _float32_scheme(step["fp32_modules"], step.get("accuracy_control"), step["restored"])
         print(f"float32 {scheme}: gate on {step['split']} "
               f"{'passed' if step['passed'] else 'failed (' + ', '.join(step['failed_checks']) + ')'}, "
-              f"mean mask IoU {step['mean_mask_iou']:.4f}, {step['verdict_flips']} verdict flip(s)")
+              f"mean mask IoU {step['mean_mask_iou']:.4f}, {step['verdict_flips']} verdict flip(s)"
+              + (f", {step['ms_per_input']:.1f} ms per input" if "ms_per_input" in step else ""))
     extra = export.report.extra
     print(f"float32 modules: "
           f"{_float32_scheme(extra['fp32_modules'], extra.get('accuracy_control'), len(extra['fp32_restored']))}")

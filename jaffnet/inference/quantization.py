@@ -121,7 +121,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         raise TypeError(f"expected a JAFFNet model, got {type(model).__name__}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % INPUT_MULTIPLE:
         raise ValueError(f"image_size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size!r}")
-    fp32_modules = _check_modules(model, fp32_modules)
+    fp32_modules = check_fp32_modules(model, fp32_modules)
     ov, nncf = _import_runtime(with_nncf=True)
     frames = _calibration_frames(calibration_batches, model.in_channels)
     held_out = None if accuracy_control is None else _calibration_frames(accuracy_control.inputs, model.in_channels)
@@ -268,6 +268,19 @@ def synthetic_frames(count: int, image_size: int, channels: int = 3, seed: int =
     return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
+def check_fp32_modules(model: nn.Module, modules: Sequence[str]) -> tuple[str, ...]:
+    """``modules`` as a tuple of distinct module paths of ``model``; ValueError naming the unknown ones."""
+    if isinstance(modules, str):
+        modules = (modules,)
+    names = {name for name, _ in model.named_modules() if name}
+    unknown = [m for m in modules if m not in names]
+    if unknown:
+        tops = sorted({name.split(".")[0] for name in names})
+        raise ValueError(f"fp32_modules {unknown} are not modules of this model (its top-level ones: {tops}; "
+                         "deeper ones as in model.named_modules(), e.g. 'encoder.stem')")
+    return tuple(dict.fromkeys(modules))
+
+
 def runtime_available() -> bool:
     """Whether OpenVINO and NNCF can be imported (``pip install jaffnet[openvino]``)."""
     try:
@@ -351,18 +364,6 @@ def _calibration_frames(batches: Iterable[np.ndarray], channels: int) -> list[np
     if not frames:
         raise ValueError("no calibration frames: pass at least one (N, C, H, W) batch")
     return frames
-
-
-def _check_modules(model: nn.Module, modules: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(modules, str):
-        modules = (modules,)
-    names = {name for name, _ in model.named_modules() if name}
-    unknown = [m for m in modules if m not in names]
-    if unknown:
-        tops = sorted({name.split(".")[0] for name in names})
-        raise ValueError(f"fp32_modules {unknown} are not modules of this model (its top-level ones: {tops}; "
-                         "deeper ones as in model.named_modules(), e.g. 'encoder.stem')")
-    return tuple(dict.fromkeys(modules))
 
 
 def _batch_norm_convolutions(model: nn.Module) -> dict[str, str]:

@@ -134,6 +134,7 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
         assert all(batch.shape[1:] == (3, SIZE, SIZE) for batch in calibration_batches)
         manifest = {"format": quantization.FORMAT, "format_version": quantization.FORMAT_VERSION,
                     "float32": {"modules": list(kwargs["fp32_modules"]), "restored": []}}
+        out_dir.mkdir(parents=True, exist_ok=True)  # as quantize_int8 does
         (out_dir / "jaffnet_int8.json").write_text(json.dumps(manifest))
         return out_dir / "jaffnet_int8.json"
 
@@ -219,35 +220,59 @@ def _wrong_when(condition):
     return build
 
 
-def test_when_the_stem_alone_fails_on_val_accuracy_control_is_tried_and_kept(registered, workdir, monkeypatch,
-                                                                             capsys):
+@pytest.mark.parametrize("faster", ["accuracy control", "encoder"])
+def test_when_the_stem_alone_fails_on_val_the_faster_of_accuracy_control_and_the_encoder_is_kept(
+        registered, workdir, monkeypatch, capsys, faster):
     import jaffnet.inference
+    import pipelines.int8_export as int8_export
 
     plain_stem = _wrong_when(lambda f32: f32["modules"] == ["encoder.stem"] and f32["accuracy_control"] is None)
     monkeypatch.setattr(jaffnet.inference, "build_predictor", plain_stem)
-    out = workdir / "int8-controlled"
+    timed = []
+
+    def seconds_per_input(predictors, batches):  # wall-clock timing is the machine's business, not this test's
+        timed.append(len(list(batches)))
+        return [0.010, 0.020] if faster == "accuracy control" else [0.020, 0.010]
+
+    monkeypatch.setattr(int8_export, "_seconds_per_input", seconds_per_input)
+    out = workdir / f"int8-{faster.replace(' ', '-')}"
     assert _export(registered, out) == 0
+    assert timed and timed[0] > 0  # timed on the validation inputs
     printed = capsys.readouterr().out
     assert "float32 encoder.stem: gate on val failed" in printed
     assert "float32 encoder.stem + accuracy control (" in printed and "): gate on val passed" in printed
-    assert "float32 modules: encoder.stem + accuracy control (" in printed
     report = json.loads((out / "gate_report.json").read_text())
     extra = report["extra"]
-    assert report["passed"] and extra["accuracy_control"] and extra["fp32_modules"] == ["encoder.stem"]
+    assert [(step["accuracy_control"], step["passed"], step["split"], step.get("ms_per_input"))
+            for step in extra["fp32_selection"]] == [
+        (False, False, "val", None), (True, True, "val", 10.0 if faster == "accuracy control" else 20.0),
+        (False, True, "val", 20.0 if faster == "accuracy control" else 10.0)]
+    assert report["passed"] and sorted(path.name for path in out.iterdir()) == [  # the kept rung's files only
+        "gate_report.json", "jaffnet_int8.json", "model.bin", "model.xml"]
     manifest = json.loads((out / "jaffnet_int8.json").read_text())
-    assert manifest["float32"]["accuracy_control"]["min_mask_iou"] == 0.975  # aimed above the gate's 0.95, on val
-    assert manifest["float32"]["restored_modules"] == extra["fp32_restored"]  # module paths, in the report too
-    assert all(path.startswith(("encoder.", "bridge.", "decoder.", "heads.")) for path in extra["fp32_restored"])
-    assert [(step["accuracy_control"], step["passed"], step["split"]) for step in extra["fp32_selection"]] \
-        == [(False, False, "val"), (True, True, "val")]
+    if faster == "accuracy control":
+        assert "float32 modules: encoder.stem + accuracy control (" in printed
+        assert extra["accuracy_control"] and extra["fp32_modules"] == ["encoder.stem"]
+        assert manifest["float32"]["accuracy_control"]["min_mask_iou"] == 0.975  # aimed above the gate's 0.95
+        assert manifest["float32"]["restored_modules"] == extra["fp32_restored"]  # module paths, in the report too
+        assert all(path.startswith(("encoder.", "bridge.", "decoder.", "heads.")) for path in extra["fp32_restored"])
+    else:
+        assert "float32 modules: encoder\n" in printed
+        assert not extra["accuracy_control"] and extra["fp32_modules"] == ["encoder"] and not extra["fp32_restored"]
+        assert manifest["float32"]["modules"] == ["encoder"] and manifest["float32"]["accuracy_control"] is None
 
 
 def test_without_fp32_modules_the_encoder_stays_float32_when_both_stem_rungs_fail_on_val(registered, workdir,
                                                                                            monkeypatch, capsys):
     import jaffnet.inference
+    import jaffnet.inference.quantization as quantization
 
     stem_rungs = _wrong_when(lambda f32: f32["modules"] == ["encoder.stem"])
     monkeypatch.setattr(jaffnet.inference, "build_predictor", stem_rungs)
+    real_quantize = quantization.quantize_int8
+    # Both stem rungs are made to fail whatever they restore: skip accuracy control's minutes-long search.
+    monkeypatch.setattr(quantization, "quantize_int8",
+                        lambda *args, accuracy_control=None, **kwargs: real_quantize(*args, **kwargs))
     out = workdir / "int8-ladder"
     assert _export(registered, out) == 0
     printed = capsys.readouterr().out
