@@ -243,10 +243,10 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
                 break  # the only rung, or the last resort: the test gate judges it
             trial = run_gate(selection_samples, contract, rule, reference, kept.predictor, limits=limits,
                              split=SELECTION_SPLIT, batch_size=batch_size)
-            selection.append(_selection_step(rung, kept.restored, trial))
+            kept.selection_step = _selection_step(rung, kept.restored, trial)
+            selection.append(kept.selection_step)
             if trial.passed:
                 passed.append(kept)
-                selection[-1]["index"] = len(passed) - 1
                 if not rung.accuracy_control:
                     break  # the ladder runs fastest first; only accuracy control's speed is unknown
         if len(passed) > 1:
@@ -254,14 +254,11 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
             # the next rung (on narrow models it did), so the faster of those that passed is kept.
             per_input = _seconds_per_input([q.predictor for q in passed],
                                            calibration_batches(selection_samples, contract, batch_size))
-            for step in selection:
-                if "index" in step:
-                    step["ms_per_input"] = round(1000 * per_input[step["index"]], 2)
+            for quantised, seconds in zip(passed, per_input):
+                quantised.selection_step["ms_per_input"] = round(1000 * seconds, 2)
             kept = passed[min(range(len(passed)), key=per_input.__getitem__)]
         elif passed:
             kept = passed[0]
-        for step in selection:
-            step.pop("index", None)
         rung, file_set, restored, candidate = kept.rung, kept.file_set, kept.restored, kept.predictor
         quantised_s = time.perf_counter() - started
         del calibration
@@ -287,12 +284,13 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
 
 @dataclass
 class _Quantised:
-    """One rung's quantised file set and its predictor."""
+    """One rung's quantised file set, its predictor and, once judged on val, its report entry."""
 
     rung: Rung
     file_set: Path
     restored: list[str]
     predictor: Any
+    selection_step: dict[str, Any] | None = None
 
 
 def _seconds_per_input(predictors: Sequence[Any], batches: Iterator[np.ndarray], frames: int = 16,

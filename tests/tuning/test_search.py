@@ -1,8 +1,8 @@
 """End-to-end searches of a tiny model on a tiny dataset (CPU, one worker per trial)."""
 
 import json
-import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,7 +113,11 @@ class CtrlCOnce(Stopper):
     def __call__(self, trial_id, result):
         if not Path(self.marker).exists():
             Path(self.marker).touch()
-            os.kill(os.getpid(), signal.SIGINT)  # Tune's handler saves the state and ends the run
+            # Tune's handler saves the state and ends the run. Sent to the main thread, where a terminal's
+            # Ctrl+C lands in `jaffnet tune`: sent to the process, the kernel may run the handler on any of
+            # the hundreds of native threads this long-lived pytest process has gathered, and twice in CI the
+            # process died of a segfault around this point (cause not found).
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return False
 
     def stop_all(self):
