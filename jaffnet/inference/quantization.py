@@ -140,7 +140,8 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         else:
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
         fp32 = ov.Core().read_model(str(onnx_path))
-        float_nodes = _module_nodes(onnx_path, fp32_modules, fused)
+        scopes = _node_scopes(onnx_path)  # read once: the full-size model's file is ~170 MB
+        float_nodes = _module_nodes(scopes, fp32_modules, fused, onnx_path)
         # OpenVINO keeps ONNX node names, splitting a convolution's bias off as "<name>/WithoutBiases".
         present = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
         ignored = sorted(name for node in float_nodes for name in (node, f"{node}/WithoutBiases") if name in present)
@@ -153,7 +154,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
                 quantised = _quantize_with_accuracy_control(ov, nncf, fp32, frames, held_out, accuracy_control,
                                                             options)
         restored = [] if accuracy_control is None else _float_convolutions(quantised, exclude=ignored)
-        restored_modules = _node_modules(onnx_path, restored, fused)
+        restored_modules = _node_modules(scopes, restored, fused)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
@@ -426,12 +427,9 @@ def _node_scopes(onnx_path: str | Path) -> dict[str, list[str]]:
     return scopes_of
 
 
-def _node_modules(onnx_path: str | Path, nodes: Sequence[str], fused: dict[str, str]) -> list[str]:
+def _node_modules(scopes_of: dict[str, list[str]], nodes: Sequence[str], fused: dict[str, str]) -> list[str]:
     """The module path of each OpenVINO/ONNX node in ``nodes`` (a convolution fused with its
     batch norm is named by the convolution)."""
-    if not nodes:
-        return []
-    scopes_of = _node_scopes(onnx_path)
     modules = set()
     for node in nodes:
         scopes = scopes_of.get(node.removesuffix("/WithoutBiases"))
@@ -440,7 +438,8 @@ def _node_modules(onnx_path: str | Path, nodes: Sequence[str], fused: dict[str, 
     return sorted(modules)
 
 
-def _module_nodes(onnx_path: str | Path, modules: Sequence[str], fused: dict[str, str]) -> list[str]:
+def _module_nodes(scopes_of: dict[str, list[str]], modules: Sequence[str], fused: dict[str, str],
+                  onnx_path: str | Path) -> list[str]:
     """Names of the ONNX nodes exported from ``modules`` (``_node_scopes``); a convolution
     fused with its batch norm (``fused``) is found under either's path."""
     if not modules:
@@ -448,7 +447,7 @@ def _module_nodes(onnx_path: str | Path, modules: Sequence[str], fused: dict[str
     aliases = {m: [m] + [norm for norm, conv in fused.items() if conv == m or conv.startswith(m + ".")]
                for m in modules}
     nodes, found = [], set()
-    for node, scopes in _node_scopes(onnx_path).items():
+    for node, scopes in scopes_of.items():
         hits = {m for m, paths in aliases.items() for path in paths for scope in scopes
                 if scope == path or scope.startswith(path + ".")}
         if hits:
