@@ -200,6 +200,18 @@ def test_a_convolution_fused_with_its_batch_norm_can_be_kept_float32_by_its_own_
     assert float32_layers(kept) == ["encoder.stem", "encoder.layer1.0.conv1"]
 
 
+def test_the_shipped_full_width_scheme_names_modules_of_the_full_size_model():
+    # README's INT8 figures on another CPU come from this manifest (`--int8-scheme docs/int8-scheme-full-width`):
+    # it must stay readable and name only modules the default model has.
+    from jaffnet.inference.quantization import check_fp32_modules
+    from jaffnet.model import JAFFNet
+
+    scheme = Path(__file__).resolve().parents[3] / "docs" / "int8-scheme-full-width"
+    layers = float32_layers(scheme)
+    assert layers[0] == "encoder.stem" and len(layers) == 13  # the stem + the 12 convolutions restored
+    assert check_fp32_modules(JAFFNet(), layers) == tuple(layers)
+
+
 def test_bench_model_times_int8_with_the_float32_layers_of_an_export(file_set, tmp_path, capsys):
     from cli.main import main
 
