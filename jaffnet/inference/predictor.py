@@ -113,10 +113,9 @@ class OpenVinoPredictor(Predictor):
 
     def __init__(self, path: str | Path, threads: int | None = None, backend: str = "openvino"):
         from jaffnet.inference.onnx_export import INPUT_NAME, OUTPUT_NAME
-        from jaffnet.inference.quantization import _import_runtime
+        from jaffnet.inference.openvino_runtime import shared_core
 
-        ov, _ = _import_runtime()
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(path))
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for missing/unreadable files

@@ -46,6 +46,7 @@ import numpy as np
 from torch import nn
 
 from jaffnet.contract import INPUT_MULTIPLE
+from jaffnet.inference.openvino_runtime import import_runtime, shared_core, signal_stack_guard
 from jaffnet.io import file_sha256
 
 MANIFEST_NAME = "jaffnet_int8.json"
@@ -122,7 +123,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % INPUT_MULTIPLE:
         raise ValueError(f"image_size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size!r}")
     fp32_modules = check_fp32_modules(model, fp32_modules)
-    ov, nncf = _import_runtime(with_nncf=True)
+    ov, nncf = import_runtime(with_nncf=True)
     frames = _calibration_frames(calibration_batches, model.in_channels)
     held_out = None if accuracy_control is None else _calibration_frames(accuracy_control.inputs, model.in_channels)
     try:
@@ -139,7 +140,7 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
                 raise ValueError(f"{onnx_path} was not exported from this model's weights; export it again")
         else:
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
-        fp32 = ov.Core().read_model(str(onnx_path))
+        fp32 = shared_core().read_model(str(onnx_path))
         scopes = _node_scopes(onnx_path)  # read once: the full-size model's file is ~170 MB
         float_nodes = _module_nodes(scopes, fp32_modules, fused, onnx_path)
         # OpenVINO keeps ONNX node names, splitting a convolution's bias off as "<name>/WithoutBiases".
@@ -147,11 +148,11 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[np.ndarray], o
         ignored = sorted(name for node in float_nodes for name in (node, f"{node}/WithoutBiases") if name in present)
         options = dict(subset_size=len(frames), preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
                        ignored_scope=nncf.IgnoredScope(names=ignored, types=list(FLOAT_OP_TYPES), validate=False))
-        with _quiet_nncf(nncf):
+        with _quiet_nncf(nncf), signal_stack_guard():  # NNCF makes and drops cores of its own
             if accuracy_control is None:
                 quantised = nncf.quantize(fp32, nncf.Dataset(frames), **options)
             else:
-                quantised = _quantize_with_accuracy_control(ov, nncf, fp32, frames, held_out, accuracy_control,
+                quantised = _quantize_with_accuracy_control(nncf, fp32, frames, held_out, accuracy_control,
                                                             options)
         restored = [] if accuracy_control is None else _float_convolutions(quantised, exclude=ignored)
         restored_modules = _node_modules(scopes, restored, fused)
@@ -285,7 +286,7 @@ def check_fp32_modules(model: nn.Module, modules: Sequence[str]) -> tuple[str, .
 def runtime_available() -> bool:
     """Whether OpenVINO and NNCF can be imported (``pip install jaffnet[openvino]``)."""
     try:
-        _import_runtime(with_nncf=True)
+        import_runtime(with_nncf=True)
     except ImportError:
         return False
     return True
@@ -294,31 +295,13 @@ def runtime_available() -> bool:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _import_runtime(with_nncf: bool = False):
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise ImportError("the openvino and int8 backends need OpenVINO: pip install 'jaffnet[openvino]' "
-                          f"(openvino, nncf) ({exc})") from exc
-    if not with_nncf:
-        return ov, None
-    # NNCF sends usage telemetry to Google Analytics unless told it runs in CI; an inspection
-    # station sends nothing anywhere. (OpenVINO's runtime itself sends none.)
-    os.environ.setdefault("NNCF_CI", "1")
-    try:
-        import nncf
-    except ImportError as exc:
-        raise ImportError(f"quantising needs NNCF: pip install 'jaffnet[openvino]' (openvino, nncf) ({exc})") from exc
-    return ov, nncf
-
-
-def _quantize_with_accuracy_control(ov, nncf, fp32, frames: list[np.ndarray], held_out: list[np.ndarray],
+def _quantize_with_accuracy_control(nncf, fp32, frames: list[np.ndarray], held_out: list[np.ndarray],
                                     control: AccuracyControl, options: dict):
     """``nncf.quantize_with_accuracy_control`` with the mean mask IoU against fp32 as its metric
     (fp32 scores 1 against itself, so the allowed absolute drop is ``1 - min_mask_iou``)."""
     from jaffnet.metrics import mask_iou
 
-    reference = ov.Core().compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    reference = shared_core().compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     output = reference.outputs[0]
     items = [(frame, reference(frame)[output][0] >= control.pixel_threshold) for frame in held_out]
 

@@ -114,9 +114,8 @@ class CtrlCOnce(Stopper):
         if not Path(self.marker).exists():
             Path(self.marker).touch()
             # Tune's handler saves the state and ends the run. Sent to the main thread, where a terminal's
-            # Ctrl+C lands in `jaffnet tune`: sent to the process, the kernel may run the handler on any of
-            # the hundreds of native threads this long-lived pytest process has gathered, and twice in CI the
-            # process died of a segfault around this point (cause not found).
+            # Ctrl+C lands in `jaffnet tune`. (This is where the suite used to die of SIGSEGV once the INT8
+            # tests had left the main thread a freed signal stack: jaffnet/inference/openvino_runtime.py.)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return False
 
