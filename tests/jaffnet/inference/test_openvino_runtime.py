@@ -23,6 +23,9 @@ from jaffnet.inference import build_predictor, export_onnx
 from jaffnet.inference.openvino_runtime import import_runtime, signal_stack_guard
 from jaffnet.model import JAFFNet
 
+# What a terminal gives Python; a child of a background job (CI) inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def press_ctrl_c(part):
     try:
