@@ -128,9 +128,9 @@ def test_bad_calibration_batches_are_refused(model, tmp_path, batches, error):
 
 
 def test_only_convolutions_outside_the_float32_modules_are_quantised(model, file_set):
-    import openvino as ov
+    from jaffnet.inference.openvino_runtime import shared_core
 
-    quantised = ov.Core().read_model(str(file_set.parent / "model.xml"))
+    quantised = shared_core().read_model(str(file_set.parent / "model.xml"))
     fed = {target.get_node().get_type_name()
            for op in quantised.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
            for target in op.output(0).get_target_inputs()}
@@ -183,9 +183,9 @@ def test_accuracy_control_restores_float32_convolutions_until_held_out_masks_agr
 
 def _float_convolution_count(manifest_path) -> int:
     """Convolutions of a file set that read a float32 input (no FakeQuantize before them)."""
-    import openvino as ov
+    from jaffnet.inference.openvino_runtime import shared_core
 
-    quantised = ov.Core().read_model(str(Path(manifest_path).parent / "model.xml"))
+    quantised = shared_core().read_model(str(Path(manifest_path).parent / "model.xml"))
     return sum(op.input_value(0).get_node().get_type_name() != "FakeQuantize"
                for op in quantised.get_ordered_ops() if op.get_type_name() == "Convolution")
 
