@@ -35,7 +35,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
