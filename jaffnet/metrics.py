@@ -34,7 +34,7 @@ IMAGE_COLUMNS = {
     "true_ok": "TN(OK)",
 }
 IMAGE_COUNTS = ("true_ng", "overkill", "escapes", "true_ok")
-LOWER_IS_BETTER = {"mae", "overkill_rate", "escape_rate"}
+LOWER_IS_BETTER = {"mae", "overkill_rate", "escape_rate", "overkill_at_escape"}
 
 
 class SaliencyMetrics:

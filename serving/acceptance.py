@@ -67,7 +67,64 @@ def evaluate_endpoint(url: str, dataset_dir: str | Path, split: str = "test", *,
         raise ValueError(f"the endpoint refused {len(failed)} of {len(frames)} frames ({shown})")
     probabilities = {frame_id: decode_probability(answer["probability_map"])
                      for frame_id, answer in answers.items()}
-    verdicts = {frame_id: EndpointVerdict(answer["decision"], float(answer["image_score"]))
+    verdicts = {frame_id: EndpointVerdict(answer["decision"], float(answer["image_score"]),
+                                          int(answer["largest_region_px"]), int(answer["defect_area_px"]))
                 for frame_id, answer in answers.items()}
     scores = score_predictions(probabilities, frames, rule=rule, verdicts=verdicts, per_class=True)
     return Evaluation.from_scores(scores, contract, url, split, card.get("name"), card.get("version"))
+
+
+# Evaluation and the endpoint batch frames differently, and oneDNN picks kernels by batch size
+# and CPU: equal float32 maps are equal only to within rounding (measured ~1e-6 on
+# probabilities). A decision is only comparable for a frame whose score lies farther than
+# this from the image threshold; nearer frames are reported, never hidden or asserted.
+SCORE_TOLERANCE = 1e-4
+
+
+@dataclass
+class Parity:
+    """How a live endpoint's verdicts compare with ``jaffnet evaluate``'s, frame by frame."""
+
+    compared: int  # frames whose decision is comparable (score farther than the tolerance from the cut)
+    max_score_difference: float
+    score_mismatches: list[str]  # frames whose image scores differ by more than the tolerance
+    disagreements: list[str]  # comparable frames judged differently: a real parity failure
+    near_threshold: list[str]  # frames within the tolerance of the image threshold (either decision is honest)
+    tolerance: float = SCORE_TOLERANCE
+
+    @property
+    def holds(self) -> bool:
+        return not self.score_mismatches and not self.disagreements
+
+    def describe(self) -> str:
+        text = (f"parity: {self.compared} decisions compared, {len(self.disagreements)} differ; image scores within "
+                f"{self.max_score_difference:.2e} (tolerance {self.tolerance:g})")
+        if self.near_threshold:
+            text += (f"; {len(self.near_threshold)} frame(s) within the tolerance of the image threshold, not "
+                     f"compared: {', '.join(self.near_threshold[:10])}")
+        return text
+
+
+def compare_verdicts(offline: Evaluation, online: Evaluation, tolerance: float = SCORE_TOLERANCE) -> Parity:
+    """Frame-by-frame parity of two evaluations of the same split at the same rule."""
+    if offline.rule != online.rule:
+        raise ValueError(f"the evaluations used different rules: {offline.rule} vs {online.rule}")
+    theirs = {row["id"]: row for row in online.frames}
+    if set(theirs) != {row["id"] for row in offline.frames}:
+        raise ValueError("the evaluations scored different frames")
+    cut = float(offline.rule["image_threshold"])
+    compared, largest = 0, 0.0
+    mismatches, disagreements, near = [], [], []
+    for row in offline.frames:
+        other = theirs[row["id"]]
+        difference = abs(row["image_score"] - other["image_score"])
+        largest = max(largest, difference)
+        if difference > tolerance:
+            mismatches.append(row["id"])
+        if abs(row["image_score"] - cut) <= tolerance or abs(other["image_score"] - cut) <= tolerance:
+            near.append(row["id"])
+            continue
+        compared += 1
+        if row["decision"] != other["decision"]:
+            disagreements.append(row["id"])
+    return Parity(compared, largest, mismatches, disagreements, near, tolerance)

@@ -1,4 +1,5 @@
-"""Decision-threshold calibration: the probability cut that maximises the F-measure.
+"""Decision-threshold calibration: the pixel cut that maximises the F-measure, and the image
+cut that meets a quality target (escape or overkill rate, or a cost), with confidence bounds.
 
 Pixels are pooled over the whole validation split (true and false positives summed over
 every image, then one F-beta per cut), so a false alarm on a defect-free frame costs as
@@ -8,7 +9,10 @@ defect-free frames (their F is 0 at every cut), and a factory line mostly sends 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -60,31 +64,215 @@ class ThresholdCalibrator:
         return float(best[len(best) // 2]) / (LEVELS - 1)
 
 
-def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool], *, escape_cost: float = 1.0,
-                              passes_area: Sequence[bool] | None = None) -> float | None:
-    """The image-score cut (NG when score >= cut) that minimises
-    ``overkill_rate + escape_cost * escape_rate`` on the validation frames.
+ESCAPE_COST, MAX_ESCAPE_RATE, MAX_OVERKILL_RATE = "escape_cost", "max_escape_rate", "max_overkill_rate"
+OBJECTIVES = (ESCAPE_COST, MAX_ESCAPE_RATE, MAX_OVERKILL_RATE)
+CALIBRATION_KEY = "calibration"  # a saved model's metadata: the CalibrationRecord of its rule
+CONFIDENCE = 0.95  # one-sided upper bounds on escape and overkill rates
 
-    ``escape_cost`` 1 weighs a missed defective part and a rejected good part by their
-    rates equally (balanced error); raise it when escapes cost more than overkill.
+
+@dataclass(frozen=True)
+class Objective:
+    """How the image threshold is chosen on the calibration frames.
+
+    ``max_escape_rate`` R: the lowest-overkill cut whose escape rate is at most R (a quality
+    engineer's target); ``max_overkill_rate`` R: symmetric; ``escape_cost`` C: the cut that
+    minimises ``overkill_rate + C * escape_rate`` (1: balanced error).
+    """
+
+    method: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.method not in OBJECTIVES:
+            raise ValueError(f"unknown calibration objective {self.method!r}; one of {', '.join(OBJECTIVES)}")
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{self.method} must be a number, got {value!r}")
+        if self.method == ESCAPE_COST and value <= 0:
+            raise ValueError(f"escape_cost must be > 0, got {value}")
+        if self.method != ESCAPE_COST and not 0 <= value < 1:
+            raise ValueError(f"{self.method} must be a rate in [0, 1), got {value}")
+
+    @classmethod
+    def choose(cls, *, max_escape_rate: float | None = None, max_overkill_rate: float | None = None,
+               escape_cost: float | None = None) -> Objective:
+        """The one objective given (at most one may be; none: balanced error)."""
+        given = [(name, value) for name, value in ((MAX_ESCAPE_RATE, max_escape_rate),
+                                                    (MAX_OVERKILL_RATE, max_overkill_rate),
+                                                    (ESCAPE_COST, escape_cost)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one calibration target, not {' and '.join(name for name, _ in given)}")
+        return cls(*given[0]) if given else cls(ESCAPE_COST, 1.0)
+
+    def describe(self) -> str:
+        if self.method == ESCAPE_COST:
+            return f"min overkill_rate + {self.value:g} x escape_rate"
+        kept, other = ("escape", "overkill") if self.method == MAX_ESCAPE_RATE else ("overkill", "escape")
+        return f"lowest {other} rate with {kept} rate <= {self.value:.2%}"
+
+
+def upper_bound(errors: int, frames: int, confidence: float = CONFIDENCE) -> float | None:
+    """One-sided Clopper-Pearson upper bound of a rate seen as ``errors`` of ``frames``
+    (None without frames). Zero errors in n frames bounds the rate only at about 3/n."""
+    from scipy.stats import beta
+
+    if frames <= 0:
+        return None
+    if errors >= frames:
+        return 1.0
+    return float(beta.ppf(confidence, errors + 1, frames - errors))
+
+
+def frames_needed(target: float, confidence: float = CONFIDENCE) -> int:
+    """Frames of a class needed for zero errors to bound its rate at ``target``."""
+    return math.ceil(math.log(1 - confidence) / math.log(1 - target)) if target > 0 else math.inf
+
+
+def candidate_cuts(scores: np.ndarray) -> np.ndarray:
+    """Cuts midway between neighbouring scores (and beyond both ends), so a score that moves
+    by float noise between evaluation and serving cannot cross one."""
+    levels = np.unique(scores)
+    return np.concatenate([[levels[0] / 2], (levels[:-1] + levels[1:]) / 2, [(levels[-1] + 1) / 2]])
+
+
+def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool], *,
+                              objective: Objective = Objective(ESCAPE_COST, 1.0),
+                              passes_area: Sequence[bool] | None = None) -> float | None:
+    """The image-score cut (NG when score >= cut) that meets ``objective`` on the frames.
+
     ``passes_area[i]``: whether frame i meets ``min_defect_area_px`` (frames that do not
-    stay OK whatever the cut). Cuts sit midway between neighbouring scores, so a score
-    that moves by float noise between evaluation and serving cannot flip a verdict;
-    among equally good cuts the middle one is taken. None when the split lacks either
-    defective or defect-free frames (nothing to trade off).
+    stay OK whatever the cut). Among equally good cuts the middle one is taken. None when
+    the split lacks either defective or defect-free frames (nothing to trade off).
+    Raises ValueError when no cut meets a rate target (only possible with the area rule).
     """
     scores = np.asarray(scores, dtype=np.float64)
     defective = np.asarray(defective, dtype=bool)
     eligible = np.ones(len(scores), bool) if passes_area is None else np.asarray(passes_area, dtype=bool)
-    if escape_cost <= 0:
-        raise ValueError(f"escape_cost must be > 0, got {escape_cost}")
     if defective.all() or not defective.any():
         return None
-    levels = np.unique(scores)
-    cuts = np.concatenate([[levels[0] / 2], (levels[:-1] + levels[1:]) / 2, [(levels[-1] + 1) / 2]])
+    cuts = candidate_cuts(scores)
     rejected = (scores[None, :] >= cuts[:, None]) & eligible[None, :]
     overkill_rate = (rejected & ~defective).sum(axis=1) / (~defective).sum()
     escape_rate = (~rejected & defective).sum(axis=1) / defective.sum()
-    cost = overkill_rate + escape_cost * escape_rate
+    if objective.method == ESCAPE_COST:
+        cost, allowed = overkill_rate + objective.value * escape_rate, np.ones(len(cuts), bool)
+    elif objective.method == MAX_ESCAPE_RATE:
+        cost, allowed = overkill_rate, escape_rate <= objective.value + 1e-12
+    else:
+        cost, allowed = escape_rate, overkill_rate <= objective.value + 1e-12
+    if not allowed.any():
+        raise ValueError(f"no image threshold meets {objective.method} <= {objective.value:.2%}: frames below "
+                         f"min_defect_area_px already give {escape_rate.min():.2%} escapes")
+    cost = np.where(allowed, cost, np.inf)
     best = np.flatnonzero(cost <= cost.min() + 1e-12)
     return float(cuts[best[len(best) // 2]])
+
+
+@dataclass(frozen=True)
+class RateCount:
+    """A rate seen on calibration or test frames, with its one-sided 95 % upper bound."""
+
+    errors: int
+    frames: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.errors / self.frames if self.frames else None
+
+    @property
+    def upper(self) -> float | None:
+        return upper_bound(self.errors, self.frames)
+
+    def describe(self, what: str) -> str:
+        if not self.frames:
+            return f"{what}: no frames"
+        return f"{what} {self.errors}/{self.frames} = {self.rate:.2%} (95 % upper bound {self.upper:.2%})"
+
+
+def rates(defective: Sequence[bool], rejected: Sequence[bool]) -> tuple[RateCount, RateCount]:
+    """(escapes of the defective frames, overkill of the good frames) of a set of decisions."""
+    defective, rejected = np.asarray(defective, bool), np.asarray(rejected, bool)
+    return (RateCount(int(np.sum(defective & ~rejected)), int(defective.sum())),
+            RateCount(int(np.sum(~defective & rejected)), int((~defective).sum())))
+
+
+def support_warnings(objective: Objective, escape: RateCount, overkill: RateCount) -> list[str]:
+    """What the frames cannot support about ``objective``'s target (empty when they can)."""
+    if objective.method == ESCAPE_COST:
+        return []
+    kept, kind = (escape, "defective") if objective.method == MAX_ESCAPE_RATE else (overkill, "good")
+    what = objective.method.removeprefix("max_").replace("_", " ")
+    if not kept.frames:
+        return [f"no {kind} frames: the {what} cannot be measured"]
+    if kept.upper <= objective.value:
+        return []
+    return [f"{kept.frames} {kind} frames cannot support {what} <= {objective.value:.2%}: "
+            f"{kept.errors} seen, 95 % upper bound {kept.upper:.2%}; zero errors would need >= "
+            f"{frames_needed(objective.value)} {kind} frames"]
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """How a decision rule's image threshold was chosen, stored beside the rule: the
+    objective, the calibration set, what the rule does on it, and what that can claim.
+    Rates are measured on the frames the cut was chosen on, so they are optimistic:
+    claim the bounds of a held-out split (``jaffnet evaluate``)."""
+
+    method: str
+    target: float
+    calibration_set: dict[str, str]  # e.g. {"split": "val", "dataset_manifest": "<sha256>"}
+    escapes: int
+    defective_frames: int
+    overkill: int
+    good_frames: int
+    escape_upper95: float | None
+    overkill_upper95: float | None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def measure(cls, objective: Objective, defective: Sequence[bool], rejected: Sequence[bool],
+                calibration_set: dict[str, str], warnings: Sequence[str] = ()) -> CalibrationRecord:
+        escape, overkill = rates(defective, rejected)
+        return cls(objective.method, float(objective.value), dict(calibration_set), escape.errors, escape.frames,
+                   overkill.errors, overkill.frames, escape.upper, overkill.upper,
+                   tuple(warnings) + tuple(support_warnings(objective, escape, overkill)))
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.method, self.target)
+
+    def with_set(self, **calibration_set: str) -> CalibrationRecord:
+        return replace(self, calibration_set={**self.calibration_set, **calibration_set})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CalibrationRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in known},
+                      "warnings": tuple(values.get("warnings", ()))})
+
+    def summary(self) -> list[str]:
+        escape, overkill = RateCount(self.escapes, self.defective_frames), RateCount(self.overkill, self.good_frames)
+        where = ", ".join(f"{k} {v}" for k, v in self.calibration_set.items())
+        lines = [f"calibrated for {self.objective.describe()} on {where or 'the calibration frames'}",
+                 f"  on those frames: {escape.describe('escapes')}; {overkill.describe('overkill')}"]
+        return lines + [f"  WARNING: {warning}" for warning in self.warnings]
+
+
+def overkill_at_escape(scores: Sequence[float], defective: Sequence[bool], max_escape_rate: float,
+                       passes_area: Sequence[bool] | None = None) -> tuple[float, RateCount, RateCount] | None:
+    """The lowest-overkill cut with escape rate <= ``max_escape_rate`` on these frames and its
+    (escape, overkill) counts; None without both defective and good frames or when no cut
+    meets the target. Comparing models by this at one target compares the models, not
+    each at its own threshold."""
+    objective = Objective(MAX_ESCAPE_RATE, max_escape_rate)
+    try:
+        cut = calibrate_image_threshold(scores, defective, objective=objective, passes_area=passes_area)
+    except ValueError:
+        return None
+    if cut is None:
+        return None
+    eligible = np.ones(len(scores), bool) if passes_area is None else np.asarray(passes_area, bool)
+    return (cut, *rates(defective, (np.asarray(scores, np.float64) >= cut) & eligible))

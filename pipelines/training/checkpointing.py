@@ -22,6 +22,7 @@ from jaffnet.contract import CONTRACT_KEY
 from jaffnet.decision import RULE_KEY, DecisionRule
 from jaffnet.io import load_pretrained, read_config, save_pretrained
 from jaffnet.model import JAFFNet
+from pipelines.training.calibration import CALIBRATION_KEY, CalibrationRecord
 from pipelines.training.config import TrainConfig
 
 TRAINING_STATE_FILE = "training_state.pt"
@@ -41,7 +42,7 @@ class TrainingState:
 
 
 def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, float],
-                   rule: DecisionRule) -> dict[str, Any]:
+                   rule: DecisionRule, calibration: CalibrationRecord | None = None) -> dict[str, Any]:
     """The metadata a saved model carries: the input contract and the decision rule travel
     with the weights, so evaluation and serving apply what validation measured."""
     contract = TrainConfig.from_dict(train_config).input_contract()
@@ -50,6 +51,7 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
         "image_size": contract.image_size,  # also flat, for readers of older metadata (e.g. jaffnet export)
         CONTRACT_KEY: contract.to_dict(),
         RULE_KEY: rule.to_dict(),
+        **({CALIBRATION_KEY: calibration.to_dict()} if calibration is not None else {}),
         "threshold": rule.pixel_threshold,
         "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("val_")},
         "epoch": int(epoch),
@@ -59,12 +61,13 @@ def model_metadata(train_config: dict[str, Any], epoch: int, metrics: dict[str, 
 
 def save_checkpoint(directory: str | Path, model: JAFFNet, train_config: dict[str, Any], optimizer, scheduler,
                     scaler, state: TrainingState, rule: DecisionRule, trained: JAFFNet | None = None,
-                    setup: dict[str, Any] | None = None) -> Path:
+                    setup: dict[str, Any] | None = None, calibration: CalibrationRecord | None = None) -> Path:
     """``model`` is what was validated (the average, with ``ema_decay``); ``trained`` the
     weights as trained when they differ from it; ``setup`` how the run trains (device, DDP
     backend, precision), kept for provenance."""
     directory = Path(directory)
-    save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1], rule))
+    save_pretrained(model, directory, metadata=model_metadata(train_config, state.epoch, state.history[-1], rule,
+                                                                  calibration))
     training_state = {
         "epoch": state.epoch,
         "history": state.history,

@@ -25,15 +25,17 @@ from jaffnet.contract import (InputContract, check_image_size, check_input_mode,
                               check_tile_overlap)
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
+from pipelines.training.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objective
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # `jaffnet demo`'s keys over train.yaml
 
 # Validation metrics the training loop reports each epoch (``ray.train.report``) that can pick the best epoch.
 VALIDATION_METRICS = tuple(f"val_{name}" for name in (*METRIC_COLUMNS, "image_auroc", "overkill_rate",
-                                                       "escape_rate"))
+                                                       "escape_rate", "overkill_at_escape"))
 SELECTABLE_METRICS = ("val_loss", *VALIDATION_METRICS)
 
+DEFAULT_ESCAPE_TARGET = 0.05
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -108,7 +110,10 @@ class TrainConfig(BaseModel):
     ema_decay: Annotated[float, _rule(lambda value: 0 < value < 1, "in (0, 1) (or null: no averaging)")] | None = None
     # image-level decision (jaffnet.decision), calibrated on the validation split
     min_defect_area_px: Annotated[int, _rule(lambda value: value >= 0, ">= 0 (0: off)")] = 0
-    escape_cost: Annotated[float, _POSITIVE] = 1.0
+    # escape-first: the lowest overkill with at most 5 % of val's defective frames passed (balanced
+    # error, with a stored warning, when val holds too few defective frames to support the target)
+    calibrate_for: Annotated[str, _one_of(OBJECTIVES)] = MAX_ESCAPE_RATE
+    calibration_target: Annotated[float, _AT_LEAST_0] = 0.05  # the rate (or, for escape_cost, the cost C)
     # validation, selection, registry
     best_metric: Annotated[str, _one_of(SELECTABLE_METRICS)] = "val_weighted_f"
     patience: Annotated[int, _rule(lambda value: value >= 1, ">= 1 (or null: no early stopping)")] | None = None
@@ -133,6 +138,12 @@ class TrainConfig(BaseModel):
         if w_iou == 0 and info.data.get("w_bce") == 0 and info.data.get("w_ssim") == 0:
             raise ValueError("must be > 0 when w_bce and w_ssim are 0 (the loss would be 0), got 0.0")
         return w_iou
+
+    @field_validator("calibration_target")
+    @classmethod
+    def _a_target(cls, target: float, info: ValidationInfo) -> float:
+        Objective(info.data.get("calibrate_for", MAX_ESCAPE_RATE), target)  # raises "<method> must be ..."
+        return target
 
     @field_validator("debug_fail_once_at_epoch")
     @classmethod
@@ -160,6 +171,16 @@ class TrainConfig(BaseModel):
         """``JAFFNet(**cfg.model_arguments())``: the model this config trains."""
         return {"encoder_depth": self.encoder_depth, "width": self.width,
                 "dilation_rates": tuple(self.dilation_rates)}
+
+    @property
+    def metric_escape_target(self) -> float:
+        """The escape target ``val_overkill_at_escape`` is measured at: the calibration's own
+        when it calibrates for an escape rate, else 5 %."""
+        return self.calibration_target if self.calibrate_for == MAX_ESCAPE_RATE else DEFAULT_ESCAPE_TARGET
+
+    def objective(self) -> Objective:
+        """How validation calibrates the image threshold."""
+        return Objective(self.calibrate_for, self.calibration_target)
 
     def input_contract(self) -> InputContract:
         return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap,

@@ -9,7 +9,7 @@ at the operating point stored with the model (``jaffnet.decision``).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
 from jaffnet.metrics import IMAGE_COLUMNS, format_table
 from pipelines.training.scoring import SplitScores, score_predictions
+
+
+FRAME_COLUMNS = ("id", "defect_class", "label", "image_score", "decision", "largest_region_px", "defect_area_px")
 
 
 @dataclass
@@ -32,13 +35,17 @@ class Evaluation:
     image_rows: dict[str, dict[str, float]]  # image-level OK/NG metrics, same keys
     name: str | None = None
     version: str | None = None
+    frames: list[dict[str, Any]] = field(default_factory=list)  # one row per frame (FRAME_COLUMNS)
 
     @classmethod
     def from_scores(cls, scores: SplitScores, contract: InputContract | None, model: str, split: str,
                     name: str | None = None, version: str | None = None) -> Evaluation:
+        frames = [{"id": frame_id, "defect_class": r.defect_class, "label": "NG" if r.defective else "OK",
+                   "image_score": r.image_score, "decision": r.decision, "largest_region_px": r.largest_region_px,
+                   "defect_area_px": r.defect_area_px} for frame_id, r in sorted(scores.frames.items())]
         return cls(model=model, split=split, count=scores.count, contract=contract.to_dict() if contract else None,
                    rule=scores.rule.to_dict(), rows=scores.rows, image_rows=scores.image_rows,
-                   name=name, version=version)
+                   name=name, version=version, frames=frames)
 
     def table(self, title: str | None = None) -> str:
         rule = DecisionRule.from_dict(self.rule)

@@ -99,17 +99,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                         cfg, device, rank, world, overlays)
             scheduler.step()
             if rank == 0:
-                scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, escape_cost=cfg.escape_cost,
-                                       overlays=overlay_paths)
+                scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, objective=cfg.objective(),
+                                       fallback=True, calibration_set={"split": "val"}, overlays=overlay_paths)
+                at_escape = scores.overkill_at_escape(cfg.metric_escape_target)
                 metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                            **{f"val_{k}": v for k, v in scores.overall_metrics().items()},
                            **per_class_image_metrics(scores.image_rows),
+                           **({} if at_escape is None else {"val_overkill_at_escape": at_escape}),
                            "val_threshold": scores.rule.pixel_threshold,
                            "val_image_threshold": scores.rule.image_threshold, "lr": lr,
                            "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
                 save_checkpoint(tmp, validated, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule,
-                                trained=model if average is not None else None, setup=setup)
+                                trained=model if average is not None else None, setup=setup,
+                                calibration=scores.calibration)
                 # A logger, not print: Ray Train's patched print would show the line twice.
                 _progress.info(format_epoch_line(metrics, cfg.epochs))
             metrics = _broadcast(metrics)

@@ -24,7 +24,9 @@ def print_training_summary(outcome) -> None:
     print(format_table(row, columns=IMAGE_COLUMNS))
     aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if pub.promoted else [])
     print(f"pixel threshold {pub.threshold:.3f} (max pooled-pixel F-measure on val); image threshold "
-          f"{pub.image_threshold:.3f} (min overkill rate + escape_cost x escape rate on val)")
+          f"{pub.image_threshold:.3f}")
+    if pub.calibration is not None:
+        print("\n".join(pub.calibration.summary()))
     print(f"registered {pub.model_uri} with alias {', '.join(aliases)} ({pub.promotion_reason})")
     print(f"checkpoint {pub.checkpoint_path}")
     print(f"Ray Train run {outcome.run_name}; MLflow run {outcome.mlflow_run_id} "

@@ -21,10 +21,20 @@ import numpy as np
 from jaffnet.decision import DecisionRule, find_regions, image_score
 from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics
 from jaffnet.preprocess import to_rgb
-from pipelines.training.calibration import ThresholdCalibrator, calibrate_image_threshold
+from pipelines.training.calibration import (
+    ESCAPE_COST,
+    MAX_ESCAPE_RATE,
+    CalibrationRecord,
+    Objective,
+    ThresholdCalibrator,
+    calibrate_image_threshold,
+    frames_needed,
+    overkill_at_escape,
+)
 from pipelines.training.overlays import write_overlay
 
 OVERALL = "overall"
+BALANCED = Objective(ESCAPE_COST, 1.0)
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,8 @@ class EndpointVerdict:
 
     decision: str  # "OK" or "NG"
     image_score: float
+    largest_region_px: int = 0
+    defect_area_px: int = 0
 
 
 @dataclass
@@ -42,6 +54,8 @@ class SplitScores:
     rule: DecisionRule  # the operating point the image rows were computed at
     count: int
     overlays: list[Path] = field(default_factory=list)
+    frames: dict[str, FrameRecord] = field(default_factory=dict)  # per frame, with the decision at ``rule``
+    calibration: CalibrationRecord | None = None  # how ``rule`` was chosen, when calibrated on these frames
 
     @property
     def overall(self) -> dict[str, float]:
@@ -55,6 +69,16 @@ class SplitScores:
         """Saliency and image-level overall metrics in one flat mapping."""
         return {**self.rows[OVERALL], **self.image_rows[OVERALL]}
 
+    def overkill_at_escape(self, max_escape_rate: float) -> float | None:
+        """The overkill rate of the lowest-overkill cut with escape rate <= ``max_escape_rate``
+        on these frames (the area rule kept): a score of the model, not of its stored rule."""
+        records = list(self.frames.values())
+        area = self.rule.min_defect_area_px
+        point = overkill_at_escape([r.image_score for r in records], [r.defective for r in records],
+                                   max_escape_rate,
+                                   [r.largest_region_px >= area for r in records] if area else None)
+        return None if point is None else point[2].rate
+
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
@@ -64,21 +88,6 @@ def _largest_region(probability: np.ndarray, pixel_threshold: float) -> int:
     return find_regions(probability >= pixel_threshold, probability, max_regions=0)[1]
 
 
-def calibrate_rule(pixel_threshold: float, scores: Mapping[str, float], defective: Mapping[str, bool],
-                   largest: Mapping[str, int], *, min_defect_area_px: int = 0,
-                   escape_cost: float = 1.0) -> DecisionRule:
-    """The image threshold (overkill vs escapes) of a split at its calibrated pixel
-    threshold; without both defective and good frames the image threshold falls back to
-    the pixel threshold and the rule says it is not calibrated."""
-    ids = list(scores)
-    passes_area = [largest[i] >= min_defect_area_px for i in ids] if min_defect_area_px else None
-    image_threshold = calibrate_image_threshold([scores[i] for i in ids], [defective[i] for i in ids],
-                                                escape_cost=escape_cost, passes_area=passes_area)
-    return DecisionRule(pixel_threshold=pixel_threshold,
-                        image_threshold=pixel_threshold if image_threshold is None else image_threshold,
-                        min_defect_area_px=min_defect_area_px, calibrated=image_threshold is not None)
-
-
 @dataclass(frozen=True)
 class FrameRecord:
     """What the image-level metrics need of one scored frame."""
@@ -86,8 +95,40 @@ class FrameRecord:
     defect_class: str
     defective: bool
     image_score: float
-    decision: str | None = None  # the endpoint's own, when scoring its verdicts
-    largest_region_px: int = 0  # at the rule's pixel threshold, when the area rule needs it
+    decision: str | None = None  # the endpoint's own when scoring its verdicts, else the rule's once finished
+    largest_region_px: int = 0  # at the rule's pixel threshold (measured when the rule or the area rule needs it)
+    defect_area_px: int = 0  # pixels at or above the rule's pixel threshold (likewise)
+
+
+def calibrate_rule(pixel_threshold: float, frames: Mapping[str, FrameRecord], *, min_defect_area_px: int = 0,
+                   objective: Objective = BALANCED, fallback: bool = False,
+                   calibration_set: Mapping[str, str] | None = None) -> tuple[DecisionRule, CalibrationRecord]:
+    """The image threshold of ``frames`` meeting ``objective`` at a calibrated pixel
+    threshold, and the record of what it does there. Without both defective and good
+    frames the image threshold falls back to the pixel threshold, marked not calibrated.
+    ``fallback``: when the frames are too few for a rate target (zero errors could not
+    bound the rate at the target), calibrate at balanced error instead, with a warning."""
+    records = list(frames.values())
+    defective = [r.defective for r in records]
+    warnings = []
+    if fallback and objective.method != BALANCED.method:
+        kind, count = ("defective", sum(defective)) if objective.method == MAX_ESCAPE_RATE else \
+            ("good", len(defective) - sum(defective))
+        if count < frames_needed(objective.value):
+            warnings.append(f"only {count} {kind} frames, {frames_needed(objective.value)} needed to support "
+                            f"{objective.method} {objective.value:.2%}: calibrated for {BALANCED.describe()} instead")
+            objective = BALANCED
+    passes_area = [r.largest_region_px >= min_defect_area_px for r in records] if min_defect_area_px else None
+    image_threshold = calibrate_image_threshold([r.image_score for r in records], defective, objective=objective,
+                                                passes_area=passes_area)
+    if image_threshold is None:
+        warnings.append("the calibration frames lack defective or good frames: the image threshold is the pixel "
+                        "threshold, NOT calibrated")
+    rule = DecisionRule(pixel_threshold=pixel_threshold,
+                        image_threshold=pixel_threshold if image_threshold is None else image_threshold,
+                        min_defect_area_px=min_defect_area_px, calibrated=image_threshold is not None)
+    rejected = [rule.is_ng(r.image_score, r.largest_region_px) for r in records]
+    return rule, CalibrationRecord.measure(objective, defective, rejected, dict(calibration_set or {}), warnings)
 
 
 class SplitAccumulator:
@@ -118,12 +159,18 @@ class SplitAccumulator:
         self.calibrator.update(prob, mask)
         self.frames[sample_id] = FrameRecord(
             defect_class, bool(mask.any()), verdict.image_score if verdict else image_score(prob),
-            verdict.decision if verdict else None)
+            verdict.decision if verdict else None, verdict.largest_region_px if verdict else 0,
+            verdict.defect_area_px if verdict else 0)
 
     def measure_regions(self, probabilities: Callable[[str], np.ndarray], pixel_threshold: float) -> None:
-        """Each frame's largest region at ``pixel_threshold`` (only the area rule needs it)."""
-        self.frames = {i: replace(r, largest_region_px=_largest_region(probabilities(i), pixel_threshold))
-                       for i, r in self.frames.items()}
+        """Each frame's largest region and defect area at ``pixel_threshold``."""
+        measured = {}
+        for sample_id, record in self.frames.items():
+            probability = probabilities(sample_id)
+            area = int(np.count_nonzero(probability >= pixel_threshold))
+            largest = _largest_region(probability, pixel_threshold) if area else 0
+            measured[sample_id] = replace(record, largest_region_px=largest, defect_area_px=area)
+        self.frames = measured
 
     def merge(self, other: "SplitAccumulator") -> "SplitAccumulator":
         if overlap := set(self.frames) & set(other.frames):
@@ -138,35 +185,40 @@ class SplitAccumulator:
         return self.calibrator.compute() if rule is None else rule.pixel_threshold
 
     def finish(self, rule: DecisionRule | None = None, *, min_defect_area_px: int = 0,
-               escape_cost: float = 1.0, overlays: list[Path] | None = None) -> SplitScores:
-        """The tables at ``rule`` (None: calibrated here, on these frames). With an area rule
-        call :meth:`measure_regions` at :meth:`pixel_threshold` first."""
+               objective: Objective = BALANCED, fallback: bool = False,
+               calibration_set: Mapping[str, str] | None = None,
+               overlays: list[Path] | None = None) -> SplitScores:
+        """The tables at ``rule`` (None: calibrated here, on these frames, for ``objective``;
+        see :func:`calibrate_rule`). With an area rule call :meth:`measure_regions` at
+        :meth:`pixel_threshold` first."""
         if not self.frames:
             raise ValueError("the split holds no samples to score")
-        frames = self.frames
+        calibration = None
         if rule is None:
-            rule = calibrate_rule(self.pixel_threshold(), {i: r.image_score for i, r in frames.items()},
-                                  {i: r.defective for i, r in frames.items()},
-                                  {i: r.largest_region_px for i, r in frames.items()},
-                                  min_defect_area_px=min_defect_area_px, escape_cost=escape_cost)
+            rule, calibration = calibrate_rule(self.pixel_threshold(), self.frames,
+                                               min_defect_area_px=min_defect_area_px, objective=objective,
+                                               fallback=fallback, calibration_set=calibration_set)
+        frames = {i: r if r.decision is not None else
+                  replace(r, decision="NG" if rule.is_ng(r.image_score, r.largest_region_px) else "OK")
+                  for i, r in self.frames.items()}
         image_level: dict[str, ImageLevelMetrics] = {OVERALL: ImageLevelMetrics()}
         for record in frames.values():
-            rejected = record.decision == "NG" if record.decision is not None else \
-                rule.is_ng(record.image_score, record.largest_region_px)
             for name in self._rows_of(record.defect_class):
                 image_level.setdefault(name, ImageLevelMetrics()).update(record.image_score, record.defective,
-                                                                         rejected)
+                                                                         record.decision == "NG")
         order = sorted(name for name in self.saliency if name != OVERALL) + [OVERALL]
         return SplitScores(rows={name: self.saliency[name].compute() for name in order},
                            image_rows={name: image_level[name].compute() for name in order},
-                           rule=rule, count=len(frames), overlays=overlays or [])
+                           rule=rule, count=len(frames), overlays=overlays or [], frames=frames,
+                           calibration=calibration)
 
     def _rows_of(self, defect_class: str) -> list[str]:
         return [OVERALL, defect_class] if self.per_class else [OVERALL]
 
 
 def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable[Any], *,
-                      rule: DecisionRule | None = None, min_defect_area_px: int = 0, escape_cost: float = 1.0,
+                      rule: DecisionRule | None = None, min_defect_area_px: int = 0,
+                      objective: Objective = BALANCED, calibration_set: Mapping[str, str] | None = None,
                       verdicts: Mapping[str, EndpointVerdict] | None = None, per_class: bool = True,
                       overlay_dir: str | Path | None = None, num_overlays: int = 0) -> SplitScores:
     """Score ``id -> probability map (frame size)`` against ``samples`` (items with ``id``,
@@ -193,11 +245,11 @@ def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable
             f"predictions do not match the split: {len(missing)} samples without a prediction "
             f"({', '.join(missing[:5])}), {len(unexpected)} predictions without a sample ({', '.join(unexpected[:5])})"
         )
-    area_rule = min_defect_area_px if rule is None else rule.min_defect_area_px
-    if area_rule and not verdicts and accumulator.frames:
+    # Regions per frame: the area rule needs them to decide, a given rule to report them.
+    if (rule is not None or min_defect_area_px) and not verdicts and accumulator.frames:
         accumulator.measure_regions(probabilities.__getitem__, accumulator.pixel_threshold(rule))
-    return accumulator.finish(rule, min_defect_area_px=min_defect_area_px, escape_cost=escape_cost,
-                              overlays=overlays)
+    return accumulator.finish(rule, min_defect_area_px=min_defect_area_px, objective=objective,
+                              calibration_set=calibration_set, overlays=overlays)
 
 
 def overlay_of(sample: Any, probability: np.ndarray, directory: Path, index: int) -> list[Path]:

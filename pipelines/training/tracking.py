@@ -17,6 +17,7 @@ from jaffnet.contract import contract_from_metadata, contract_tags
 from jaffnet.decision import rule_from_metadata
 from jaffnet.io import load_pretrained
 from pipelines import registry, storage
+from pipelines.training.calibration import CALIBRATION_KEY, CalibrationRecord
 from pipelines.training.checkpointing import OVERLAY_DIR, read_checkpoint_metadata
 from pipelines.training.config import TrainConfig
 
@@ -98,6 +99,7 @@ class Publication:
     promoted: bool
     promotion_reason: str
     checkpoint_path: str  # a local path or a URI (s3://...)
+    calibration: CalibrationRecord | None = None
 
 
 def best_checkpoint(result, cfg: TrainConfig):
@@ -118,6 +120,11 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
         directory = Path(directory)
         metadata = read_checkpoint_metadata(directory)
         metadata["dataset_manifest"] = dataset_manifest
+        calibration = None
+        if CALIBRATION_KEY in metadata:
+            calibration = CalibrationRecord.from_dict(metadata[CALIBRATION_KEY]).with_set(
+                dataset_manifest=dataset_manifest)
+            metadata[CALIBRATION_KEY] = calibration.to_dict()
         model = load_pretrained(directory)
         if (directory / OVERLAY_DIR).is_dir():
             mlflow.log_artifacts(str(directory / OVERLAY_DIR), artifact_path=f"overlays/epoch_{metadata['epoch']:03d}")
@@ -133,6 +140,7 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
         "threshold": f"{rule.pixel_threshold:.6f}",
         "image_threshold": f"{rule.image_threshold:.6f}",
         "min_defect_area_px": str(rule.min_defect_area_px),
+        **(calibration_tags(calibration) if calibration else {}),
         **contract_tags(contract_from_metadata(metadata)),
         "epoch": str(metadata["epoch"]),
         **{key: f"{value:.6f}" for key, value in metrics.items()},
@@ -145,4 +153,15 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
                        version=str(version.version), metrics=metrics, threshold=rule.pixel_threshold, image_threshold=rule.image_threshold,
                        epoch=int(metadata["epoch"]), promoted=decision.promote,
                        promotion_reason=decision.reason,
-                       checkpoint_path=storage.display(checkpoint.filesystem, checkpoint.path))
+                       checkpoint_path=storage.display(checkpoint.filesystem, checkpoint.path),
+                       calibration=calibration)
+
+
+def calibration_tags(calibration: CalibrationRecord) -> dict[str, str]:
+    """A version's tags for how its rule was calibrated (the record itself is in its metadata)."""
+    bounds = {f"{name}_upper95": f"{value:.6f}" for name, value in
+              (("calibration_escape", calibration.escape_upper95),
+               ("calibration_overkill", calibration.overkill_upper95)) if value is not None}
+    return {"calibrate_for": calibration.method, "calibration_target": f"{calibration.target:g}",
+            **{f"calibration_{k}": v for k, v in calibration.calibration_set.items()}, **bounds,
+            "calibration_warnings": str(len(calibration.warnings))}

@@ -6,7 +6,14 @@ import pytest
 
 from jaffnet.metrics import SaliencyMetrics
 from jaffnet.decision import DecisionRule
-from pipelines.training.calibration import ThresholdCalibrator, calibrate_image_threshold
+from pipelines.training.calibration import (
+    CalibrationRecord,
+    Objective,
+    ThresholdCalibrator,
+    calibrate_image_threshold,
+    frames_needed,
+    upper_bound,
+)
 from pipelines.training.loop import owns_sample
 from pipelines.training.scoring import EndpointVerdict, score_predictions
 
@@ -118,9 +125,66 @@ def test_image_threshold_trades_overkill_against_escapes():
     defective = [False, False, False, False, True, True, True]
     balanced = calibrate_image_threshold(scores, defective)
     assert 0.3 < balanced <= 0.35  # every defect NG; one good part (0.6) rejected: 1/4 < 1/3
-    overkill_averse = calibrate_image_threshold(scores, defective, escape_cost=0.5)
+    overkill_averse = calibrate_image_threshold(scores, defective, objective=Objective("escape_cost", 0.5))
     assert 0.6 < overkill_averse <= 0.7  # the good part at 0.6 stays OK, the defect at 0.35 escapes
     assert calibrate_image_threshold([0.2, 0.4], [True, True]) is None
+
+
+def test_image_threshold_meets_an_escape_or_overkill_target():
+    scores = [0.1, 0.2, 0.3, 0.6, 0.35, 0.7, 0.8, 0.9]
+    defective = [False, False, False, False, True, True, True, True]
+    no_escape = calibrate_image_threshold(scores, defective, objective=Objective("max_escape_rate", 0.0))
+    assert 0.3 < no_escape <= 0.35  # every defect NG, the lowest overkill that allows (1 of 4 good frames)
+    quarter = calibrate_image_threshold(scores, defective, objective=Objective("max_escape_rate", 0.25))
+    assert 0.6 < quarter <= 0.7  # one of 4 defects may escape: no good frame rejected
+    no_overkill = calibrate_image_threshold(scores, defective, objective=Objective("max_overkill_rate", 0.0))
+    assert 0.6 < no_overkill <= 0.7
+    with pytest.raises(ValueError, match="no image threshold meets max_escape_rate"):  # two defects fail the area
+        calibrate_image_threshold(scores, defective, objective=Objective("max_escape_rate", 0.1),
+                                  passes_area=[True] * 6 + [False, False])
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="max_escape_rate must be"):
+            Objective("max_escape_rate", bad)
+    with pytest.raises(ValueError, match="one calibration target"):
+        Objective.choose(max_escape_rate=0.05, escape_cost=2.0)
+
+
+def test_upper_bounds_are_clopper_pearson():
+    assert upper_bound(0, 60) == pytest.approx(1 - 0.05 ** (1 / 60))  # zero errors: 1 - alpha^(1/n), ~3/n
+    assert upper_bound(0, 60) < 0.05 < upper_bound(0, 58)
+    assert frames_needed(0.05) == 59 and frames_needed(0.01) == 299
+    assert upper_bound(3, 100) == pytest.approx(0.0757, abs=1e-4)  # scipy's exact binomial bound
+    assert upper_bound(5, 5) == 1.0 and upper_bound(0, 0) is None
+
+
+def test_a_calibration_set_too_small_for_the_target_says_so():
+    samples, probs = _varied_split(24)  # 16 defective frames: an escape target of 5 % cannot be supported
+    scores = score_predictions(probs, samples, objective=Objective("max_escape_rate", 0.05),
+                               calibration_set={"split": "val"})
+    record = scores.calibration
+    assert record.method == "max_escape_rate" and record.target == 0.05 and record.calibration_set == {"split": "val"}
+    assert (record.defective_frames, record.good_frames) == (16, 8)
+    assert record.escapes / record.defective_frames <= 0.05
+    assert record.escape_upper95 == pytest.approx(upper_bound(record.escapes, 16))
+    assert len(record.warnings) == 1 and "cannot support escape rate <= 5.00%" in record.warnings[0]
+    assert "59 defective frames" in record.warnings[0]
+    assert CalibrationRecord.from_dict(record.to_dict()) == record
+    frames = scores.frames
+    assert {f.decision for f in frames.values()} <= {"OK", "NG"}
+    assert sum(f.decision == "OK" and f.defective for f in frames.values()) == record.escapes
+
+
+def test_training_falls_back_to_balanced_error_when_val_is_too_small():
+    from pipelines.training.scoring import SplitAccumulator
+
+    samples, probs = _varied_split(24)
+    accumulator = SplitAccumulator()
+    for sample in samples:
+        accumulator.add(sample.id, sample.defect_class, probs[sample.id], sample.mask)
+    scores = accumulator.finish(objective=Objective("max_escape_rate", 0.05), fallback=True)
+    assert scores.calibration.method == "escape_cost" and scores.calibration.target == 1.0
+    assert "only 16 defective frames, 59 needed" in scores.calibration.warnings[0]
+    assert scores.rule == score_predictions(probs, samples).rule
 
 
 def test_mismatched_predictions_are_an_error():
@@ -164,7 +228,7 @@ def test_ranks_scoring_their_own_frames_then_merging_equal_one_pass(min_defect_a
     from pipelines.training.scoring import SplitAccumulator
 
     samples, probs = _varied_split()
-    one_pass = score_predictions(probs, samples, min_defect_area_px=min_defect_area_px, escape_cost=2.0)
+    one_pass = score_predictions(probs, samples, min_defect_area_px=min_defect_area_px, objective=Objective("escape_cost", 2.0))
 
     world = 3
     parts = [SplitAccumulator() for _ in range(world)]
@@ -181,7 +245,7 @@ def test_ranks_scoring_their_own_frames_then_merging_equal_one_pass(min_defect_a
     merged = parts[0]
     for part in parts[1:]:
         merged.merge(part)
-    parallel = merged.finish(min_defect_area_px=min_defect_area_px, escape_cost=2.0)
+    parallel = merged.finish(min_defect_area_px=min_defect_area_px, objective=Objective("escape_cost", 2.0))
 
     assert parallel.rule == one_pass.rule and parallel.count == one_pass.count == len(samples)
     for rows, reference in ((parallel.rows, one_pass.rows), (parallel.image_rows, one_pass.image_rows)):
