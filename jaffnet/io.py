@@ -143,3 +143,14 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hex SHA-256 of a model's weights (every tensor of its state dict: name, dtype, shape,
+    bytes, in order): equal for the same weights however they were saved or loaded."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,4 +1,5 @@
-"""``jaffnet export`` and ``jaffnet bench model``: the model's fast inference paths."""
+"""``jaffnet export``, ``jaffnet bench model``, ``jaffnet import-weights`` and ``jaffnet calibrate``:
+what is done with a trained model besides training and serving it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,37 @@ def add_commands(subparsers, bench_subparsers) -> None:
     _add_export(subparsers)
     _add_bench_model(bench_subparsers)
     _add_import_weights(subparsers)
+    _add_calibrate(subparsers)
+
+
+def _add_calibrate(subparsers) -> None:
+    calibrate = subparsers.add_parser(
+        "calibrate", help="recalibrate a registered model's OK/NG rule for an escape or overkill target, "
+                          "without retraining",
+        description="Score the frames of a split through the model's own input contract, choose the image "
+                    "threshold for the target at the model's pixel threshold, and register a NEW version with the "
+                    "same weights (hash recorded), the new rule, the counts and one-sided 95 %% Clopper-Pearson "
+                    "upper bounds on escape and overkill rates, and lineage tags. A calibration set too small to "
+                    "support the target is reported and stored as a warning. No alias moves unless --promote.")
+    calibrate.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    calibrate.add_argument("--data", required=True, help="ingested dataset: a folder or s3://bucket/prefix")
+    calibrate.add_argument("--split", default="val", choices=("train", "val", "test"),
+                           help="frames to calibrate on (default val; claim rates on another split)")
+    target = calibrate.add_mutually_exclusive_group()
+    target.add_argument("--max-escape-rate", type=float, metavar="R",
+                        help="the lowest overkill whose escape rate is at most R, e.g. 0.05 (the default target)")
+    target.add_argument("--max-overkill-rate", type=float, metavar="R",
+                        help="the fewest escapes whose overkill rate is at most R")
+    target.add_argument("--escape-cost", type=float, metavar="C",
+                        help="min overkill_rate + C x escape_rate (1: balanced error)")
+    calibrate.add_argument("--min-defect-area-px", type=int, metavar="N",
+                           help="NG also needs a region of N px above the pixel threshold (default: the model's)")
+    calibrate.add_argument("--promote", action="store_true", help="move the champion alias to the new version")
+    calibrate.add_argument("--out", metavar="DIR", help="also write the calibration split's report here "
+                                                        "(frames.csv, curves, operating table)")
+    calibrate.add_argument("--batch-size", type=_positive_int, default=8, help="model inputs per forward")
+    add_tracking_uri(calibrate)
+    calibrate.set_defaults(func=calibrate_command)
 
 
 def _add_export(subparsers) -> None:
@@ -313,6 +345,26 @@ def _training_image_size() -> int:
 
 def _unique(items):
     return list(dict.fromkeys(items))
+
+
+def calibrate_command(args) -> int:
+    from pipelines.recalibration import recalibrate
+    from pipelines.registry import configure_tracking
+    from pipelines.training.calibration import Objective
+
+    try:
+        objective = Objective.choose(max_escape_rate=args.max_escape_rate, max_overkill_rate=args.max_overkill_rate,
+                                     escape_cost=args.escape_cost, default=Objective("max_escape_rate", 0.05))
+        configure_tracking(args.tracking_uri)
+        result = recalibrate(args.model, args.data, args.split, objective=objective,
+                             min_defect_area_px=args.min_defect_area_px, promote=args.promote,
+                             batch_size=args.batch_size, report_dir=args.out)
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        return _fail(str(exc))
+    print(result.summary())
+    if args.out:
+        print(f"report: {args.out}")
+    return 0
 
 
 def _fail(message: str) -> int:

@@ -187,6 +187,8 @@ def load_model(uri: str | Path, map_location: str = "cpu") -> LoadedModel:
 MANIFEST_TAG = "dataset_manifest"
 SELECTION_METRIC_TAG = "selection_metric"
 ESCAPE_TAG = "val_escape_rate"
+AT_ESCAPE_TAG = "val_overkill_at_escape"  # overkill at the lowest-overkill cut with val escape <= the target tag
+AT_ESCAPE_TARGET_TAG = "overkill_at_escape_target"
 
 
 @dataclass
@@ -200,9 +202,11 @@ def compare_with_champion(candidate_tags: dict[str, str], champion_tags: dict[st
     """Whether a candidate (by its version tags) should take the ``champion`` alias.
 
     Scores are only comparable on the same validation data, so a champion trained on a
-    different dataset manifest is never replaced implicitly, and a candidate that lets more
-    defective parts pass (a higher validation escape rate) never replaces it whatever its
-    metric (``force`` overrides both).
+    different dataset manifest is never replaced implicitly. A candidate that rejects more
+    good parts at the same escape target (``val_overkill_at_escape`` at one
+    ``overkill_at_escape_target``: the models compared, not each at its own threshold) never
+    replaces it whatever its metric; versions without those tags are compared by their
+    validation escape rates at their own rules (``force`` overrides all of it).
     """
     if force:
         return PromotionDecision(True, "promotion forced")
@@ -215,7 +219,15 @@ def compare_with_champion(candidate_tags: dict[str, str], champion_tags: dict[st
         new, old = float(candidate_tags[metric]), float(champion_tags[metric])
     except (KeyError, ValueError):
         return PromotionDecision(False, f"champion has no comparable {metric!r} tag; use --promote to replace it")
-    if ESCAPE_TAG in champion_tags and ESCAPE_TAG in candidate_tags:
+    target = candidate_tags.get(AT_ESCAPE_TARGET_TAG)
+    if target is not None and target == champion_tags.get(AT_ESCAPE_TARGET_TAG) \
+            and AT_ESCAPE_TAG in candidate_tags and AT_ESCAPE_TAG in champion_tags:
+        new_overkill, old_overkill = float(candidate_tags[AT_ESCAPE_TAG]), float(champion_tags[AT_ESCAPE_TAG])
+        if new_overkill > old_overkill:
+            return PromotionDecision(False, f"at val escape <= {float(target):.2%} its overkill {new_overkill:.4f} is "
+                                            f"worse than champion's {old_overkill:.4f}; use --promote to replace it "
+                                            "anyway")
+    elif ESCAPE_TAG in champion_tags and ESCAPE_TAG in candidate_tags:
         new_escape, old_escape = float(candidate_tags[ESCAPE_TAG]), float(champion_tags[ESCAPE_TAG])
         if new_escape > old_escape:
             return PromotionDecision(False, f"escape rate {new_escape:.4f} is worse than champion's {old_escape:.4f}; "

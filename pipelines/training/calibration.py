@@ -95,14 +95,14 @@ class Objective:
 
     @classmethod
     def choose(cls, *, max_escape_rate: float | None = None, max_overkill_rate: float | None = None,
-               escape_cost: float | None = None) -> Objective:
-        """The one objective given (at most one may be; none: balanced error)."""
+               escape_cost: float | None = None, default: Objective | None = None) -> Objective:
+        """The one objective given (at most one may be; none: ``default``, else balanced error)."""
         given = [(name, value) for name, value in ((MAX_ESCAPE_RATE, max_escape_rate),
                                                     (MAX_OVERKILL_RATE, max_overkill_rate),
                                                     (ESCAPE_COST, escape_cost)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"give one calibration target, not {' and '.join(name for name, _ in given)}")
-        return cls(*given[0]) if given else cls(ESCAPE_COST, 1.0)
+        return cls(*given[0]) if given else default or cls(ESCAPE_COST, 1.0)
 
     def describe(self) -> str:
         if self.method == ESCAPE_COST:
@@ -252,6 +252,14 @@ class CalibrationRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in values.items() if k in known},
                       "warnings": tuple(values.get("warnings", ()))})
+
+    def tags(self) -> dict[str, str]:
+        """A registered version's tags for this record (the record itself is in its metadata)."""
+        bounds = {f"calibration_{name}_upper95": f"{value:.6f}" for name, value in
+                  (("escape", self.escape_upper95), ("overkill", self.overkill_upper95)) if value is not None}
+        return {"calibrate_for": self.method, "calibration_target": f"{self.target:g}",
+                **{f"calibration_{k}": str(v) for k, v in self.calibration_set.items()}, **bounds,
+                "calibration_warnings": str(len(self.warnings))}
 
     def summary(self) -> list[str]:
         escape, overkill = RateCount(self.escapes, self.defective_frames), RateCount(self.overkill, self.good_frames)

@@ -38,6 +38,10 @@ def add_commands(subparsers, bench_subparsers) -> None:
     evaluate.add_argument("--batch-size", type=int, default=8, help="model inputs per forward (--model)")
     evaluate.add_argument("--concurrency", type=int, default=4, help="requests in flight (--endpoint)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON ('-' for stdout)")
+    evaluate.add_argument("--out", metavar="DIR",
+                          help="also write a report folder: frames.csv (one row per frame), roc.png, pr.png, "
+                               "score_histogram.png and the operating table (overkill at escape 0/1/5 %% "
+                               "with 95 %% upper bounds, per class and overall) as .txt and .json")
     add_tracking_uri(evaluate)
     # --endpoint is scored by serving's acceptance test, which serving.commands plugs in here
     # (dependencies point down: this layer never imports serving).
@@ -97,6 +101,8 @@ def train_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return _fail(f"--out {args.out} exists and is not a directory: give a folder for the report")
     try:
         if args.endpoint:
             if args.evaluate_endpoint is None:
@@ -116,6 +122,17 @@ def evaluate_command(args) -> int:
     elif args.json:
         Path(args.json).write_text(evaluation.to_json() + "\n")
         print(f"wrote {args.json}")
+    if args.out:
+        from pipelines.training.report import write_report
+
+        try:
+            written = write_report(evaluation, args.out)
+        except (ValueError, OSError) as exc:
+            return _fail(f"writing the report to {args.out}: {exc}")
+        print()
+        print(Path(args.out, "operating_table.txt").read_text(), end="")
+        for path in written:
+            print(f"wrote {path}")
     return 0
 
 

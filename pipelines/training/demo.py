@@ -1,7 +1,9 @@
 """``jaffnet demo``: synth -> ingest -> train (2 DDP workers) -> register -> evaluate.
 
 Prints the test-split table next to an all-background prediction's (the score of a model
-that learnt nothing), the MLflow run and how to open the MLflow UI.
+that learnt nothing), the test split's operating table (escapes and overkill with 95 %
+upper bounds, at escape targets and at the model's stored rule; the curves and per-frame
+CSV go to ``OUT/report``), the MLflow run and how to open the MLflow UI.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from jaffnet.metrics import format_table
 from pipelines.registry import configure_tracking, redact
 from pipelines.training.config import DEMO_CONFIG, load_config
 from pipelines.training.evaluation import all_background_baseline, evaluate
+from pipelines.training.report import write_report
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
 
 DEMO_COUNT = 640  # synthetic frames (70/15/15 split by the data pipeline: 96 validation, 96 test)
@@ -66,6 +69,13 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     print()
     print(format_table({"JAFFNet": model.rows["overall"], "all-background": baseline.rows["overall"]},
                        title="test split, overall: the trained model vs predicting no defect anywhere"))
+    report = out / "report"
+    write_report(model, report)
+    print()
+    print((report / "operating_table.txt").read_text(), end="")
+    print(f"report (frames.csv, roc.png, pr.png, score_histogram.png, operating table): {report}")
+    print(f"another target without retraining: jaffnet calibrate --model {outcome.publication.model_uri} "
+          f"--data {dataset} --max-escape-rate 0.01")
     _step("done", started)
     print(f"MLflow run {outcome.mlflow_run_id} in experiment {cfg.experiment!r} at {redact(outcome.tracking_uri)}")
     print(f"MLflow UI: {mlflow_ui_hint(outcome.tracking_uri)}")

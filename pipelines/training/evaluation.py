@@ -69,22 +69,31 @@ class Evaluation:
         return json.dumps(asdict(self), indent=2)
 
 
-def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test", *, batch_size: int = 8) -> Evaluation:
-    """Load ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or
-    a local directory) and score it on ``split`` with its own contract and decision rule."""
+def predict_split(model, contract: InputContract, dataset_dir: str | Path, split: str, *,
+                  batch_size: int = 8) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """A split's samples and each frame's probability map at its own size, through the
+    model's input contract (the one frame -> probability path)."""
     from jaffnet.frames import predict_frames
     from jaffnet.inference import build_predictor
-    from pipelines import registry
     from pipelines.data.dataset import iter_samples
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    loaded = registry.load_model(model_uri)
-    contract, rule = loaded.contract, loaded.rule
-    predictor = build_predictor(loaded.model, "eager")
+    predictor = build_predictor(model, "eager")
     samples = list(iter_samples(dataset_dir, split))
     probabilities = {str(sample.id): probability
                      for sample, probability in predict_frames(samples, contract, predictor, batch_size=batch_size)}
+    return samples, probabilities
+
+
+def evaluate(model_uri: str | Path, dataset_dir: str | Path, split: str = "test", *, batch_size: int = 8) -> Evaluation:
+    """Load ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...`` or
+    a local directory) and score it on ``split`` with its own contract and decision rule."""
+    from pipelines import registry
+
+    loaded = registry.load_model(model_uri)
+    contract, rule = loaded.contract, loaded.rule
+    samples, probabilities = predict_split(loaded.model, contract, dataset_dir, split, batch_size=batch_size)
     scores = score_predictions(probabilities, samples, rule=rule, per_class=True)
     return Evaluation.from_scores(scores, contract, str(model_uri), split, loaded.name, loaded.version)
 

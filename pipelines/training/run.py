@@ -7,6 +7,7 @@ controller) -> the best checkpoint logged as the run's model, registered, aliase
 from __future__ import annotations
 
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,21 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
         trainer = build_trainer(cfg, dataset_dir, run_config=build_run_config(cfg, run_name, [logger, *callbacks]))
         result = trainer.fit()
         publication = publish_best(result, cfg, dataset_manifest=manifest, promote=promote)
+        log_validation_report(publication.model_uri, dataset_dir)
     return TrainingOutcome(run_name=run_name, mlflow_run_id=run.info.run_id,
                            experiment_id=experiment.experiment_id, tracking_uri=uri,
                            publication=publication, result=result)
+
+
+def log_validation_report(model_uri: str, dataset_dir: str) -> None:
+    """The registered best epoch's val report (per-frame CSV, curves, operating table) in the
+    active MLflow run, under ``report_val/``: what its rule was calibrated on, scored through
+    the same path as ``jaffnet evaluate --split val --out DIR``."""
+    import mlflow
+
+    from pipelines.training.evaluation import evaluate
+    from pipelines.training.report import write_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report(evaluate(model_uri, dataset_dir, "val"), tmp)
+        mlflow.log_artifacts(tmp, artifact_path="report_val")

@@ -186,16 +186,18 @@ class SplitAccumulator:
 
     def finish(self, rule: DecisionRule | None = None, *, min_defect_area_px: int = 0,
                objective: Objective = BALANCED, fallback: bool = False,
-               calibration_set: Mapping[str, str] | None = None,
+               calibration_set: Mapping[str, str] | None = None, pixel_threshold: float | None = None,
                overlays: list[Path] | None = None) -> SplitScores:
         """The tables at ``rule`` (None: calibrated here, on these frames, for ``objective``;
         see :func:`calibrate_rule`). With an area rule call :meth:`measure_regions` at
-        :meth:`pixel_threshold` first."""
+        :meth:`pixel_threshold` first. ``pixel_threshold``: calibrate only the image threshold,
+        keeping this pixel threshold (a model recalibrated without retraining)."""
         if not self.frames:
             raise ValueError("the split holds no samples to score")
         calibration = None
         if rule is None:
-            rule, calibration = calibrate_rule(self.pixel_threshold(), self.frames,
+            pixel_threshold = self.pixel_threshold() if pixel_threshold is None else pixel_threshold
+            rule, calibration = calibrate_rule(pixel_threshold, self.frames,
                                                min_defect_area_px=min_defect_area_px, objective=objective,
                                                fallback=fallback, calibration_set=calibration_set)
         frames = {i: r if r.decision is not None else
@@ -219,6 +221,7 @@ class SplitAccumulator:
 def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable[Any], *,
                       rule: DecisionRule | None = None, min_defect_area_px: int = 0,
                       objective: Objective = BALANCED, calibration_set: Mapping[str, str] | None = None,
+                      pixel_threshold: float | None = None,
                       verdicts: Mapping[str, EndpointVerdict] | None = None, per_class: bool = True,
                       overlay_dir: str | Path | None = None, num_overlays: int = 0) -> SplitScores:
     """Score ``id -> probability map (frame size)`` against ``samples`` (items with ``id``,
@@ -246,10 +249,12 @@ def score_predictions(probabilities: Mapping[str, np.ndarray], samples: Iterable
             f"({', '.join(missing[:5])}), {len(unexpected)} predictions without a sample ({', '.join(unexpected[:5])})"
         )
     # Regions per frame: the area rule needs them to decide, a given rule to report them.
-    if (rule is not None or min_defect_area_px) and not verdicts and accumulator.frames:
-        accumulator.measure_regions(probabilities.__getitem__, accumulator.pixel_threshold(rule))
+    known = pixel_threshold is not None or rule is not None
+    if (known or min_defect_area_px) and not verdicts and accumulator.frames:
+        at = pixel_threshold if pixel_threshold is not None else accumulator.pixel_threshold(rule)
+        accumulator.measure_regions(probabilities.__getitem__, at)
     return accumulator.finish(rule, min_defect_area_px=min_defect_area_px, objective=objective,
-                              calibration_set=calibration_set, overlays=overlays)
+                              calibration_set=calibration_set, pixel_threshold=pixel_threshold, overlays=overlays)
 
 
 def overlay_of(sample: Any, probability: np.ndarray, directory: Path, index: int) -> list[Path]:

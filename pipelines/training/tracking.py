@@ -140,7 +140,8 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
         "threshold": f"{rule.pixel_threshold:.6f}",
         "image_threshold": f"{rule.image_threshold:.6f}",
         "min_defect_area_px": str(rule.min_defect_area_px),
-        **(calibration_tags(calibration) if calibration else {}),
+        **(calibration.tags() if calibration else {}),
+        registry.AT_ESCAPE_TARGET_TAG: f"{cfg.metric_escape_target:g}",
         **contract_tags(contract_from_metadata(metadata)),
         "epoch": str(metadata["epoch"]),
         **{key: f"{value:.6f}" for key, value in metrics.items()},
@@ -155,13 +156,3 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
                        promotion_reason=decision.reason,
                        checkpoint_path=storage.display(checkpoint.filesystem, checkpoint.path),
                        calibration=calibration)
-
-
-def calibration_tags(calibration: CalibrationRecord) -> dict[str, str]:
-    """A version's tags for how its rule was calibrated (the record itself is in its metadata)."""
-    bounds = {f"{name}_upper95": f"{value:.6f}" for name, value in
-              (("calibration_escape", calibration.escape_upper95),
-               ("calibration_overkill", calibration.overkill_upper95)) if value is not None}
-    return {"calibrate_for": calibration.method, "calibration_target": f"{calibration.target:g}",
-            **{f"calibration_{k}": v for k, v in calibration.calibration_set.items()}, **bounds,
-            "calibration_warnings": str(len(calibration.warnings))}

@@ -169,16 +169,21 @@ def test_a_run_name_already_in_the_bucket_is_refused(trained, tracking_uri):
 def test_the_registered_model_evaluates_on_the_dataset_in_the_bucket(trained, tracking_uri, tmp_path):
     from cli.main import main
     from pipelines.data.dataset import read_manifest
+    from pipelines.training.evaluation import FRAME_COLUMNS
 
     pub = trained.publication
     loaded = registry.load_model(f"models:/{MODEL_NAME}@candidate")  # downloaded from the bucket
     assert loaded.version == pub.version and loaded.metadata["image_size"] == 32
     report = tmp_path / "evaluation.json"
+    out = tmp_path / "report"
     assert main(["evaluate", "--model", pub.model_uri, "--data", DATASET, "--split", "test",
-                 "--json", str(report), "--tracking-uri", tracking_uri]) == 0
+                 "--json", str(report), "--out", str(out), "--tracking-uri", tracking_uri]) == 0
     evaluation = json.loads(report.read_text())
     assert evaluation["count"] == read_manifest(DATASET)["totals"]["test"]
     assert all(math.isfinite(value) for value in evaluation["rows"]["overall"].values())
+    frames_csv = (out / "frames.csv").read_text().splitlines()
+    assert frames_csv[0] == ",".join(FRAME_COLUMNS) and len(frames_csv) == evaluation["count"] + 1
+    assert {"score_histogram.png", "operating_table.txt", "operating_table.json"} <= {p.name for p in out.iterdir()}
 
 
 def test_a_search_keeps_its_state_and_trial_checkpoints_in_the_bucket(s3_env, trained, tracking_uri, workdir):

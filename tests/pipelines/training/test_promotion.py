@@ -2,7 +2,13 @@ import pytest
 
 from jaffnet import JAFFNet
 from pipelines import registry
-from pipelines.registry import ESCAPE_TAG, MANIFEST_TAG, compare_with_champion
+from pipelines.registry import (
+    AT_ESCAPE_TAG,
+    AT_ESCAPE_TARGET_TAG,
+    ESCAPE_TAG,
+    MANIFEST_TAG,
+    compare_with_champion,
+)
 
 
 def test_compare_with_champion_rules():
@@ -29,6 +35,20 @@ def test_a_version_that_lets_more_defects_pass_never_becomes_champion_unforced()
     assert compare_with_champion(as_safe, champion, "val_weighted_f", False).promote
     legacy_champion = {MANIFEST_TAG: "abc", "val_weighted_f": "0.5"}  # registered before escape rates
     assert compare_with_champion(better_but_escapes, legacy_champion, "val_weighted_f", False).promote
+
+
+def test_versions_are_compared_at_the_same_escape_target_not_each_at_its_own_threshold():
+    champion = {MANIFEST_TAG: "abc", "val_weighted_f": "0.5", ESCAPE_TAG: "0.01", AT_ESCAPE_TARGET_TAG: "0.05",
+                AT_ESCAPE_TAG: "0.10"}
+    # its own threshold lets more defects pass, but at escape <= 5 % it rejects fewer good parts: promoted
+    candidate = {**champion, "val_weighted_f": "0.6", ESCAPE_TAG: "0.20", AT_ESCAPE_TAG: "0.05"}
+    assert compare_with_champion(candidate, champion, "val_weighted_f", False).promote
+    more_overkill = {**candidate, AT_ESCAPE_TAG: "0.30"}
+    decision = compare_with_champion(more_overkill, champion, "val_weighted_f", False)
+    assert not decision.promote and "at val escape <= 5.00% its overkill 0.3000 is worse" in decision.reason
+    other_target = {**candidate, AT_ESCAPE_TARGET_TAG: "0.01"}  # not comparable: back to the escape-rate check
+    assert "escape rate 0.2000 is worse" in compare_with_champion(other_target, champion, "val_weighted_f",
+                                                                  False).reason
 
 
 @pytest.fixture()

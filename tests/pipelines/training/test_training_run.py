@@ -81,6 +81,9 @@ def test_registers_a_version_with_aliases_and_serving_metadata(trained):
     assert loaded.rule.pixel_threshold == loaded.metadata["threshold"] and loaded.rule.calibrated
     assert loaded.rule.image_threshold == pytest.approx(pub.metrics["val_image_threshold"])
     assert loaded.model.config["width"] == 0.125
+    calibration = loaded.metadata["calibration"]  # escape-first by default; this tiny val is too small for it
+    assert calibration["calibration_set"] == {"split": "val", "dataset_manifest": loaded.metadata["dataset_manifest"]}
+    assert calibration["method"] == "escape_cost" and "needed to support max_escape_rate" in calibration["warnings"][0]
 
 
 def test_one_training_dataset_means_one_split_coordinator_for_the_whole_run(trained):
@@ -104,6 +107,8 @@ def test_logs_params_epoch_metrics_and_overlays(trained):
     assert len(overlays) == 1
     pngs = client.list_artifacts(run.info.run_id, overlays[0])
     assert 1 <= len(pngs) <= 2 and all(a.path.endswith(".png") for a in pngs)
+    report = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "report_val")}
+    assert {"frames.csv", "score_histogram.png", "operating_table.txt", "operating_table.json"} <= report
 
 
 def loaded_contract_and_rule(tags: dict) -> tuple[str, float]:
