@@ -120,20 +120,40 @@ _UNUSED_TORCHVISION_PREFIXES = ("conv1.", "bn1.", "fc.")
 _ENCODER_STAGES = ("layer1.", "layer2.", "layer3.", "layer4.")
 
 
-def load_encoder_weights(model: JAFFNet, path: str | Path) -> None:
-    """Initialise ``layer1``..``layer4`` from a local torchvision ResNet state_dict file.
+def read_encoder_weights(weights: str | Path, depth: int) -> tuple[dict[str, torch.Tensor], Path, dict[str, str]]:
+    """The encoder state dict named by ``weights`` (``"imagenet"``: torchvision's file for a
+    ResNet-``depth`` through torch's hub cache, see ``jaffnet.encoders.pretrained``; else a
+    local torchvision ResNet state_dict file), the file it came from, and the provenance to
+    record (``encoder_weights``: the file's name, ``encoder_weights_sha256``)."""
+    from jaffnet.encoders.pretrained import IMAGENET, fetch_imagenet_state
+
+    if str(weights) == IMAGENET:
+        state, file = fetch_imagenet_state(depth)
+        return state, file.path, {"encoder_weights": f"{IMAGENET}:{file.name}", "encoder_weights_sha256": file.sha256}
+    source = Path(weights)
+    return read_state_dict(source), source, {"encoder_weights": source.name,
+                                             "encoder_weights_sha256": file_sha256(source)}
+
+
+def load_encoder_weights(model: JAFFNet, weights: str | Path) -> dict[str, str]:
+    """Initialise ``layer1``..``layer4`` from ``weights`` (see :func:`read_encoder_weights`);
+    returns the provenance to record.
 
     The stride-1 3x3 stem and the extra fifth stage have no torchvision counterpart and
     keep their random initialisation.
     """
-    state = read_state_dict(path)
+    if str(weights) == "imagenet" and model.config["width"] != 1.0:  # checked before any download
+        raise WeightsError(f"ImageNet ResNet weights fit the full-width encoder (width 1.0), not width "
+                           f"{model.config['width']}")
+    state, source, provenance = read_encoder_weights(weights, model.config["encoder_depth"])
     stage_state = {k: v for k, v in state.items() if k.startswith(_ENCODER_STAGES)}
     foreign = sorted(k for k in state if not k.startswith(_ENCODER_STAGES + _UNUSED_TORCHVISION_PREFIXES))
     if not stage_state or foreign:
         shown = ", ".join(foreign[:10]) or "no layer1..layer4 keys"
-        raise WeightsError(f"{path} is not a torchvision ResNet state_dict ({shown})")
+        raise WeightsError(f"{source} is not a torchvision ResNet state_dict ({shown})")
     stages = torch.nn.ModuleDict({name.rstrip("."): getattr(model.encoder, name.rstrip(".")) for name in _ENCODER_STAGES})
-    load_state_strict(stages, stage_state, source=path)
+    load_state_strict(stages, stage_state, source=source)
+    return provenance
 
 
 def file_sha256(path: str | Path) -> str:

@@ -23,6 +23,7 @@ from pydantic_core.core_schema import ValidationInfo
 from jaffnet.architecture import check_encoder_depth, check_width, validate_dilation_rates
 from jaffnet.contract import (InputContract, check_image_size, check_input_mode, check_normalization,
                               check_tile_overlap)
+from jaffnet.encoders.pretrained import IMAGENET, imagenet_file
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
 from pipelines.training.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objective
@@ -138,6 +139,16 @@ class TrainConfig(BaseModel):
         if w_iou == 0 and info.data.get("w_bce") == 0 and info.data.get("w_ssim") == 0:
             raise ValueError("must be > 0 when w_bce and w_ssim are 0 (the loss would be 0), got 0.0")
         return w_iou
+
+    @field_validator("encoder_weights")
+    @classmethod
+    def _imagenet_fits(cls, weights: str | None, info: ValidationInfo) -> str | None:
+        if weights == IMAGENET:
+            if info.data.get("width", 1.0) != 1.0:
+                raise ValueError(f"imagenet must go with width 1.0 (torchvision's channel counts), got width "
+                                 f"{info.data.get('width')}")
+            imagenet_file(info.data.get("encoder_depth", 18))  # raises for a depth without published weights
+        return weights
 
     @field_validator("calibration_target")
     @classmethod

@@ -41,10 +41,14 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
     from its last checkpoint, in the same MLflow run."""
     import mlflow
 
+    from jaffnet.io import read_encoder_weights
     from pipelines.data.dataset import manifest_hash
 
     dataset_dir = storage.resolve(dataset_dir)
     manifest = manifest_hash(dataset_dir)  # fails clearly on a missing or un-ingested dataset
+    # Read (and for imagenet fetched into the hub cache) here, before any Ray work: a missing
+    # file fails now, and the run records which file it was.
+    encoder = read_encoder_weights(cfg.encoder_weights, cfg.encoder_depth)[2] if cfg.encoder_weights else {}
     uri = mlflow.get_tracking_uri()
     experiment = registry.set_experiment(cfg.experiment, cfg.artifact_location)
 
@@ -63,12 +67,13 @@ def train(cfg: TrainConfig, dataset_dir: str | Path, *, run_name: str | None = N
 
     with mlflow.start_run(run_id=previous.info.run_id if previous else None,
                           run_name=None if previous else run_name) as run:
-        mlflow.set_tags({RAY_RUN_TAG: run_name, registry.MANIFEST_TAG: manifest, "git_commit": git_commit()})
+        mlflow.set_tags({RAY_RUN_TAG: run_name, registry.MANIFEST_TAG: manifest, "git_commit": git_commit(),
+                         **encoder})
         log_config_params(cfg, {"dataset_dir": dataset_dir}, existing=previous.data.params if previous else None)
         logger = MLflowEpochLogger(uri, run.info.run_id)
         trainer = build_trainer(cfg, dataset_dir, run_config=build_run_config(cfg, run_name, [logger, *callbacks]))
         result = trainer.fit()
-        publication = publish_best(result, cfg, dataset_manifest=manifest, promote=promote)
+        publication = publish_best(result, cfg, dataset_manifest=manifest, promote=promote, provenance=encoder)
         log_validation_report(publication.model_uri, dataset_dir)
     return TrainingOutcome(run_name=run_name, mlflow_run_id=run.info.run_id,
                            experiment_id=experiment.experiment_id, tracking_uri=uri,

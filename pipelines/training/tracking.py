@@ -109,10 +109,13 @@ def best_checkpoint(result, cfg: TrainConfig):
     return checkpoint
 
 
-def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bool = False) -> Publication:
+def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bool = False,
+                 provenance: dict[str, str] | None = None) -> Publication:
     """Inside the active MLflow run: log the best checkpoint's overlays and model (weights,
     config JSON, threshold, metrics), register it with alias ``candidate``, and move
-    ``champion`` to it if it beats the champion on the same validation data (or ``promote``)."""
+    ``champion`` to it if it beats the champion on the same validation data (or ``promote``).
+    ``provenance`` (e.g. the encoder's initial weights file and hash) joins the model's
+    metadata and the version's tags."""
     import mlflow
 
     checkpoint = best_checkpoint(result, cfg)
@@ -120,6 +123,7 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
         directory = Path(directory)
         metadata = read_checkpoint_metadata(directory)
         metadata["dataset_manifest"] = dataset_manifest
+        metadata.update(provenance or {})
         calibration = None
         if CALIBRATION_KEY in metadata:
             calibration = CalibrationRecord.from_dict(metadata[CALIBRATION_KEY]).with_set(
@@ -142,6 +146,7 @@ def publish_best(result, cfg: TrainConfig, *, dataset_manifest: str, promote: bo
         "min_defect_area_px": str(rule.min_defect_area_px),
         **(calibration.tags() if calibration else {}),
         registry.AT_ESCAPE_TARGET_TAG: f"{cfg.metric_escape_target:g}",
+        **(provenance or {}),
         **contract_tags(contract_from_metadata(metadata)),
         "epoch": str(metadata["epoch"]),
         **{key: f"{value:.6f}" for key, value in metrics.items()},
