@@ -7,6 +7,7 @@ import sys
 
 from pipelines.data.defects import DIFFICULTIES
 from pipelines.data.layouts import FORMATS
+from pipelines.data.textures import TEXTURES
 
 _SHOWN_REJECTIONS = 20
 
@@ -20,6 +21,9 @@ def add_commands(subparsers, bench_subparsers) -> None:
     synth.add_argument("--difficulty", choices=tuple(DIFFICULTIES), default="hard",
                        help="hard: a quarter of the defects faint, like the real data; easy: none faint, "
                             "1.5x contrast (the demo's setting)")
+    synth.add_argument("--textures", type=lambda text: [t.strip() for t in text.split(",")], metavar="NAME[,NAME]",
+                       help=f"backgrounds only from these bundled textures (default: all of {', '.join(TEXTURES)}); "
+                            "e.g. train on some and test on the others")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     synth.set_defaults(func=run_synth)
 
@@ -61,13 +65,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
     try:
         summary = synthesize(args.out, args.count, args.size, args.seed, difficulty=args.difficulty,
-                             overwrite=args.overwrite)
+                             textures=args.textures, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:
         return _error(str(exc))
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
     print(f"wrote {summary.count} frames of {summary.size}x{summary.size} ({summary.difficulty}) to {summary.out_dir} "
           f"in {summary.seconds:.2f} s ({summary.images_per_s:.0f} images/s)")
     print(f"classes: {classes}")
+    print(f"textures: {', '.join(f'{name} {n}' for name, n in sorted(summary.textures.items()))}")
     return 0
 
 

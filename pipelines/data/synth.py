@@ -57,13 +57,25 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+def check_textures(textures: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """The textures to draw from (None: all of them), each a bundled one, in the bundled order."""
+    if textures is None:
+        return TEXTURES
+    unknown = sorted(set(textures) - set(TEXTURES))
+    if unknown or not textures:
+        raise ValueError(f"textures must be a non-empty subset of {', '.join(TEXTURES)}; got "
+                         f"{', '.join(unknown) or 'none'}")
+    return tuple(name for name in TEXTURES if name in set(textures))
+
+
 def draw_sample(size: int, rng: np.random.Generator, defect_class: str | None = None,
-                difficulty: str = "hard") -> SynthSample:
-    """One frame: a random texture with (usually) one planted defect (see ``defects.DIFFICULTIES``)."""
+                difficulty: str = "hard", textures: tuple[str, ...] = TEXTURES) -> SynthSample:
+    """One frame: a random texture of ``textures`` with (usually) one planted defect (see
+    ``defects.DIFFICULTIES``)."""
     if defect_class is None:
         defect_free = rng.random() < DEFECT_FREE_FRACTION
         defect_class = DEFECT_FREE if defect_free else DEFECT_KINDS[rng.integers(len(DEFECT_KINDS))]
-    texture = TEXTURES[rng.integers(len(TEXTURES))]
+    texture = textures[rng.integers(len(textures))]
     background = _to_uint8(render_texture(texture, size, rng))
     if defect_class == DEFECT_FREE:
         return SynthSample(background, np.zeros_like(background), defect_class, texture, background)
@@ -80,12 +92,16 @@ SYNTH_TOOL = "synth"
 
 
 def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
-               *, difficulty: str = "hard", overwrite: bool = False) -> SynthSummary:
+               *, difficulty: str = "hard", textures: tuple[str, ...] | list[str] | None = None,
+               overwrite: bool = False) -> SynthSummary:
     """Write ``count`` frames of ``size`` x ``size`` pixels into ``out_dir``.
 
     ``difficulty``: ``hard`` (default, a quarter of the defects faint) or ``easy``.
+    ``textures``: draw backgrounds from these bundled textures only (None: all), e.g. to
+    train on some surfaces and test on others the model never saw.
     """
     get_difficulty(difficulty)  # an unknown name fails before anything is written
+    textures = check_textures(textures)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if size < 16:
@@ -97,7 +113,7 @@ def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
     (out / "images").mkdir(parents=True)
     (out / "masks").mkdir(parents=True)
     try:
-        summary = _write_samples(out, count, size, seed, difficulty)
+        summary = _write_samples(out, count, size, seed, difficulty, textures)
         publish(out, final, SYNTH_TOOL)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -105,7 +121,8 @@ def synthesize(out_dir: str | Path, count: int, size: int = 256, seed: int = 0,
     return summary
 
 
-def _write_samples(out: Path, count: int, size: int, seed: int, difficulty: str) -> SynthSummary:
+def _write_samples(out: Path, count: int, size: int, seed: int, difficulty: str,
+                   textures: tuple[str, ...]) -> SynthSummary:
 
     load_photos()  # once, outside the timing: the rate reported is the steady state
     start = time.perf_counter()
@@ -113,7 +130,7 @@ def _write_samples(out: Path, count: int, size: int, seed: int, difficulty: str)
     rows = []
     for index in range(count):
         rng = np.random.default_rng([seed, index])
-        sample = draw_sample(size, rng, difficulty=difficulty)
+        sample = draw_sample(size, rng, difficulty=difficulty, textures=textures)
         name = sample_id(index)
         cv2.imwrite(str(out / "images" / f"{name}.png"), sample.image)
         cv2.imwrite(str(out / "masks" / f"{name}.png"), sample.mask)

@@ -96,3 +96,16 @@ def test_overwrite_never_deletes_a_folder_synth_did_not_write(tmp_path):
     assert (home / "thesis" / "chapter1.tex").read_text() == "years of work"
     with pytest.raises(ValueError, match="count"):
         synthesize(tmp_path / "x", count=0, size=32, seed=0)
+
+
+def test_textures_can_be_held_out(tmp_path):
+    seen = synthesize(tmp_path / "seen", count=40, size=32, seed=1, textures=["brick", "noise"])
+    assert set(seen.textures) == {"brick", "noise"}
+    unseen = synthesize(tmp_path / "unseen", count=40, size=32, seed=1, textures=("fabric",))
+    assert set(unseen.textures) == {"fabric"}
+    everything = synthesize(tmp_path / "all", count=40, size=32, seed=1, textures=list(TEXTURES))
+    default = synthesize(tmp_path / "default", count=40, size=32, seed=1)
+    assert everything.textures == default.textures  # listing them all draws the same frames as the default
+    for bad in (["marble"], []):
+        with pytest.raises(ValueError, match="textures must be a non-empty subset"):
+            synthesize(tmp_path / "bad", count=2, size=32, textures=bad)
