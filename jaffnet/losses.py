@@ -31,15 +31,19 @@ class HybridLoss(nn.Module):
     """``w_bce*BCE + w_ssim*(1-SSIM) + w_iou*(1-IoU)`` summed over every side output.
 
     Takes logits (one map or a sequence of side outputs) and a {0,1} target of shape
-    ``(N, 1, H, W)``.
+    ``(N, 1, H, W)``. ``bce_pos_weight`` > 1 weighs defect pixels more in the BCE term
+    (defects cover a few % of the pixels; 1: the authors' plain BCE).
     """
 
-    def __init__(self, w_bce: float = 1.0, w_ssim: float = 1.0, w_iou: float = 1.0):
+    def __init__(self, w_bce: float = 1.0, w_ssim: float = 1.0, w_iou: float = 1.0, bce_pos_weight: float = 1.0):
         super().__init__()
         for name, value in (("w_bce", w_bce), ("w_ssim", w_ssim), ("w_iou", w_iou)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if not isinstance(bce_pos_weight, (int, float)) or bce_pos_weight <= 0:
+            raise ValueError(f"bce_pos_weight must be a positive number, got {bce_pos_weight!r}")
         self.w_bce, self.w_ssim, self.w_iou = float(w_bce), float(w_ssim), float(w_iou)
+        self.bce_pos_weight = float(bce_pos_weight)
 
     def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
         """The three unweighted terms for one map."""
@@ -49,7 +53,8 @@ class HybridLoss(nn.Module):
         logits, target = logits.float(), target.float()
         probs = torch.sigmoid(logits)
         return {
-            "bce": F.binary_cross_entropy_with_logits(logits, target),
+            "bce": F.binary_cross_entropy_with_logits(
+                logits, target, pos_weight=None if self.bce_pos_weight == 1.0 else logits.new_tensor(self.bce_pos_weight)),
             "ssim": ssim_loss(probs, target),
             "iou": soft_iou_loss(probs, target),
         }

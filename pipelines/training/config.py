@@ -95,11 +95,17 @@ class TrainConfig(BaseModel):
     w_bce: Annotated[float, _AT_LEAST_0] = 1.0
     w_ssim: Annotated[float, _AT_LEAST_0] = 1.0
     w_iou: Annotated[float, _AT_LEAST_0] = 1.0
+    bce_pos_weight: Annotated[float, _POSITIVE] = 1.0  # > 1: defect pixels weigh more in the BCE term
     # optimisation
     epochs: Annotated[int, _AT_LEAST_1] = 50
     batch_size: Annotated[int, _rule(lambda value: value >= 2, ">= 2 (BatchNorm in the DRF global branch)")] = 8
     optimizer: Annotated[str, _one_of(("adam", "adamw", "sgd"))] = "adam"
     lr: Annotated[float, _POSITIVE] = 1e-3
+    # linear: lr is for a global batch of lr_reference_batch and scales with the real one (more workers)
+    lr_scaling: Annotated[str, _one_of(("none", "linear", "sqrt"))] = "none"
+    lr_reference_batch: Annotated[int, _AT_LEAST_1] = 8
+    warmup_epochs: Annotated[int, _AT_LEAST_0] = 0
+    grad_clip_norm: Annotated[float, _POSITIVE] | None = None
     weight_decay: Annotated[float, _AT_LEAST_0] = 0.0
     momentum: Annotated[float, _rule(lambda value: 0 <= value < 1, "in [0, 1)")] = 0.9
     scheduler: Annotated[str, _one_of(("cosine", "step", "none"))] = "cosine"
@@ -156,6 +162,14 @@ class TrainConfig(BaseModel):
         Objective(info.data.get("calibrate_for", MAX_ESCAPE_RATE), target)  # raises "<method> must be ..."
         return target
 
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_within_epochs(cls, warmup: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and warmup >= epochs:
+            raise ValueError(f"must be < epochs ({epochs}), got {warmup}")
+        return warmup
+
     @field_validator("debug_fail_once_at_epoch")
     @classmethod
     def _an_epoch(cls, epoch: int | None, info: ValidationInfo) -> int | None:
@@ -182,6 +196,16 @@ class TrainConfig(BaseModel):
         """``JAFFNet(**cfg.model_arguments())``: the model this config trains."""
         return {"encoder_depth": self.encoder_depth, "width": self.width,
                 "dilation_rates": tuple(self.dilation_rates)}
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_workers
+
+    @property
+    def effective_lr(self) -> float:
+        """``lr``, scaled with the global batch when ``lr_scaling`` says so."""
+        ratio = self.global_batch / self.lr_reference_batch
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.lr_scaling]
 
     @property
     def metric_escape_target(self) -> float:

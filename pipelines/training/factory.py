@@ -28,16 +28,16 @@ def build_model(cfg: TrainConfig) -> JAFFNet:
 
 
 def build_loss(cfg: TrainConfig) -> HybridLoss:
-    return HybridLoss(w_bce=cfg.w_bce, w_ssim=cfg.w_ssim, w_iou=cfg.w_iou)
+    return HybridLoss(w_bce=cfg.w_bce, w_ssim=cfg.w_ssim, w_iou=cfg.w_iou, bce_pos_weight=cfg.bce_pos_weight)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params, lr = model.parameters(), cfg.effective_lr
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def build_weight_average(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
@@ -49,12 +49,20 @@ def build_weight_average(cfg: TrainConfig, model: nn.Module) -> AveragedModel | 
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch."""
+    """Stepped once per epoch; ``warmup_epochs`` ramp the rate linearly up to ``lr`` first
+    (from a tenth of it) and the schedule runs over the epochs after them."""
+    lr_scheduler = torch.optim.lr_scheduler
+    warmup, after = cfg.warmup_epochs, cfg.epochs - cfg.warmup_epochs
     if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=_constant)
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after))
+    elif cfg.scheduler == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        main = lr_scheduler.LambdaLR(optimizer, lr_lambda=_constant)
+    if not warmup:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def _constant(epoch: int) -> float:  # module-level: LambdaLR state must stay picklable

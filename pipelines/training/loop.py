@@ -179,6 +179,9 @@ def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig,
             outputs = model(images, side_outputs=True)
         loss = loss_fn(outputs, masks)
         scaler.scale(loss).backward()
+        if cfg.grad_clip_norm is not None:  # a rare huge gradient (a faint defect's first hit) cannot undo training
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
         scaler.step(optimizer)
         scaler.update()
         if after_step is not None:

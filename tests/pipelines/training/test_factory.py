@@ -33,3 +33,42 @@ def test_head_prior_is_checked():
     for bad in ("head_prior=0", "head_prior=1", "head_prior=1.5"):
         with pytest.raises(ValueError, match="head_prior"):
             load_config(None, [bad])
+
+
+def test_warmup_ramps_to_lr_then_the_schedule_runs_over_the_remaining_epochs():
+    from pipelines.training.factory import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(width=0.125, image_size=32, epochs=6, warmup_epochs=2, lr=1e-3)
+    optimizer = build_optimizer(cfg, build_model(cfg))
+    scheduler = build_scheduler(cfg, optimizer)
+    rates = []
+    for _ in range(cfg.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-4) and rates[1] == pytest.approx(5.5e-4) and rates[2] == pytest.approx(1e-3)
+    assert rates[2] > rates[3] > rates[4] > rates[5] > 0  # cosine over the 4 epochs after the warmup
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        load_config(None, ["epochs=3", "warmup_epochs=3"])
+
+
+def test_lr_scales_with_the_global_batch_only_when_asked():
+    base = {"width": 0.125, "image_size": 32, "lr": 1e-3, "batch_size": 8, "num_workers": 4,
+            "lr_reference_batch": 8}
+    assert TrainConfig(**base).effective_lr == 1e-3
+    assert TrainConfig(**base, lr_scaling="linear").effective_lr == pytest.approx(4e-3)
+    assert TrainConfig(**base, lr_scaling="sqrt").effective_lr == pytest.approx(2e-3)
+
+
+def test_positive_weighting_raises_the_cost_of_a_missed_defect_pixel_only():
+    from jaffnet.losses import HybridLoss
+
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 10:14, 10:14] = 1
+    missed = torch.full_like(target, -3.0)  # predicts background everywhere
+    plain, weighted = HybridLoss(1, 0, 0), HybridLoss(1, 0, 0, bce_pos_weight=5.0)
+    assert weighted(missed, target) > plain(missed, target) * 2
+    background_only = torch.zeros_like(target)
+    assert weighted(missed, background_only).item() == pytest.approx(plain(missed, background_only).item())
+    with pytest.raises(ValueError, match="bce_pos_weight"):
+        HybridLoss(bce_pos_weight=0)

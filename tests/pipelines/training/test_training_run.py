@@ -120,7 +120,7 @@ def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_da
     from pipelines.training import evaluate, load_config, train
 
     cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "model_name=jaffnet-tiles", "experiment=tiles",
-                             f"storage_path={workdir / 'ray_results_tiles'}"])
+                             "grad_clip_norm=1.0", "bce_pos_weight=3", f"storage_path={workdir / 'ray_results_tiles'}"])
     pub = train(cfg, tiny_dataset).publication
     evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
     assert evaluation.contract["mode"] == "tile" and evaluation.contract["image_size"] == 32
