@@ -138,7 +138,7 @@ def recalibrate(model_uri: str, dataset_dir: str | Path, split: str = "val", *, 
         MlflowClient().set_registered_model_alias(source.name, registry.CHAMPION_ALIAS, str(version.version))
         promoted, reason = True, "--promote"
     else:
-        promoted, reason = False, f"pass --promote, or: mlflow alias {registry.CHAMPION_ALIAS} -> {new_uri}"
+        promoted, reason = False, "pass --promote to move it"
     return Recalibration(new_uri, str(model_uri), rule, previous, calibration, evaluation, weights, promoted,
                          reason, run.info.run_id)
 
