@@ -36,6 +36,7 @@ OVERALL = "overall"
 TARGETS = (0.0, 0.01, 0.05)  # escape-rate targets of the operating table
 HISTOGRAM_TARGETS = (0.01, 0.05)  # the escape cuts drawn on the score histogram
 STORED = "stored rule"
+_LOGIT_EPS = 1e-6  # scores are clipped to [eps, 1 - eps] on the histogram's logit axis
 FILES = ("frames.csv", "roc.png", "pr.png", "score_histogram.png", "operating_table.txt", "operating_table.json")
 OPTIMISM = ("Cuts chosen for an escape target are chosen on this split and measured on it: their rates are "
             "optimistic for this split (the target is met here by construction). Claim the stored rule's rows "
@@ -308,26 +309,31 @@ def _plot_curves(plt, evaluation: Evaluation, rule: DecisionRule, scores: np.nda
 def _plot_histogram(plt, evaluation: Evaluation, rule: DecisionRule, scores: np.ndarray, defective: np.ndarray,
                     rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
-    low = min(0.0, float(scores.min())) if len(scores) else 0.0
-    high = max(1.0, float(scores.max())) if len(scores) else 1.0
-    bins = np.linspace(low, high, 51)
+    # A logit axis: trained models put most scores within 1e-3 of 0 or 1, where a linear axis
+    # draws one bar and hides the overlap (and the cut) that matters.
+    cuts = {row["target"]: row["cut"] for row in rows if row["target"] is not None and row["class"] == OVERALL}
+    scores = np.clip(scores, _LOGIT_EPS, 1 - _LOGIT_EPS)
+    marks = [rule.image_threshold, *(c for c in cuts.values() if c is not None)]
+    span = np.clip(np.array([*scores, *marks, 0.01, 0.99]), _LOGIT_EPS, 1 - _LOGIT_EPS)
+    logits = np.log(span / (1 - span))
+    bins = 1 / (1 + np.exp(-np.linspace(logits.min(), logits.max(), 51)))
+    ax.set_xscale("logit")
     for mask, label, colour in ((~defective, "OK (good) frames", "tab:blue"), (defective, "NG (defective) frames",
                                                                                "tab:orange")):
         if mask.any():
             ax.hist(scores[mask], bins=bins, alpha=0.55, color=colour, label=f"{label}: {int(mask.sum())}")
     if not len(scores):
         ax.text(0.5, 0.5, "no frames", ha="center", va="center", transform=ax.transAxes)
-    ax.axvline(rule.image_threshold, color="black", linewidth=1.6,
-               label=f"stored image threshold {rule.image_threshold:.4f}")
-    cuts = {row["target"]: row["cut"] for row in rows if row["target"] is not None and row["class"] == OVERALL}
+    ax.axvline(np.clip(rule.image_threshold, _LOGIT_EPS, 1 - _LOGIT_EPS), color="black", linewidth=1.6,
+               label=f"stored image threshold {rule.image_threshold:.4g}")
     for target, style in zip(HISTOGRAM_TARGETS, ("--", ":")):
         if cuts.get(target) is not None:
-            ax.axvline(cuts[target], color="red", linestyle=style, linewidth=1.4,
-                       label=f"{_target_label(target)} on this split: cut {cuts[target]:.4f}")
+            ax.axvline(np.clip(cuts[target], _LOGIT_EPS, 1 - _LOGIT_EPS), color="red", linestyle=style, linewidth=1.4,
+                       label=f"{_target_label(target)} on this split: cut {cuts[target]:.4g}")
     if len(scores) and np.bincount(np.digitize(scores, bins)).max() > 50:
         ax.set_yscale("log")  # the good frames' peak would flatten the overlap that matters
     area = f"; area rule: NG also needs a region >= {rule.min_defect_area_px} px" if rule.min_defect_area_px else ""
-    ax.set(xlabel=f"image score (NG when >= cut{area})", ylabel="frames",
+    ax.set(xlabel=f"image score, logit scale (NG when >= cut{area})", ylabel="frames",
            title=f"Image scores, {evaluation.model} on {evaluation.split} ({len(scores)} frames)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
