@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test browser
+.PHONY: install demo test test-quick browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest --durations=10
+
+# The quick loop while editing: unit tests only (no Ray, Serve, MLflow server, browser, S3 server or
+# real INT8 quantisation; markers in pyproject.toml). CI runs `make test`, the whole suite.
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "not integration and not slow" -q

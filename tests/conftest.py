@@ -29,3 +29,11 @@ def ray_session():
     start_test_ray()
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start Ray (and with it Serve, Train, Tune or Data) are integration tests,
+    found from their fixtures so a new one cannot be forgotten: ``make test-quick`` skips them."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

@@ -19,6 +19,8 @@ from pipelines import registry, storage
 from tests.conftest import start_test_ray
 from tests.pipelines.training.test_training_run import TINY
 
+pytestmark = pytest.mark.integration  # a local S3 server (moto) and Ray
+
 BUCKET = "jaffnet-test"
 DATASET = f"s3://{BUCKET}/datasets/tiny"
 RESULTS = f"s3://{BUCKET}/ray_results"

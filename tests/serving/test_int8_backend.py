@@ -10,6 +10,7 @@ for _runtime in ("openvino", "nncf", "onnxscript"):  # quantize_int8: ONNX expor
     pytest.importorskip(_runtime, reason="the int8 backend needs the openvino extra (openvino, nncf) and the "
                                          "ONNX exporter (onnxscript)")
 
+pytestmark = pytest.mark.slow  # quantises a model to INT8 (~20 s)
 SIZE = 64
 
 

@@ -25,8 +25,9 @@ from jaffnet.inference.quantization import (
 from jaffnet.inference.onnx_export import weights_fingerprint
 from tests.jaffnet.inference.conftest import TOLERANCE, perturbed_model, random_batch
 
-pytestmark = pytest.mark.skipif(not runtime_available(),
-                                reason="OpenVINO/NNCF cannot be imported (pip install 'jaffnet[openvino]')")
+pytestmark = [pytest.mark.slow,  # real INT8 quantisations (tens of seconds)
+              pytest.mark.skipif(not runtime_available(),
+                                reason="OpenVINO/NNCF cannot be imported (pip install 'jaffnet[openvino]')")]
 SIZE = 64
 METADATA = {"input_contract": {"mode": "resize", "image_size": SIZE}, "source": "test"}
 

@@ -10,6 +10,8 @@ from jaffnet.inference import build_predictor, error_bound, read_onnx_metadata
 from jaffnet.io import save_pretrained
 from tests.jaffnet.inference.conftest import perturbed_model, random_batch
 
+pytestmark = pytest.mark.slow  # exports the full-size model to ONNX (~17 s)
+
 
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
