@@ -56,7 +56,10 @@ def add_commands(subparsers, bench_subparsers) -> None:
     demo = subparsers.add_parser(
         "demo", help="end to end on 2 CPU cores: synth -> ingest -> train -> register -> evaluate")
     demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
-    demo.add_argument("--count", type=int, default=None, help="synthetic images (default from demo.yaml)")
+    demo.add_argument("--count", type=int, default=None, help="synthetic images (default 640)")
+    demo.add_argument("--difficulty", choices=("easy", "hard"), default="easy",
+                      help="easy (default): no faint defects; hard: a quarter of the defects at 0.3x contrast, "
+                           "trained with demo_hard.yaml's keys over demo.yaml's")
     _add_config_arguments(demo)
     add_tracking_uri(demo)
     demo.set_defaults(func=demo_command)
@@ -141,7 +144,7 @@ def demo_command(args) -> int:
 
     try:
         run_demo(args.out, count=args.count, config_path=args.config, overrides=args.overrides,
-                 tracking_uri=args.tracking_uri)
+                 tracking_uri=args.tracking_uri, difficulty=args.difficulty)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     return 0

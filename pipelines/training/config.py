@@ -30,6 +30,7 @@ from pipelines.training.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objectiv
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # `jaffnet demo`'s keys over train.yaml
+HARD_DEMO_CONFIG = Path(__file__).with_name("demo_hard.yaml")  # `jaffnet demo --difficulty hard`'s over demo.yaml
 
 # Validation metrics the training loop reports each epoch (``ray.train.report``) that can pick the best epoch.
 VALIDATION_METRICS = tuple(f"val_{name}" for name in (*METRIC_COLUMNS, "image_auroc", "overkill_rate",
@@ -302,11 +303,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Packaged defaults, then ``path`` (any subset of keys), then ``key=value`` overrides."""
+def load_config(path: str | Path | list[str | Path] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Packaged defaults, then ``path`` (any subset of keys; a list: each file in turn), then
+    ``key=value`` overrides."""
     values = read_yaml(None)
-    if path is not None:
-        values.update(read_yaml(path))
+    for file in path if isinstance(path, list) else [] if path is None else [path]:
+        values.update(read_yaml(file))
     for override in overrides:
         key, value = parse_override(override)
         values[key] = value

@@ -140,3 +140,12 @@ def test_normalization_is_imagenet_by_default_and_travels_in_the_contract():
     assert load_config(None, ["normalization=authors"]).input_contract().normalization == "authors"
     with pytest.raises(ValueError, match=r"config key 'normalization' must be one of \('imagenet', 'authors'\)"):
         load_config(None, ["normalization=bgr"])
+
+
+def test_config_files_merge_in_turn_and_the_hard_demo_keys_apply_over_the_demo():
+    from pipelines.training.config import DEMO_CONFIG, HARD_DEMO_CONFIG
+
+    demo = load_config(DEMO_CONFIG)
+    hard = load_config([DEMO_CONFIG, HARD_DEMO_CONFIG])
+    assert hard.experiment == "jaffnet-demo-hard" != demo.experiment
+    assert hard.width == demo.width == 0.125  # demo.yaml's keys stay unless the hard file sets them
