@@ -36,9 +36,14 @@ logger = logging.getLogger("ray.serve")
 
 DATABASE_FILE = "decisions.sqlite"
 SCHEMA_VERSION = 1
-# Ids as Serve's proxy makes them (uuid4) or a client's own x-request-id, within reason.
+# Ids as the service makes them (uuid4 hex) and a client's own x-request-id, within reason. Checked
+# with fullmatch: `$` alone would let a trailing newline through.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+
+
+def valid_request_id(text: str) -> bool:
+    return _REQUEST_ID.fullmatch(text) is not None
 PNG_COMPRESSION = 3  # zlib level: frames are stored losslessly, replay needs the exact pixels
 
 _SCHEMA = """
@@ -155,6 +160,34 @@ def keeps_frame(frames: str, decision: str) -> bool:
     return frames == "all" or (frames == "ng" and decision == "NG")
 
 
+def open_store(path: Path, schema: str, synchronous: str) -> sqlite3.Connection:
+    """A writing connection to a WAL store (created with ``schema`` if new), for one writer thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+        if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.OperationalError("the store cannot use WAL journaling")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute("PRAGMA busy_timeout = 5000")
+        connection.executescript(schema)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except Exception:
+        connection.close()
+        raise
+    connection.isolation_level = "DEFERRED"  # `with connection:` opens and commits a transaction
+    return connection
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A reader's connection: with WAL it never blocks the writer."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no store at {path}")
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
 class DecisionLog:
     """The writer side: ``submit`` from any thread, one writer thread commits."""
 
@@ -177,7 +210,7 @@ class DecisionLog:
     def submit(self, pending: PendingDecision) -> Future:
         """Queue one decision; the future ends with its ``seq`` once committed, or ``NotLogged``."""
         future: Future = Future()
-        if not _REQUEST_ID.match(pending.request_id):
+        if not valid_request_id(pending.request_id):
             self._refuse(future, NotLogged("bad_request_id", "the request id is not one the log can store"))
         else:
             try:
@@ -239,11 +272,13 @@ class DecisionLog:
                 self._apply_retention(connection)
         except Exception as exc:  # full disk, unwritable folder, corrupt file: degrade, never raise
             self._reset_after_failure()
-            reason = f"the decision log store failed: {type(exc).__name__}: {exc}"
+            # The cause (it may name server paths) goes to the service log, not to clients.
+            reason = "the decision log store failed (the service log has the cause)"
             for _, future in taken:
                 future.set_exception(NotLogged("store_failed", reason))
                 self.observer.not_logged("store_failed")
-            logger.error("decision log: %d decision(s) not logged: %s", len(taken), reason)
+            logger.error("decision log: %d decision(s) not logged: the store failed: %s: %s", len(taken),
+                         type(exc).__name__, exc)
             return
         written = 0
         for future, outcome in results:
@@ -314,22 +349,13 @@ class DecisionLog:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection = open_store(self.path, _SCHEMA, "FULL")  # a committed decision survives power loss
             try:
-                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
-                if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-                    raise sqlite3.OperationalError("the store cannot use WAL journaling")
-                connection.execute("PRAGMA synchronous = FULL")  # a committed decision survives power loss
-                connection.execute("PRAGMA busy_timeout = 5000")
-                connection.executescript(_SCHEMA)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self._count, self._bytes = connection.execute(
                     "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM decisions").fetchone()
             except Exception:
                 connection.close()
                 raise
-            connection.isolation_level = "DEFERRED"  # `with connection:` opens and commits a transaction
             self._connection = connection
         return self._connection
 
@@ -358,9 +384,7 @@ class DecisionReader:
     def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise FileNotFoundError(f"no decision log at {self.path}")
-        connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        connection.execute("PRAGMA busy_timeout = 5000")
-        return connection
+        return read_only(self.path)
 
     def exists(self) -> bool:
         return self.path.is_file()

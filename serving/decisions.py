@@ -7,12 +7,18 @@
 - ``router``: ``GET /v1/decisions`` (filtered, newest first, paged with a cursor),
   ``GET /v1/decisions/{request_id}`` with its frame, mask and overlay PNGs, and
   ``GET /v1/decision-counts``. Reads open their own read-only SQLite connection in a
-  worker thread, so they never wait for (or block) the writer.
+  worker thread, so they never wait for (or block) the writer. Frame, mask and overlay
+  reads (PNG decoding and drawing) run in a thread pool of their own with a bounded wait
+  (:class:`ImageReads`), so a flood of them cannot take the threads ``/v1/inspect`` decodes in.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 import asyncio
+import functools
+import logging
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -27,10 +33,14 @@ from serving.metrics import InspectionMetrics
 from serving.overlay import draw_overlay, shrink_to
 from serving.schemas import DecisionCounts, DecisionDetail, DecisionPage, ErrorReply
 
+logger = logging.getLogger("ray.serve")
+
 CLIENT_FIELD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # no spaces, slashes or markup
 MAX_PAGE = 200
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
 _UNSTORED_REPLY_KEYS = ("mask_png_base64", "probability_map", "decision_log")
+IMAGE_READ_THREADS = 1
+IMAGE_READS_WAITING = 16  # beyond: 503 at once (the per-key limit is serving.access's)
 
 
 # -- recording (the ingress) ------------------------------------------------------------------
@@ -96,6 +106,43 @@ class DecisionRecorder:
 
 # -- the read API -----------------------------------------------------------------------------
 
+class ImageReads:
+    """Frame, mask and overlay reads: their own threads, at most ``waiting`` queued or running."""
+
+    def __init__(self, threads: int = IMAGE_READ_THREADS, waiting: int = IMAGE_READS_WAITING):
+        self.waiting = waiting
+        self.pending = 0
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def run(self, function, *args):
+        if self.pending >= self.waiting:  # only the event loop's thread counts: no lock needed
+            raise InspectionError(503, "reads_busy", "too many image reads are waiting; retry shortly",
+                                  headers={"Retry-After": "1"})
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="image-reads")
+        self.pending += 1
+        try:
+            return await _guarded(asyncio.get_running_loop().run_in_executor(self._executor, function, *args))
+        finally:
+            self.pending -= 1
+
+
+async def _guarded(awaitable):
+    """A store error becomes a 503 whose message names no file; the cause goes to the log."""
+    try:
+        return await awaitable
+    except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: an undecodable stored record
+        logger.error("decision log read failed: %s: %s", type(exc).__name__, exc)
+        raise InspectionError(503, "decision_log_unavailable", "the decision log cannot be read now",
+                              headers={"Retry-After": "5"}) from None
+
+
+async def _read(function, *args):
+    return await _guarded(asyncio.to_thread(function, *args))
+
+
+IMAGE_READS = ImageReads()
 router = APIRouter(tags=["decisions"])
 _ERRORS = {404: {"model": ErrorReply, "description": "no such decision, or no decision log configured"},
            422: {"model": ErrorReply, "description": "a parameter out of range or malformed"}}
@@ -156,9 +203,9 @@ async def list_decisions(
     cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page"),
 ) -> dict:
     reader = _reader(request)
-    rows = await asyncio.to_thread(reader.page, line=line, decision=decision, since=_timestamp(since),
+    rows = await _read(functools.partial(reader.page, line=line, decision=decision, since=_timestamp(since),
                                    until=_timestamp(until), before_seq=int(cursor) if cursor else None,
-                                   limit=limit + 1)  # one more than asked: is there a next page?
+                                   limit=limit + 1))  # one more than asked: is there a next page?
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [_summary(request, row) for row in rows],
@@ -171,7 +218,7 @@ async def decision_counts(request: Request, window_s: int = Query(3600, ge=60, l
     reader = _reader(request)
     since = time.time() - window_s
     lines: dict[str | None, dict] = {}
-    for line, decision, count in await asyncio.to_thread(reader.counts, since):
+    for line, decision, count in await _read(reader.counts, since):
         lines.setdefault(line, {"line": line, "ok": 0, "ng": 0})[decision.lower()] = count
     return {"since": _iso(since), "window_s": window_s, "lines": list(lines.values())}
 
@@ -180,7 +227,7 @@ RequestId = Path(pattern=REQUEST_ID_PATTERN, description="the request_id of an /
 
 
 async def _stored(request: Request, request_id: str) -> StoredDecision:
-    stored = await asyncio.to_thread(_reader(request).get, request_id)
+    stored = await _read(_reader(request).get, request_id)
     if stored is None:
         raise InspectionError(404, "unknown_request_id", f"no logged decision has request id {request_id}")
     return stored
@@ -193,7 +240,7 @@ async def get_decision(request: Request, request_id: str = RequestId) -> dict:
 
 async def _frame_and_mask(request: Request, request_id: str) -> tuple[StoredDecision, bytes, bytes]:
     stored = await _stored(request, request_id)
-    images = await asyncio.to_thread(_reader(request).frame, stored.seq) if stored.has_frame else None
+    images = await IMAGE_READS.run(_reader(request).frame, stored.seq) if stored.has_frame else None
     if images is None:  # retention kept the record but not its frame
         raise InspectionError(404, "frame_not_kept", f"the frame of {request_id} was not kept (decision_log.frames)")
     return stored, images[0], images[1]
@@ -219,7 +266,7 @@ async def get_overlay(request: Request, request_id: str = RequestId,
                       max_side: int | None = Query(None, ge=32, le=4096, description="shrink to this longer side")
                       ) -> Response:
     stored, frame_png, mask_png = await _frame_and_mask(request, request_id)
-    png = await asyncio.to_thread(render_overlay, frame_png, mask_png, stored.reply["regions"], max_side)
+    png = await IMAGE_READS.run(render_overlay, frame_png, mask_png, stored.reply["regions"], max_side)
     return Response(png, media_type="image/png")
 
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from serving.decision_log import (DecisionLog, DecisionLogSettings, DecisionReader, NotLogged, PendingDecision,
-                                  StoreObserver, read_png)
+                                  StoreObserver, read_png, valid_request_id)
 from serving.decisions import DecisionRecorder
 
 
@@ -128,6 +128,7 @@ def test_a_broken_store_degrades_to_not_logged(tmp_path):
     status = asyncio.run(recorder.record(reply(0), *frame()))
     recorder.close()
     assert status["status"] == "not_logged" and "store failed" in status["reason"]
+    assert str(tmp_path) not in status["reason"]  # the cause, with its server path, is logged, not returned
     assert observer.kinds == ["store_failed"]
 
 
@@ -145,7 +146,7 @@ def test_a_full_disk_fails_the_write_not_the_writer(tmp_path):
     log = TinyDisk(settings(tmp_path), observer)
     small = log.submit(PendingDecision(reply(0), NOW)).result(timeout=30)
     big = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)  # ~480 kB
-    with pytest.raises(NotLogged, match="full"):
+    with pytest.raises(NotLogged, match="store failed"):
         log.submit(PendingDecision(reply(1), NOW + 1, big, big[:, :, 0] > 0)).result(timeout=30)
     after = log.submit(PendingDecision(reply(2), NOW + 2)).result(timeout=30)  # the writer recovered
     log.close()
@@ -182,6 +183,12 @@ def test_a_full_queue_and_bad_ids_are_refused_at_once(tmp_path):
         log.submit(PendingDecision(reply(1), NOW)).result(timeout=30)
     log.close()
     assert observer.kinds == ["queue_full", "bad_request_id", "duplicate_request_id"]
+
+
+def test_request_ids_must_match_whole():
+    assert valid_request_id("0f8e6c3a9b7d4e2f8a1b2c3d4e5f6a7b") and valid_request_id("client-42.a_b")
+    for bad in ("req-1\n", "", "-x", "a b", "a" * 129, "../etc"):
+        assert not valid_request_id(bad), bad
 
 
 def test_a_reopened_log_keeps_its_records_and_limits(tmp_path):
