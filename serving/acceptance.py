@@ -40,12 +40,13 @@ def _frames(dataset_dir: str | Path, split: str) -> list[PostedFrame]:
 
 
 def evaluate_endpoint(url: str, dataset_dir: str | Path, split: str = "test", *, concurrency: int = 4,
-                      timeout: float = 120.0) -> Evaluation:
-    """Score the endpoint at ``url`` on ``split``; raises ``ValueError`` naming the frames it refused."""
+                      timeout: float = 120.0, key: str | None = None) -> Evaluation:
+    """Score the endpoint at ``url`` on ``split``; raises ``ValueError`` naming the frames it refused.
+    With keys the service needs an ``admin`` key here: it reads the model card and posts frames."""
     if not 1 <= concurrency <= 64:
         raise ValueError(f"concurrency must be in [1, 64], got {concurrency}")
     try:
-        card = get_json(url, "/v1/model", timeout=timeout)
+        card = get_json(url, "/v1/model", timeout=timeout, key=key)
     except (OSError, InspectionFailed) as exc:
         raise ValueError(f"cannot read the model card at {url}/v1/model: {exc}") from exc
     contract, rule = InputContract.from_dict(card["contract"]), DecisionRule.from_dict(card["rule"])
@@ -55,7 +56,7 @@ def evaluate_endpoint(url: str, dataset_dir: str | Path, split: str = "test", *,
 
     def post(frame: PostedFrame) -> dict | str:
         try:
-            return post_frame(frame.data, url, probability=True, timeout=timeout)
+            return post_frame(frame.data, url, probability=True, timeout=timeout, key=key)
         except (OSError, InspectionFailed) as exc:
             return str(exc)
 

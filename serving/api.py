@@ -5,14 +5,15 @@ the model's input contract (``jaffnet.frames``: resized, or cut into native tile
 sends every input to the model deployment (which batches them), merges the
 probabilities back to the frame's size and applies the model's calibrated decision rule
 (``jaffnet.decision``): the same path evaluation scored. Bad input is answered with a
-4xx JSON ``{"error": {code, message}}`` and never reaches the model.
+4xx JSON ``{"error": {code, message}}`` and never reaches the model. Every request first
+passes the access layer (``serving.access``: keys, roles, limits, Host and Origin checks).
 """
 
 # No `from __future__ import annotations`: FastAPI must see real types in the route
 # signatures that serve.ingress rebuilds.
 import asyncio
 import time
-import uuid
+from pathlib import PurePath
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,12 +25,14 @@ from ray.serve.handle import DeploymentHandle
 from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule, judge
 from jaffnet.frames import plan_frame
+from serving.access import Access, AccessMiddleware, client_request_id_of, principal_of, request_id_of
+from serving.access import router as session_router
 from serving.admission import InputBudget
 from serving.config import ServingConfig
 from serving.decisions import ClientFields, DecisionRecorder, client_fields
 from serving.decisions import router as decisions_router
 from serving.decoding import SUPPORTED_FORMATS, decode_frame
-from serving.errors import InspectionError
+from serving.errors import InspectionError, error_response
 from serving.metrics import InspectionMetrics
 from serving.operator_page import router as operator_page_router
 from serving.postprocess import encode_probability, mask_to_png_base64
@@ -42,12 +45,13 @@ api = FastAPI(
 )
 api.include_router(decisions_router)  # GET /v1/decisions... (serving.decisions)
 api.include_router(operator_page_router)  # the operator page at / (serving.operator_page)
+api.include_router(session_router)  # the page's sign-in and sign-out (serving.access)
+api.add_middleware(AccessMiddleware)  # before every route: who, which route, how often (serving.access)
 
 
 def _error(status: int, code: str, message: str, request: Request,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, headers=headers,
-                        content={"request_id": _request_id(request), "error": {"code": code, "message": message}})
+    return error_response(status, code, message, request_id_of(request), headers)
 
 
 @api.exception_handler(InspectionError)
@@ -61,9 +65,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return _error(422, "invalid_parameter", problems, request)
 
 
-def _request_id(request: Request) -> str:
-    # Serve's proxy puts an x-request-id on every request and echoes it in the response.
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+def public_card(card: dict) -> dict:
+    """The model card as clients see it: a local model directory by its name only (no server paths)."""
+    source = card.get("source")
+    if source and not source.startswith(("models:/", "runs:/")):
+        card = {**card, "source": f"local:{PurePath(source).name}"}
+    return card
 
 
 HEALTH_TIMEOUT_S = 0.5
@@ -86,10 +93,12 @@ class InspectionAPI:
         self._last_model_answer = 0.0  # monotonic time the model deployment last answered
         self.budget = InputBudget(self.settings.max_inputs_in_flight)
         self.decisions = DecisionRecorder(self.settings.decision_log, api, InspectionMetrics())
+        self.access = api.state.access = Access(self.settings.access, self.settings.decision_log)
 
     def __del__(self):  # Serve calls it when the replica stops: commit what is still queued
-        if getattr(self, "decisions", None) is not None:
-            self.decisions.close()
+        for part in ("decisions", "access"):
+            if getattr(self, part, None) is not None:
+                getattr(self, part).close()
 
     async def card(self) -> dict:
         """The model deployment's card (name, version, contract, rule...), fetched once."""
@@ -163,7 +172,10 @@ class InspectionAPI:
         client: ClientFields = Depends(client_fields),
     ) -> dict:
         started = time.perf_counter()
-        request_id = _request_id(request)
+        request_id = request_id_of(request)
+        principal = principal_of(request)
+        if principal is not None and principal.line is not None and client.line is None:
+            client = ClientFields(principal.line, client.station, client.part_id)  # a line key's frames are its line's
         card = await self.card()
         settings = self.settings
         rule = self._rule.with_overrides(threshold, image_threshold)
@@ -219,12 +231,14 @@ class InspectionAPI:
         if probability_out is not None:
             response["probability_map"] = probability_out
         response.update(client.echo())
+        if client_request_id_of(request) is not None:
+            response["client_request_id"] = client_request_id_of(request)
         response["decision_log"] = await self.decisions.record(response, frame.pixels, verdict.mask)
         return response
 
     @api.get("/v1/model", response_model=ModelCard)
     async def model_info(self) -> dict:
-        card = await self.card()
+        card = public_card(await self.card())
         settings = self.settings
         return {
             **card,

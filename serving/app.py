@@ -14,9 +14,11 @@ from typing import Any
 from ray.serve import Application
 
 from pipelines.registry import configure_tracking, is_local_path, resolve_model_version
+from serving.access import AccessSettings
 from serving.api import InspectionAPI
 from serving.config import ServingConfig
 from serving.decision_log import DecisionLogSettings
+from serving.keys import read_keys_file
 from serving.model_deployment import ModelDeployment, ModelLoadError
 
 
@@ -49,6 +51,16 @@ def resolve_log_folder(settings: DecisionLogSettings) -> DecisionLogSettings:
     return settings.model_copy(update={"folder": str(Path(settings.folder).expanduser().resolve())})
 
 
+def resolve_keys_file(settings: AccessSettings) -> AccessSettings:
+    """The keys file as an absolute path, read once here so a missing or malformed file fails the
+    deployment (``KeysFileError`` names the line) instead of every request."""
+    if settings.keys_file is None:
+        return settings
+    path = Path(settings.keys_file).expanduser().resolve()
+    read_keys_file(path)
+    return settings.model_copy(update={"keys_file": str(path)})
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """The application builder ``serve run`` / ``serve deploy`` call: ``args`` are ``ServingConfig`` fields.
 
@@ -65,7 +77,8 @@ def build_application(args: dict[str, Any] | None = None,
     tracking_uri = configure_tracking(settings.tracking_uri)  # an entry point (jaffnet serve, Serve's CLI)
     settings = settings.model_copy(update={"tracking_uri": tracking_uri,
                                            "model_uri": resolve_model_uri(settings.model_uri),
-                                           "decision_log": resolve_log_folder(settings.decision_log)})
+                                           "decision_log": resolve_log_folder(settings.decision_log),
+                                           "access": resolve_keys_file(settings.access)})
     config = settings.model_dump()
     options = deployment_options or {}
     model = ModelDeployment.options(**options.get("ModelDeployment", {})).bind(config)

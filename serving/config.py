@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.data.codec import OPENCV_MAX_PIXELS
+from serving.access import AccessSettings
 from serving.decision_log import DecisionLogSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
@@ -64,8 +65,12 @@ class ServingConfig(BaseModel):
     # frame's maximum, as ingestion does; the reply's image block says which applied).
     bit_depth: int | None = Field(None, ge=9, le=16)
 
-    # Where decisions are recorded (serving.decision_log); folder null: not recorded.
+    # Where decisions are recorded (serving.decision_log); folder null: not recorded. The audit
+    # log (serving.audit_log) lives in the same folder.
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    # Keys, roles, limits per key, Host allowlist, Origin check (serving.access); keys_file null:
+    # every route open, to loopback clients only.
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
 
 def read_serve_config(path: str | Path = DEFAULT_CONFIG_PATH) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class DecisionLogSettings(BaseModel):
     queue_size: int = Field(256, ge=1, le=65536, description="decisions waiting for the writer; beyond: not logged")
     wait_for_commit_s: float = Field(2.0, ge=0, le=60, description="how long a reply waits for its record's "
                                                                   "commit (0: reply 'queued' at once)")
+    # The audit log (serving.audit_log) lives beside it, kept max_age_days too; it has a row per request.
+    audit_max_records: int = Field(1_000_000, ge=1000, le=1_000_000_000, description="audit rows kept")
 
 
 class NotLogged(Exception):

@@ -18,3 +18,12 @@ class InspectionError(ValueError):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
+
+
+def error_response(status: int, code: str, message: str, request_id: str,
+                   headers: dict[str, str] | None = None):
+    """The JSON error every refusal gets: ``{"request_id", "error": {code, message}}``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"request_id": request_id, "error": {"code": code, "message": message}})

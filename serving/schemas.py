@@ -68,7 +68,9 @@ class LogStatus(_Reply):
 
 
 class InspectionReply(_Reply):
-    request_id: str
+    request_id: str = Field(description="made by the service, unique: the decision log's key")
+    client_request_id: str | None = Field(None, description="the x-request-id Serve's proxy logged the request "
+                                                            "under: the client's own when it sent one")
     model: ModelRef
     decision: Literal["OK", "NG"]
     reason: str = Field(description="the comparison that decided")

@@ -3,8 +3,9 @@
 The browser test drives Debian's ``chromium`` through ``chromedriver`` with Selenium
 (installed by ``make test`` where it can be: see the Makefile). Nothing is downloaded at run
 time; where the browser or Selenium is missing the test is skipped with the reason. It
-posts frames, waits for the gallery to show the NG ones, opens one, checks the detail
-view and saves a screenshot to ``tests/artifacts/operator_page.png``.
+posts frames with line keys, signs in with an operator key, waits for the gallery to show
+the NG ones, opens one, checks the detail view and saves a screenshot to
+``tests/artifacts/operator_page.png``.
 """
 
 import re
@@ -23,30 +24,38 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @pytest.fixture(scope="module")
-def service(ray_session, tmp_path_factory):
+def service(ray_session, tmp_path_factory, api_keys):
     from ray import serve
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    access = {"keys_file": str(api_keys.file)}
     try:
-        deploy_logged_app("page", "/", {"folder": str(tmp_path_factory.mktemp("page-log") / "log")})
-        deploy_logged_app("station", "/station", {"folder": str(tmp_path_factory.mktemp("station-log") / "log")})
+        deploy_logged_app("page", "/", {"folder": str(tmp_path_factory.mktemp("page-log") / "log")}, access)
+        deploy_logged_app("station", "/station", {"folder": str(tmp_path_factory.mktemp("station-log") / "log")},
+                          access)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
 
 
-def test_the_page_and_its_assets_come_from_the_service_alone(service):
+def test_the_page_and_its_assets_come_from_the_service_alone(service, api_keys):
     for prefix in ("", "/station"):
-        page = requests.get(service + prefix + "/", timeout=30)
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "script-src 'self'" in page.headers["content-security-policy"]
-        links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
-        assert links == [f"{prefix}/operator/style.css", f"{prefix}/operator/app.js"]
-        assert "http://" not in page.text and "https://" not in page.text
-        for link in links:
-            asset = requests.get(service + link, timeout=30)
-            assert asset.status_code == 200 and "http://" not in asset.text and "https://" not in asset.text
+        signed_in = requests.Session()
+        refused = signed_in.get(service + prefix + "/", allow_redirects=False, timeout=30)
+        assert refused.status_code == 303 and refused.headers["location"] == f"{prefix}/signin"
+        session = signed_in.post(service + prefix + "/v1/session", headers=api_keys.header("operator"), timeout=30)
+        assert session.status_code == 200, session.text
+        for path, script in (("/", "app.js"), ("/signin", "signin.js")):
+            page = signed_in.get(service + prefix + path, timeout=30)
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+            links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+            assert links == [f"{prefix}/operator/style.css", f"{prefix}/operator/{script}"]
+            assert "http://" not in page.text and "https://" not in page.text
+            for link in links:
+                asset = requests.get(service + link, timeout=30)
+                assert asset.status_code == 200 and "http://" not in asset.text and "https://" not in asset.text
     assert requests.get(service + "/operator/../serving/api.py", timeout=30).status_code == 404
 
 
@@ -71,7 +80,7 @@ def _browser():
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
-def test_an_operator_sees_the_ng_gallery_and_opens_a_detail_view(service):
+def test_an_operator_signs_in_sees_the_ng_gallery_and_opens_a_detail_view(service, api_keys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -81,7 +90,8 @@ def test_an_operator_sees_the_ng_gallery_and_opens_a_detail_view(service):
         ng_ids = []
         for index in range(4):  # two lines; every other frame carries a defect
             frame = defect_frame(index, 120, 160) if index % 2 == 0 else textured(120, 160, seed=index)
-            body = post(service, frame, line=f"L{1 + index // 2}", station="cam-1",
+            line = f"L{1 + index // 2}"
+            body = post(service, frame, api_keys.header(f"line-{line}"), line=line, station="cam-1",
                         part_id=f"P-{index}").json()
             assert body["decision_log"]["status"] == "logged"
             if body["decision"] == "NG":
@@ -90,6 +100,13 @@ def test_an_operator_sees_the_ng_gallery_and_opens_a_detail_view(service):
 
         browser.get(service + "/")
         wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.current_url == service + "/signin")  # no session yet
+        browser.find_element(By.ID, "key").send_keys(api_keys.tokens["operator"])
+        browser.find_element(By.ID, "signin").click()
+        wait.until(lambda b: b.current_url == service + "/")
+        cookies = browser.get_cookies()
+        assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [("jaffnet_session", True, "Strict")]
+        assert browser.execute_script("return document.cookie") == ""  # out of the page scripts' reach
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery .card")) == 2)
         cards = browser.find_elements(By.CSS_SELECTOR, "#gallery .card")
         assert [card.get_attribute("data-request-id") for card in cards] == list(reversed(ng_ids))

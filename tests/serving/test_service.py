@@ -30,7 +30,7 @@ BATCHING = {"max_inputs_in_flight": 16}  # room for the concurrent frames that m
 RESPONSE_KEYS = {"request_id", "model", "decision", "reason", "image_score", "image_threshold", "min_defect_area_px",
                  "defect_score", "threshold", "defect_area_px", "defect_area_ratio", "largest_region_px",
                  "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms",
-                 "decision_log"}
+                 "decision_log", "client_request_id"}
 
 
 def _free_port() -> int:
@@ -362,6 +362,14 @@ def test_frames_beyond_the_input_budget_get_503_at_once_and_admitted_frames_stay
     started = time.perf_counter()
     assert _post(service["url"] + "/budget", small, "image/png").status_code == 200  # free again: one tile
     assert time.perf_counter() - started < 1.5
+
+
+def test_the_model_card_names_no_server_path():
+    from serving.api import public_card
+
+    assert public_card({"source": "/srv/models/line7/champion"})["source"] == "local:champion"
+    assert public_card({"source": "models:/jaffnet/3"})["source"] == "models:/jaffnet/3"
+    assert public_card({"name": "stand-in"}) == {"name": "stand-in"}
 
 
 def test_jaffnet_serve_applies_the_configs_http_options():

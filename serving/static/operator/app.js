@@ -3,6 +3,7 @@
 "use strict";
 
 const BASE = document.querySelector('meta[name="jaffnet-base"]').content;
+const SIGNED_IN = document.querySelector('meta[name="jaffnet-auth"]').content === "keys";
 const POLL_MS = 2000;
 const GALLERY_SIZE = 12;
 const THUMB_SIDE = 480;
@@ -22,6 +23,7 @@ function el(tag, attrs, ...children) {
 
 async function getJSON(path) {
   const answer = await fetch(BASE + path, { headers: { Accept: "application/json" }, cache: "no-store" });
+  if (answer.status === 401) window.location.replace(BASE + "/signin"); // the session ended or its key was revoked
   const body = await answer.json().catch(() => ({}));
   if (!answer.ok) {
     const error = new Error((body.error && body.error.message) || `HTTP ${answer.status}`);
@@ -152,6 +154,12 @@ document.getElementById("line-filter").addEventListener("change", (event) => {
   refresh();
 });
 document.getElementById("detail-close").addEventListener("click", closeDetail);
+const signOut = document.getElementById("sign-out");
+signOut.hidden = !SIGNED_IN;
+signOut.addEventListener("click", async () => {
+  await fetch(BASE + "/v1/session", { method: "DELETE", cache: "no-store" }).catch(() => {});
+  window.location.replace(BASE + "/signin");
+});
 document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDetail(); });
 
 refreshModel().catch(() => setStatus("model card unavailable", true));
