@@ -11,7 +11,11 @@ against the application that ``serving.bench`` started, watching ``/healthz`` (e
    ``hostile_total`` by ``clients`` clients: every answer must be the case's 4xx;
 4. **flood**: open loop at ``flood_factor`` x capacity: only 200 and 503, and the p99
    of the 200s within 2x the unloaded p99;
-5. **soak** (optional): the capacity clients for ``soak_s``: no errors at all.
+5. **unauthenticated flood** (when the service has keys): the same rate without a key:
+   every answer 401, and no decision made (the model untouched);
+6. **soak** (optional): the capacity clients for ``soak_s``: no errors at all.
+
+Every request but the unauthenticated flood carries ``key`` (a line key) when one is given.
 
 Each phase prints a row; the run fails (exit 1) when a target is missed.
 """
@@ -22,6 +26,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -37,6 +42,7 @@ MAX_SOAK_S = 3600.0
 MAX_CLIENTS = 64
 SLOW_BODY_CLIENTS = 4
 MAX_RETRY_AFTER_S = 2.0
+UNAUTHENTICATED_FLOOD_S = 10.0
 
 
 @dataclass
@@ -113,14 +119,18 @@ class Watch:
         return self.health.percentile_ms(100)
 
 
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _post(session, url: str, body: bytes, content_type: str, params: dict | None = None,
-          chunked: bool = False, timeout_s: float = 60.0) -> int | str:
+          chunked: bool = False, timeout_s: float = 60.0, key: str | None = None) -> int | str:
     """The status, or the name of the exception when there was no answer."""
     import requests
 
     data = iter([body[i:i + 1 << 20] for i in range(0, len(body), 1 << 20)]) if chunked else body
     try:
-        answer = session.post(url, data=data, params=params, headers={"Content-Type": content_type},
+        answer = session.post(url, data=data, params=params, headers={"Content-Type": content_type, **_auth(key)},
                               timeout=timeout_s)
     except requests.RequestException as exc:
         return type(exc).__name__
@@ -132,12 +142,14 @@ def _post(session, url: str, body: bytes, content_type: str, params: dict | None
 _retry_after = threading.local()  # per client thread: the last 503's Retry-After
 
 
-def slow_body(base: str, body: bytes, seconds: float, timeout_s: float = 120.0) -> int | str:
+def slow_body(base: str, body: bytes, seconds: float, timeout_s: float = 120.0, key: str | None = None) -> int | str:
     """POST ``body`` a few bytes at a time over ``seconds`` (a slowloris); the status back."""
     address = urlsplit(base)
+    authorization = "".join(f"{name}: {value}\r\n" for name, value in _auth(key).items())
     with socket.create_connection((address.hostname, address.port), timeout=timeout_s) as connection:
         connection.sendall((f"POST /v1/inspect HTTP/1.1\r\nHost: {address.netloc}\r\n"
-                            f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+                            f"{authorization}Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+                            ).encode())
         deadline = time.monotonic() + seconds
         step = max(1, len(body) // max(1, int(seconds * 4)))
         sent = 0
@@ -158,7 +170,8 @@ def slow_body(base: str, body: bytes, seconds: float, timeout_s: float = 120.0) 
         return "no_reply"
 
 
-def closed_loop(url: str, body: bytes, clients: int, duration_s: float, max_requests: int = 1_000_000) -> Outcomes:
+def closed_loop(url: str, body: bytes, clients: int, duration_s: float, max_requests: int = 1_000_000,
+                key: str | None = None) -> Outcomes:
     """``clients`` back-to-back clients posting ``body`` until the time or request budget ends."""
     import requests
 
@@ -173,7 +186,7 @@ def closed_loop(url: str, body: bytes, clients: int, duration_s: float, max_requ
                     if next(issued, None) is None:
                         return
                 started = time.perf_counter()
-                status = _post(session, url, body, "image/png")
+                status = _post(session, url, body, "image/png", key=key)
                 outcomes.add(status, time.perf_counter() - started)
                 if status == 503:  # a line client waits as asked instead of hammering
                     time.sleep(_retry_after.wait_s)
@@ -183,7 +196,7 @@ def closed_loop(url: str, body: bytes, clients: int, duration_s: float, max_requ
     return outcomes
 
 
-def open_loop(url: str, body: bytes, rate_per_s: float, duration_s: float) -> Outcomes:
+def open_loop(url: str, body: bytes, rate_per_s: float, duration_s: float, key: str | None = None) -> Outcomes:
     """Requests started at ``rate_per_s`` whatever the answers (a line that does not wait)."""
     import requests
 
@@ -194,7 +207,7 @@ def open_loop(url: str, body: bytes, rate_per_s: float, duration_s: float) -> Ou
         if not hasattr(local, "session"):
             local.session = requests.Session()
         started = time.perf_counter()
-        outcomes.add(_post(local.session, url, body, "image/png"), time.perf_counter() - started)
+        outcomes.add(_post(local.session, url, body, "image/png", key=key), time.perf_counter() - started)
 
     interval, started = 1.0 / rate_per_s, time.perf_counter()
     with ThreadPoolExecutor(MAX_CLIENTS) as pool:
@@ -209,7 +222,7 @@ def open_loop(url: str, body: bytes, rate_per_s: float, duration_s: float) -> Ou
 
 
 def hostile(base: str, cases: list[HostileRequest], total: int, clients: int,
-            slow_seconds: float) -> dict[str, Outcomes]:
+            slow_seconds: float, key: str | None = None) -> dict[str, Outcomes]:
     """``total`` hostile requests cycling through ``cases``, ``clients`` at a time, with
     ``SLOW_BODY_CLIENTS`` slow bodies trickling alongside (counted in the total)."""
     import requests
@@ -230,12 +243,12 @@ def hostile(base: str, cases: list[HostileRequest], total: int, clients: int,
                 if case is None:
                     return
                 started = time.perf_counter()
-                status = _post(session, url, case.body, case.content_type, case.params, case.chunked)
+                status = _post(session, url, case.body, case.content_type, case.params, case.chunked, key=key)
                 per_case[case.name].add(status, time.perf_counter() - started)
 
     def slow() -> None:
         started = time.perf_counter()
-        per_case[slow_name].add(slow_body(base, bytes(4096), slow_seconds),
+        per_case[slow_name].add(slow_body(base, bytes(4096), slow_seconds, key=key),
                                 time.perf_counter() - started)
 
     with ThreadPoolExecutor(clients + slow_count) as pool:
@@ -264,30 +277,34 @@ HEADER = f"{'phase / case':<38}{'sent':>7}{'p50 ms':>9}{'p99 ms':>9}{'health':>9
 def run_attack(base: str, app_name: str, body: bytes, max_body_bytes: int, upload_timeout_s: float,
                capacity_clients: int, clients: int = 8, hostile_total: int = 1000, flood_factor: float = 3.0,
                flood_s: float = 60.0, soak_s: float = 0.0, unloaded_s: float = 15.0,
-               capacity_s: float = 20.0) -> list[Target]:
-    """The five phases; prints a table and returns the targets with whether each was met."""
+               capacity_s: float = 20.0, key: str | None = None,
+               decisions_made: Callable[[], int] | None = None) -> list[Target]:
+    """The phases; prints a table and returns the targets with whether each was met. With
+    ``key``, every request carries it and an unauthenticated flood follows the flood;
+    ``decisions_made`` (the decision log's count) shows that flood decided nothing."""
     if not 1 <= clients <= MAX_CLIENTS or not 1 <= capacity_clients <= MAX_CLIENTS or \
             not 1 <= hostile_total <= MAX_HOSTILE_REQUESTS:
         raise ValueError(f"clients must be in [1, {MAX_CLIENTS}], hostile requests in [1, {MAX_HOSTILE_REQUESTS}]")
     if not 0 < flood_s <= MAX_FLOOD_S or not 0 <= soak_s <= MAX_SOAK_S:
         raise ValueError(f"flood must be in (0, {MAX_FLOOD_S}] s and soak in [0, {MAX_SOAK_S}] s")
     url = base + "/v1/inspect"
-    closed_loop(url, body, capacity_clients, duration_s=3)  # warm-up
+    closed_loop(url, body, capacity_clients, duration_s=3, key=key)  # warm-up
     print(HEADER, flush=True)
     targets: list[Target] = []
 
     with Watch(base, app_name) as watch:
-        unloaded = closed_loop(url, body, 1, unloaded_s)
+        unloaded = closed_loop(url, body, 1, unloaded_s, key=key)
     print(_row("unloaded (1 client)", unloaded, watch, 200), flush=True)
     with Watch(base, app_name) as watch:
-        loaded = closed_loop(url, body, capacity_clients, capacity_s)
+        loaded = closed_loop(url, body, capacity_clients, capacity_s, key=key)
     capacity = loaded.statuses[200] / capacity_s
     print(_row(f"capacity ({capacity_clients} clients): {capacity:.1f}/s", loaded, watch, 200), flush=True)
 
     with Watch(base, app_name) as watch:
         cases = hostile_requests(max_body_bytes)
-        per_case = hostile(base, cases, hostile_total, clients, slow_seconds=upload_timeout_s + 5)
-    expected = {case.name: case.expected for case in cases}
+        per_case = hostile(base, cases, hostile_total, clients, slow_seconds=upload_timeout_s + 5, key=key)
+    # A line key may not override thresholds at all: such cases are refused (403) before their values are read.
+    expected = {case.name: 403 if key and case.overrides_thresholds else case.expected for case in cases}
     wrong = 0
     for name, outcomes in per_case.items():
         print(_row("  " + name, outcomes), flush=True)
@@ -302,7 +319,7 @@ def run_attack(base: str, app_name: str, body: bytes, max_body_bytes: int, uploa
                                                                  f"{watch.health.describe()}"))
 
     with Watch(base, app_name) as watch:
-        flood = open_loop(url, body, flood_factor * capacity, flood_s)
+        flood = open_loop(url, body, flood_factor * capacity, flood_s, key=key)
     print(_row(f"flood {flood_factor:g}x capacity, {flood_s:g} s (200s)", flood, watch, 200), flush=True)
     ratio = flood.percentile_ms(99, 200) / unloaded.percentile_ms(99, 200)
     others = sum(n for status, n in flood.statuses.items() if status not in (200, 503))
@@ -312,13 +329,33 @@ def run_attack(base: str, app_name: str, body: bytes, max_body_bytes: int, uploa
     targets.append(Target("flood: /healthz < 1 s, no restarts", watch.worst_health_ms < 1000 and not watch.restarts,
                           f"worst {watch.worst_health_ms:.0f} ms, {watch.restarts} restarts"))
 
+    if key:
+        targets += _unauthenticated_flood(base, app_name, url, body, flood_factor * capacity,
+                                          min(flood_s, UNAUTHENTICATED_FLOOD_S), decisions_made)
     if soak_s:
         with Watch(base, app_name) as watch:
-            soak = closed_loop(url, body, capacity_clients, soak_s)
+            soak = closed_loop(url, body, capacity_clients, soak_s, key=key)
         print(_row(f"soak {soak_s:g} s at capacity ({capacity_clients} clients)", soak, watch, 200), flush=True)
         errors = soak.count() - soak.statuses[200]
         targets.append(Target("soak: 0 errors, no restarts", errors == 0 and not watch.restarts,
                               f"{errors} errors in {soak.count()}, {watch.restarts} restarts"))
     for target in targets:
         print(f"{'PASS' if target.met else 'FAIL'}  {target.name}: {target.detail}", flush=True)
+    return targets
+
+
+def _unauthenticated_flood(base: str, app_name: str, url: str, body: bytes, rate_per_s: float, duration_s: float,
+                           decisions_made: Callable[[], int] | None) -> list[Target]:
+    before = decisions_made() if decisions_made else None
+    with Watch(base, app_name) as watch:
+        flood = open_loop(url, body, rate_per_s, duration_s)
+    print(_row(f"flood without a key, {duration_s:g} s", flood, watch, 401), flush=True)
+    targets = [Target("unauthenticated flood: every answer 401", set(flood.statuses) == {401}, flood.describe()),
+               Target("unauthenticated flood: /healthz < 1 s, no restarts",
+                      watch.worst_health_ms < 1000 and not watch.restarts,
+                      f"worst {watch.worst_health_ms:.0f} ms, {watch.restarts} restarts")]
+    if decisions_made:
+        made = decisions_made() - before
+        targets.append(Target("unauthenticated flood: no decision made (model untouched)", made == 0,
+                              f"{made} decisions logged during it"))
     return targets

@@ -5,6 +5,10 @@ a bounded number of concurrent clients for a bounded time (and request count), t
 times the predictor alone on the same tiles at batch 1 and at ``max_batch_size``, with
 as many threads as the replica has CPUs. The figure we track is service frames/s over
 the better raw frames/s.
+
+The service runs with keys, as in production: a keys file of its own with a line key (the
+load) and an admin key (the model card). The per-key request limit is lifted, so the
+figures measure the service and its admission control, not the limit.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from jaffnet.frames import plan_frame
 MAX_CONCURRENCY = 64
 APP_NAME = "jaffnet-bench"
 MAX_DURATION_S = 300.0
+BENCH_LINE = "bench"
+UNLIMITED_REQUESTS_PER_S = 100_000
 
 
 @dataclass
@@ -41,7 +47,8 @@ class LoadResult:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
 
 
-def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_requests: int) -> LoadResult:
+def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_requests: int,
+          key: str | None = None) -> LoadResult:
     """``concurrency`` clients posting ``body`` back to back until the time or request budget
     runs out (``serving.attack.closed_loop``); anything but a 200 counts as an error."""
     from serving.attack import closed_loop
@@ -51,7 +58,7 @@ def drive(url: str, body: bytes, concurrency: int, duration_s: float, max_reques
     if not 0 < duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S}] s, got {duration_s}")
     started = time.perf_counter()
-    outcomes = closed_loop(url, body, concurrency, duration_s, max_requests)
+    outcomes = closed_loop(url, body, concurrency, duration_s, max_requests, key=key)
     ok = outcomes.latencies_s.get(200, [])
     return LoadResult(ok, outcomes.count() - len(ok), time.perf_counter() - started)
 
@@ -78,6 +85,22 @@ def _random_model_dir(width: float, contract: InputContract, directory: Path) ->
     return str(save_pretrained(JAFFNet(width=width), directory / "model",
                                metadata={"input_contract": contract.to_dict(),
                                          "threshold": 0.5, "model_name": "random"}))
+
+
+@dataclass
+class BenchKeys:
+    file: str
+    line: str  # the load's key
+    admin: str  # reads the model card
+
+
+def bench_keys(directory: Path) -> BenchKeys:
+    from serving.keys import add_key, new_keyset, write_keys_file
+
+    line, keyset = add_key(new_keyset(), "line", BENCH_LINE)
+    admin, keyset = add_key(keyset, "admin", None)
+    write_keys_file(directory / "keys", keyset)
+    return BenchKeys(str(directory / "keys"), line, admin)
 
 
 def run(args) -> int:
@@ -108,11 +131,14 @@ def run(args) -> int:
         settings["model_uri"] = args.model or _random_model_dir(args.random_width, contract, Path(tmp))
         if (settings.get("decision_log") or {}).get("folder"):  # logged as configured, but not into the cwd
             settings["decision_log"] = {**settings["decision_log"], "folder": str(Path(tmp) / "decision_log")}
+        keys = bench_keys(Path(tmp))
+        settings["access"] = {**(settings.get("access") or {}), "keys_file": keys.file,
+                              "requests_per_s": UNLIMITED_REQUESTS_PER_S}
         init_ray(include_dashboard=False, log_to_driver=False, configure_logging=False)
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         try:
             serve.run(build_application(settings, options), name=APP_NAME, route_prefix="/")
-            return _attack(args, settings) if args.attack else _measure(args, settings, replica_cpus)
+            return _attack(args, settings, keys) if args.attack else _measure(args, settings, replica_cpus, keys)
         finally:
             serve.shutdown()
 
@@ -123,13 +149,14 @@ def _test_frame(args, size: int) -> tuple[np.ndarray, bytes]:
     return frame, cv2.imencode(".png", frame)[1].tobytes()
 
 
-def _attack(args, settings: dict) -> int:
+def _attack(args, settings: dict, keys: BenchKeys) -> int:
     from jaffnet.inference.bench import cpu_name
     from serving.attack import run_attack
     from serving.config import ServingConfig
+    from serving.decision_log import DecisionReader
 
     base = f"http://127.0.0.1:{args.port}"
-    card = requests_json(base + "/v1/model")
+    card = requests_json(base + "/v1/model", keys.admin)
     frame, body = _test_frame(args, card["image_size"])
     config = ServingConfig(**settings)
     print(f"jaffnet bench serve --attack: model {card['name']}/{card['version']} ({card['backend']}, "
@@ -138,34 +165,39 @@ def _attack(args, settings: dict) -> int:
           f"{cpu_name()}, {os.cpu_count()} cores",
           flush=True)
     inputs = len(plan_frame(InputContract.from_dict(card["contract"]), *frame.shape[:2]))
+    log = DecisionReader(config.decision_log.folder) if config.decision_log.folder else None
     targets = run_attack(base, APP_NAME, body, config.max_body_bytes, config.upload_timeout_s,
-                         capacity_clients=max(1, config.max_inputs_in_flight // inputs), clients=args.concurrency, hostile_total=args.hostile_requests, flood_s=args.flood_s,
-                         soak_s=args.soak_s)
+                         capacity_clients=max(1, config.max_inputs_in_flight // inputs), clients=args.concurrency,
+                         hostile_total=args.hostile_requests, flood_s=args.flood_s, soak_s=args.soak_s,
+                         key=keys.line, decisions_made=(lambda: log.total() if log.exists() else 0) if log else None)
     return 0 if all(t.met for t in targets) else 1
 
 
-def requests_json(url: str) -> dict:
+def requests_json(url: str, key: str) -> dict:
     import requests
 
-    return requests.get(url, timeout=60).json()
+    answer = requests.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    answer.raise_for_status()
+    return answer.json()
 
 
-def _measure(args, settings: dict, replica_cpus: float) -> int:
+def _measure(args, settings: dict, replica_cpus: float, keys: BenchKeys) -> int:
     import torch
 
     from jaffnet.inference import build_predictor
     from pipelines.registry import load_model
 
     base = f"http://127.0.0.1:{args.port}"
-    card = requests_json(base + "/v1/model")
+    card = requests_json(base + "/v1/model", keys.admin)
     size = card["image_size"]
     frame, body = _test_frame(args, size)
     height, width = frame.shape[:2]
     contract = InputContract.from_dict(card["contract"])
     plan = plan_frame(contract, height, width)
 
-    drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8)  # warm-up
-    load = drive(base + "/v1/inspect", body, args.concurrency, args.duration, args.max_requests)
+    drive(base + "/v1/inspect", body, concurrency=min(args.concurrency, 4), duration_s=2, max_requests=8,
+          key=keys.line)  # warm-up
+    load = drive(base + "/v1/inspect", body, args.concurrency, args.duration, args.max_requests, key=keys.line)
 
     torch.set_num_threads(max(1, int(replica_cpus)))  # what the replica gets (Ray sets OMP_NUM_THREADS)
     model = load_model(settings["model_uri"]).model

@@ -26,6 +26,10 @@ class HostileRequest:
     params: dict = field(default_factory=dict)
     chunked: bool = False  # sent without Content-Length, in pieces
 
+    @property
+    def overrides_thresholds(self) -> bool:
+        return bool({"threshold", "image_threshold"} & set(self.params))
+
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))

@@ -415,3 +415,19 @@ def test_a_canary_key_never_appears_in_replies_logs_the_decision_log_or_the_audi
     leaked = [str(f) for f in files if secret.encode() in f.read_bytes()]
     assert not leaked, leaked
 
+
+def test_the_attack_drivers_keyed_phases_refuse_without_touching_the_model(service):
+    from serving.attack import _unauthenticated_flood, hostile
+    from serving.decision_log import DecisionReader
+    from serving.hostile import hostile_requests
+
+    cases = [case for case in hostile_requests(LIMITS["max_body_bytes"]) if case.overrides_thresholds]
+    per_case = hostile(service["url"], cases, total=8, clients=2, slow_seconds=0.1,  # 4 of the 8: slow bodies
+                       key=service["keys"].tokens["line-L1"])
+    for case in cases:  # a line key may not override: refused before the values are read
+        assert dict(per_case[case.name].statuses) == {403: 2}, case.name
+    reader = DecisionReader(service["folder"])
+    targets = _unauthenticated_flood(service["url"], "logged", service["url"] + "/v1/inspect",
+                                     encode(defect_frame(2)), rate_per_s=10, duration_s=2,
+                                     decisions_made=reader.total)
+    assert all(target.met for target in targets), targets
