@@ -34,7 +34,7 @@ def main() -> int:
     from pipelines.registry import configure_tracking
     from pipelines.runtime import init_ray
     from pipelines.training.config import DEMO_CONFIG, HARD_DEMO_CONFIG, load_config
-    from pipelines.training.evaluation import all_background_baseline, evaluate
+    from pipelines.evaluation.evaluate import all_background_baseline, evaluate
     from pipelines.training.run import train
 
     held_out = [t.strip() for t in args.held_out.split(",")]

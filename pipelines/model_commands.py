@@ -348,9 +348,9 @@ def _unique(items):
 
 
 def calibrate_command(args) -> int:
-    from pipelines.recalibration import recalibrate
+    from pipelines.evaluation.recalibrate import recalibrate
     from pipelines.registry import configure_tracking
-    from pipelines.training.calibration import Objective
+    from pipelines.evaluation.calibration import Objective
 
     try:
         objective = Objective.choose(max_escape_rate=args.max_escape_rate, max_overkill_rate=args.max_overkill_rate,

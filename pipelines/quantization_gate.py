@@ -29,7 +29,7 @@ from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule, judge
 from jaffnet.frames import Predict, predict_frames
 from jaffnet.metrics import METRIC_COLUMNS, mask_iou
-from pipelines.training.scoring import EndpointVerdict, SplitAccumulator
+from pipelines.evaluation.scoring import EndpointVerdict, SplitAccumulator
 
 MAX_LISTED_FRAMES = 50  # frames named per list in the report
 MASK_IOU_CHECK = "mean mask IoU"

@@ -20,8 +20,8 @@ from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
 from pipelines.data.codec import decode_mask
 from pipelines.data.dataset import iter_encoded_batches
-from pipelines.training.evaluation import Evaluation
-from pipelines.training.scoring import EndpointVerdict, score_predictions
+from pipelines.evaluation.evaluate import Evaluation
+from pipelines.evaluation.scoring import EndpointVerdict, score_predictions
 from serving.client import InspectionFailed, get_json, post_frame
 from serving.postprocess import decode_probability
 

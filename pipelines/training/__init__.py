@@ -8,7 +8,9 @@ Public API (used by ``tuning`` and the CLI):
 - ``MLflowEpochLogger``: Ray Train callback logging those metrics to an MLflow run
 - ``publish_best(result, cfg, ...)``: best checkpoint -> logged, registered, maybe champion
 - ``train(cfg, dataset_dir, ...)``: all of the above in one tracked run
-- ``evaluate(model_uri, dataset_dir, split)``: paper-style metrics per defect class
+
+Scoring, calibration and evaluation live in ``pipelines.evaluation`` (training, serving and the
+INT8 export all use them).
 """
 
 import importlib
@@ -19,8 +21,6 @@ _EXPORTS = {
     "SELECTABLE_METRICS": "config",
     "TrainConfig": "config",
     "load_config": "config",
-    "Evaluation": "evaluation",
-    "evaluate": "evaluation",
     "train_loop_per_worker": "loop",
     "TrainingOutcome": "run",
     "train": "run",

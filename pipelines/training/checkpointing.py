@@ -22,7 +22,7 @@ from jaffnet.contract import CONTRACT_KEY
 from jaffnet.decision import RULE_KEY, DecisionRule
 from jaffnet.io import load_pretrained, read_config, save_pretrained
 from jaffnet.model import JAFFNet
-from pipelines.training.calibration import CALIBRATION_KEY, CalibrationRecord
+from pipelines.evaluation.calibration import CALIBRATION_KEY, CalibrationRecord
 from pipelines.training.config import TrainConfig
 
 TRAINING_STATE_FILE = "training_state.pt"

@@ -113,7 +113,7 @@ def evaluate_command(args) -> int:
             evaluation = args.evaluate_endpoint(args.endpoint, args.data, args.split, concurrency=args.concurrency)
         else:
             from pipelines.registry import configure_tracking
-            from pipelines.training.evaluation import evaluate
+            from pipelines.evaluation.evaluate import evaluate
 
             configure_tracking(args.tracking_uri)
             evaluation = evaluate(args.model, args.data, args.split, batch_size=args.batch_size)
@@ -126,7 +126,7 @@ def evaluate_command(args) -> int:
         Path(args.json).write_text(evaluation.to_json() + "\n")
         print(f"wrote {args.json}")
     if args.out:
-        from pipelines.training.report import write_report
+        from pipelines.evaluation.report import write_report
 
         try:
             written = write_report(evaluation, args.out)

@@ -26,7 +26,7 @@ from jaffnet.contract import (InputContract, check_image_size, check_input_mode,
 from jaffnet.encoders.pretrained import IMAGENET, imagenet_file
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
-from pipelines.training.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objective
+from pipelines.evaluation.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objective
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # `jaffnet demo`'s keys over train.yaml

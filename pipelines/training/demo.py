@@ -14,8 +14,8 @@ from pathlib import Path
 from jaffnet.metrics import format_table
 from pipelines.registry import configure_tracking, redact
 from pipelines.training.config import DEMO_CONFIG, HARD_DEMO_CONFIG, load_config
-from pipelines.training.evaluation import all_background_baseline, evaluate
-from pipelines.training.report import write_report
+from pipelines.evaluation.evaluate import all_background_baseline, evaluate
+from pipelines.evaluation.report import write_report
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
 
 DEMO_COUNT = 640  # synthetic frames (70/15/15 split by the data pipeline: 96 validation, 96 test)

@@ -35,7 +35,7 @@ from pipelines.training.config import TrainConfig
 from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
                                         build_weight_average)
 from pipelines.training.tensors import batch_tensor, probability_maps
-from pipelines.training.scoring import OVERALL, SplitAccumulator, overlay_of
+from pipelines.evaluation.scoring import OVERALL, SplitAccumulator, overlay_of
 
 
 TRAIN_DATASET = "train"

@@ -86,8 +86,8 @@ def log_validation_report(model_uri: str, dataset_dir: str) -> None:
     the same path as ``jaffnet evaluate --split val --out DIR``."""
     import mlflow
 
-    from pipelines.training.evaluation import evaluate
-    from pipelines.training.report import write_report
+    from pipelines.evaluation.evaluate import evaluate
+    from pipelines.evaluation.report import write_report
 
     with tempfile.TemporaryDirectory() as tmp:
         write_report(evaluate(model_uri, dataset_dir, "val"), tmp)

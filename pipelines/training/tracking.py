@@ -17,7 +17,7 @@ from jaffnet.contract import contract_from_metadata, contract_tags
 from jaffnet.decision import rule_from_metadata
 from jaffnet.io import load_pretrained
 from pipelines import registry, storage
-from pipelines.training.calibration import CALIBRATION_KEY, CalibrationRecord
+from pipelines.evaluation.calibration import CALIBRATION_KEY, CalibrationRecord
 from pipelines.training.checkpointing import OVERLAY_DIR, read_checkpoint_metadata
 from pipelines.training.config import TrainConfig
 

@@ -28,7 +28,7 @@ def register_tiny_model(dataset_dir, name: str = MODEL_NAME, experiment: str = "
     from jaffnet.model import JAFFNet
     from pipelines import registry
     from pipelines.data.dataset import iter_samples, manifest_hash
-    from pipelines.training.scoring import score_predictions
+    from pipelines.evaluation.scoring import score_predictions
 
     torch.manual_seed(0)
     model = JAFFNet(width=0.25).eval()

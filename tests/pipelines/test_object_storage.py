@@ -171,7 +171,7 @@ def test_a_run_name_already_in_the_bucket_is_refused(trained, tracking_uri):
 def test_the_registered_model_evaluates_on_the_dataset_in_the_bucket(trained, tracking_uri, tmp_path):
     from cli.main import main
     from pipelines.data.dataset import read_manifest
-    from pipelines.training.evaluation import FRAME_COLUMNS
+    from pipelines.evaluation.evaluate import FRAME_COLUMNS
 
     pub = trained.publication
     loaded = registry.load_model(f"models:/{MODEL_NAME}@candidate")  # downloaded from the bucket

@@ -23,7 +23,7 @@ def tiny(tmp_path_factory, ray_session):
     from jaffnet.inference import build_predictor
     from jaffnet.model import JAFFNet
     from pipelines.data.dataset import iter_samples
-    from pipelines.training.scoring import score_predictions
+    from pipelines.evaluation.scoring import score_predictions
     from tests.datasets import make_tiny_dataset
 
     dataset = make_tiny_dataset(tmp_path_factory.mktemp("gate-data"), count=24, size=SIZE)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.training.evaluation import Evaluation
+from pipelines.evaluation.evaluate import Evaluation
 from serving.acceptance import SCORE_TOLERANCE, compare_verdicts
 
 RULE = {"pixel_threshold": 0.5, "image_threshold": 0.4, "min_defect_area_px": 0, "score": "smoothed_max_3x3",

@@ -58,7 +58,7 @@ def _calibrated_metadata(model, contract, dataset):
     from jaffnet.frames import predict_frames
     from jaffnet.inference import build_predictor
     from pipelines.data.dataset import iter_samples
-    from pipelines.training.scoring import score_predictions
+    from pipelines.evaluation.scoring import score_predictions
 
     samples = list(iter_samples(dataset, "val"))
     probabilities = {s.id: p for s, p in predict_frames(samples, contract, build_predictor(model, "eager"))}
@@ -112,7 +112,7 @@ def deployed(ray_session, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["resize", "tile"])
 def test_endpoint_reproduces_evaluation_per_frame_size(deployed, mode):
-    from pipelines.training.evaluation import evaluate
+    from pipelines.evaluation.evaluate import evaluate
     from serving.acceptance import compare_verdicts, evaluate_endpoint
 
     offline = evaluate(deployed["uris"][mode], deployed["dataset"], "test")

@@ -117,7 +117,8 @@ def loaded_contract_and_rule(tags: dict) -> tuple[str, float]:
 
 def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_dataset, tracking_uri, workdir):
     """64-px frames, 32-px native tiles: training crops, validation and evaluation agree."""
-    from pipelines.training import evaluate, load_config, train
+    from pipelines.evaluation.evaluate import evaluate
+    from pipelines.training import load_config, train
 
     cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "model_name=jaffnet-tiles", "experiment=tiles",
                              "grad_clip_norm=1.0", "bce_pos_weight=3", f"storage_path={workdir / 'ray_results_tiles'}"])
@@ -129,7 +130,8 @@ def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_da
 
 
 def test_the_authors_normalisation_is_trained_with_and_saved_in_the_contract(tiny_dataset, tracking_uri, workdir):
-    from pipelines.training import evaluate, load_config, train
+    from pipelines.evaluation.evaluate import evaluate
+    from pipelines.training import load_config, train
 
     cfg = load_config(None, [*TINY, "epochs=1", "normalization=authors", "model_name=jaffnet-authors-norm",
                              "experiment=authors-norm", f"storage_path={workdir / 'ray_results_authors'}"])
@@ -155,7 +157,7 @@ def test_the_checkpoint_records_how_it_was_trained(trained):
 
 
 def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset, tracking_uri):
-    from pipelines.training import evaluate
+    from pipelines.evaluation.evaluate import evaluate
 
     pub = trained.publication
     evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
@@ -191,7 +193,8 @@ def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(tiny_d
     """ema_decay: the average is validated and published; the checkpoint keeps the trained
     weights beside it, and a resumed run continues both."""
     from jaffnet.io import load_pretrained
-    from pipelines.training import evaluate, load_config, train
+    from pipelines.evaluation.evaluate import evaluate
+    from pipelines.training import load_config, train
 
     settings = [*TINY, "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
                 f"storage_path={workdir / 'ray_results_ema'}"]

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from jaffnet.decision import DecisionRule
-from pipelines.training.calibration import CONFIDENCE, RateCount, overkill_at_escape
-from pipelines.training.evaluation import FRAME_COLUMNS, Evaluation
+from pipelines.evaluation.calibration import CONFIDENCE, RateCount, overkill_at_escape
+from pipelines.evaluation.evaluate import FRAME_COLUMNS, Evaluation
 
 OVERALL = "overall"
 TARGETS = (0.0, 0.01, 0.05)  # escape-rate targets of the operating table

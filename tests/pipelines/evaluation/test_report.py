@@ -12,8 +12,8 @@ from scipy.stats import beta
 
 from jaffnet.decision import DecisionRule
 from jaffnet.metrics import image_auroc
-from pipelines.training.evaluation import FRAME_COLUMNS, Evaluation
-from pipelines.training.report import (
+from pipelines.evaluation.evaluate import FRAME_COLUMNS, Evaluation
+from pipelines.evaluation.report import (
     FILES,
     format_operating_table,
     operating_table,
@@ -220,12 +220,12 @@ def test_an_out_path_that_is_a_file_is_refused(tmp_path):
 
 def test_evaluate_out_writes_the_report_and_prints_the_table(monkeypatch, tmp_path, capsys):
     import pipelines.registry
-    import pipelines.training.evaluation
+    import pipelines.evaluation.evaluate
     from cli.main import main
 
     calls = []
     monkeypatch.setattr(pipelines.registry, "configure_tracking", lambda uri: None)
-    monkeypatch.setattr(pipelines.training.evaluation, "evaluate",
+    monkeypatch.setattr(pipelines.evaluation.evaluate, "evaluate",
                         lambda *args, **kwargs: calls.append(args) or make_evaluation(make_frames()))
     out = tmp_path / "report"
     assert main(["evaluate", "--model", "models:/jaffnet@candidate", "--data", str(tmp_path),

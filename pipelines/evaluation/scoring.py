@@ -21,7 +21,7 @@ import numpy as np
 from jaffnet.decision import DecisionRule, find_regions, image_score
 from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics
 from jaffnet.preprocess import to_rgb
-from pipelines.training.calibration import (
+from pipelines.evaluation.calibration import (
     ESCAPE_COST,
     MAX_ESCAPE_RATE,
     CalibrationRecord,
@@ -31,7 +31,7 @@ from pipelines.training.calibration import (
     frames_needed,
     overkill_at_escape,
 )
-from pipelines.training.overlays import write_overlay
+from pipelines.evaluation.overlays import write_overlay
 
 OVERALL = "overall"
 BALANCED = Objective(ESCAPE_COST, 1.0)

@@ -19,9 +19,9 @@ from typing import Any
 from jaffnet.decision import RULE_KEY, DecisionRule
 from jaffnet.io import weights_sha256
 from pipelines import registry
-from pipelines.training.calibration import CALIBRATION_KEY, CalibrationRecord, Objective
-from pipelines.training.evaluation import Evaluation, predict_split
-from pipelines.training.scoring import score_predictions
+from pipelines.evaluation.calibration import CALIBRATION_KEY, CalibrationRecord, Objective
+from pipelines.evaluation.evaluate import Evaluation, predict_split
+from pipelines.evaluation.scoring import score_predictions
 
 EXPERIMENT = "jaffnet-calibration"
 WEIGHTS_TAG = "weights_sha256"
@@ -69,7 +69,7 @@ def recalibrate(model_uri: str, dataset_dir: str | Path, split: str = "val", *, 
     import mlflow
 
     from pipelines.data.dataset import manifest_hash
-    from pipelines.training.report import write_report
+    from pipelines.evaluation.report import write_report
 
     if not str(model_uri).startswith("models:/"):
         raise ValueError(f"calibrate registers a new version of a registered model: give models:/NAME@ALIAS or "

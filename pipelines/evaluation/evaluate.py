@@ -18,7 +18,7 @@ import numpy as np
 from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
 from jaffnet.metrics import IMAGE_COLUMNS, format_table
-from pipelines.training.scoring import SplitScores, score_predictions
+from pipelines.evaluation.scoring import SplitScores, score_predictions
 
 
 FRAME_COLUMNS = ("id", "defect_class", "label", "image_score", "decision", "largest_region_px", "defect_area_px")

@@ -40,7 +40,7 @@ def test_calibrate_registers_the_same_weights_with_a_rule_for_the_target(registe
     from mlflow import MlflowClient
 
     from cli.main import main
-    from pipelines.training.evaluation import evaluate
+    from pipelines.evaluation.evaluate import evaluate
 
     out = registered["root"] / "report"
     assert main(["calibrate", "--model", "models:/recal@champion", "--data", str(registered["dataset"]),
@@ -98,8 +98,8 @@ def test_bad_targets_are_clear_errors(registered, capsys, arguments, message):
 
 
 def test_only_registered_versions_and_usable_splits_are_calibrated(registered, tmp_path):
-    from pipelines.recalibration import recalibrate
-    from pipelines.training.calibration import Objective
+    from pipelines.evaluation.recalibrate import recalibrate
+    from pipelines.evaluation.calibration import Objective
 
     objective = Objective("max_escape_rate", 0.05)
     with pytest.raises(ValueError, match="give models:/NAME@ALIAS"):

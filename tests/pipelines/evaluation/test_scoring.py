@@ -6,7 +6,7 @@ import pytest
 
 from jaffnet.metrics import SaliencyMetrics
 from jaffnet.decision import DecisionRule
-from pipelines.training.calibration import (
+from pipelines.evaluation.calibration import (
     CalibrationRecord,
     Objective,
     ThresholdCalibrator,
@@ -15,7 +15,7 @@ from pipelines.training.calibration import (
     upper_bound,
 )
 from pipelines.training.loop import owns_sample
-from pipelines.training.scoring import EndpointVerdict, score_predictions
+from pipelines.evaluation.scoring import EndpointVerdict, score_predictions
 
 
 @dataclass
@@ -175,7 +175,7 @@ def test_a_calibration_set_too_small_for_the_target_says_so():
 
 
 def test_training_falls_back_to_balanced_error_when_val_is_too_small():
-    from pipelines.training.scoring import SplitAccumulator
+    from pipelines.evaluation.scoring import SplitAccumulator
 
     samples, probs = _varied_split(24)
     accumulator = SplitAccumulator()
@@ -225,7 +225,7 @@ def _varied_split(count: int = 24) -> tuple[list[FakeSample], dict[str, np.ndarr
 @pytest.mark.parametrize("min_defect_area_px", [0, 12])
 def test_ranks_scoring_their_own_frames_then_merging_equal_one_pass(min_defect_area_px):
     """What the training loop does with 3 ranks equals scoring every frame on one (to 1e-6)."""
-    from pipelines.training.scoring import SplitAccumulator
+    from pipelines.evaluation.scoring import SplitAccumulator
 
     samples, probs = _varied_split()
     one_pass = score_predictions(probs, samples, min_defect_area_px=min_defect_area_px, objective=Objective("escape_cost", 2.0))
@@ -257,7 +257,7 @@ def test_ranks_scoring_their_own_frames_then_merging_equal_one_pass(min_defect_a
 
 
 def test_a_frame_scored_on_two_ranks_is_an_error():
-    from pipelines.training.scoring import SplitAccumulator
+    from pipelines.evaluation.scoring import SplitAccumulator
 
     samples, probs = _varied_split(2)
     first, second = SplitAccumulator(), SplitAccumulator()
