@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines import storage
-from tuning.search_space import SearchSpace, parse_search_space, space_summary
+from tuning.search_space import (SearchSpace, parse_search_space, space_summary, trial_param_space,
+                                 trial_seeds)
 from tuning.trainable import EPOCHS_DONE, TRIAL_DRIVER_RESOURCES, run_trial, trial_run_dir, trial_train_config
 from tuning.trials import TrialTable, collect_trials, merge_train_reports
 
@@ -41,6 +42,9 @@ class SearchPlan:
     space_source: str
     base_config: dict[str, Any]  # TrainConfig.to_dict() before the sampled values
     max_concurrent: int
+    # The drawn configurations and the training seeds each runs with (trials: every pair).
+    configurations: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
     tracking_uri: str = ""
     mlflow_experiment_id: str = ""
     parent_run_id: str = ""
@@ -48,6 +52,12 @@ class SearchPlan:
     @property
     def search_space(self) -> SearchSpace:
         return parse_search_space(self.space, self.space_source)
+
+    @property
+    def trial_count(self) -> int:
+        if self.configurations:
+            return len(self.configurations) * len(self.seeds)
+        return self.search_space.trial_count()  # a search planned before configurations were drawn here
 
     @property
     def train_config(self):
@@ -124,7 +134,8 @@ def plan_search(dataset_dir: str | Path, space: SearchSpace, base_cfg, *, name: 
         print(f"max_concurrent {space.max_concurrent} lowered to {max_concurrent}: that is what fits the cluster")
     return SearchPlan(name=name, experiment_path=experiment_path, dataset_dir=dataset_dir,
                       space=space.to_dict(), space_source=space.source, base_config=base_cfg.to_dict(),
-                      max_concurrent=max_concurrent)
+                      max_concurrent=max_concurrent, configurations=space.configurations(),
+                      seeds=trial_seeds(base_cfg.seed, space.repeats))
 
 
 def latest_search(storage_path: str = "ray_results") -> Path:
@@ -151,13 +162,13 @@ def run_search(plan: SearchPlan, *, stop: Any = None) -> SearchOutcome:
         plan.mlflow_experiment_id, plan.parent_run_id = experiment.experiment_id, parent.info.run_id
         plan.save()
         sampled = set(space.parameters)
-        mlflow.log_params({**space_summary(space), "search.max_concurrent": plan.max_concurrent,
+        mlflow.log_params({**space_summary(space, cfg), "search.max_concurrent": plan.max_concurrent,
                            "dataset_dir": plan.dataset_dir,
                            **{f"train.{k}": str(v) for k, v in plan.base_config.items() if k not in sampled}})
         mlflow.set_tag("tune.experiment_path", plan.experiment_path)
         tuner = tune.Tuner(
             _trainable(plan),
-            param_space=space.param_space(),
+            param_space=trial_param_space(plan.configurations, plan.seeds),
             tune_config=_tune_config(plan, space, cfg),
             run_config=tune.RunConfig(name=plan.name, storage_path=storage.split(plan.experiment_path)[0],
                                       callbacks=[_trial_runs(plan)], stop=stop),
@@ -178,8 +189,12 @@ def resume_search(experiment_path: str | Path) -> SearchOutcome:
     if not tune.Tuner.can_restore(experiment_path):
         raise SearchError(f"{experiment_path} holds no Ray Tune state to resume (the search never started)")
     plan.experiment_path = experiment_path  # the folder may have moved
+    # Tune keeps no functions of the space in its saved state: without the space again, a
+    # restarted (errored) trial would get placeholders instead of its configuration's values.
+    param_space = trial_param_space(plan.configurations, plan.seeds) if plan.configurations else None
     with mlflow.start_run(run_id=plan.parent_run_id):
-        tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(plan), resume_errored=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(plan), resume_errored=True,
+                                   param_space=param_space)
         return _finish(plan, tuner.fit())
 
 
@@ -203,8 +218,11 @@ def _tune_config(plan: SearchPlan, space: SearchSpace, cfg):
         # The concurrency bound belongs to the generator (Tune ignores
         # ``max_concurrent_trials`` next to a BasicVariantGenerator).
         search_alg=BasicVariantGenerator(random_state=space.seed, max_concurrent=plan.max_concurrent),
-        scheduler=ASHAScheduler(time_attr=EPOCHS_DONE, max_t=cfg.epochs, grace_period=min(space.grace_period,
-                                cfg.epochs), reduction_factor=space.reduction_factor),
+        # ASHA acts on each trial (each seed of a configuration) on its own; see
+        # SearchSpace.asha_grace_period for the default grace.
+        scheduler=ASHAScheduler(time_attr=EPOCHS_DONE, max_t=cfg.epochs,
+                                grace_period=space.asha_grace_period(cfg.epochs),
+                                reduction_factor=space.reduction_factor),
     )
 
 
@@ -222,21 +240,30 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     cfg = plan.train_config
     table = collect_trials(grid, cfg.best_metric, cfg.best_mode, cfg.epochs,
                            unfinished=unfinished_trials(plan.experiment_path),
-                           expected_trials=plan.search_space.trial_count())
+                           expected_trials=plan.trial_count)
     merge_train_reports(table, _train_reports(plan, table), cfg.epochs)
     finished = table.complete
     outcome = SearchOutcome(plan, table)
     _tag_trial_runs(plan, table)
     mlflow.log_text(table.format() + "\n", "trials.txt")
     mlflow.log_dict([row.to_dict() for row in table.rows], "trials.json")
+    mlflow.log_text(table.format_configurations() + "\n", "configurations.txt")
+    mlflow.log_dict([group.to_dict() for group in table.configurations()], "configurations.json")
     best = table.best()
     if not finished or best is None:
         mlflow.set_tag("tune.outcome", "interrupted" if not finished else "no successful trial")
         if not finished:
             mlflow.end_run(status="KILLED")
         return outcome
+    group = table.best_configuration()
     mlflow.log_metric(f"best_{cfg.best_metric}", best.best)
-    mlflow.set_tags({"tune.outcome": "finished", "tune.best_trial": best.trial_id})
+    mlflow.log_metric(f"best_mean_{cfg.best_metric}", group.mean)
+    if group.spread is not None:
+        mlflow.log_metric(f"best_sd_{cfg.best_metric}", group.spread)
+    if table.seed_spread() is not None:
+        mlflow.log_metric(f"seed_sd_{cfg.best_metric}", table.seed_spread())
+    mlflow.set_tags({"tune.outcome": "finished", "tune.best_trial": best.trial_id,
+                     "tune.best_configuration": str(group.configuration)})
     outcome.publication = publish_winner(plan, best)
     return outcome
 

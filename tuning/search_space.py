@@ -3,11 +3,18 @@
 ``load_search_space`` reads ``tuning/search_space.yaml`` (or a user file) and checks
 everything it can before any Ray work starts: distribution specs, dilation sets, and
 (``resolve_training``) that every sampled value is one the training config accepts.
+
+The configurations are drawn here, not by Ray (``SearchSpace.configurations``), so that
+``repeats`` can run each one with several seeds: every trial's Tune config is
+``{configuration: i, seed: s, <sampled keys>: <configuration i's values>}``
+(``trial_param_space``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -19,11 +26,20 @@ from pipelines.training.config import parse_yaml_mapping, read_yaml_file
 DEFAULT_SEARCH_SPACE = "search_space.yaml"  # packaged beside this module
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "grid")
 _LISTED = ("choice", "grid")  # distributions that list their values
+# The image-level decision rule each trial calibrates on val. Trials calibrated to different
+# rules are not comparable: with a free calibration target a trial "wins" the overkill or
+# escape metric by calibrating a rule that rejects (or passes) everything.
+DECISION_RULE_KEYS = ("calibrate_for", "calibration_target", "min_defect_area_px")
 # Keys that shape the search itself or its bookkeeping: one value for the whole search
 # (ASHA's max_t is `epochs`, the winner is picked on `best_metric`, ...).
 FIXED_PER_SEARCH = ("epochs", "best_metric", "num_workers", "cpus_per_worker", "use_gpu", "storage_path",
-                    "model_name", "experiment", "artifact_location", "max_failures", "debug_fail_once_at_epoch")
-_TOP_LEVEL_KEYS = ("num_samples", "max_concurrent", "seed", "scheduler", "parameters", "training")
+                    "model_name", "experiment", "artifact_location", "max_failures", "debug_fail_once_at_epoch",
+                    *DECISION_RULE_KEYS)
+# Trial-config keys the search adds to the sampled ones: which configuration a trial runs
+# (not a training key) and its training seed (the base config's seed + 0..repeats-1).
+CONFIGURATION = "configuration"
+SEED = "seed"
+_TOP_LEVEL_KEYS = ("num_samples", "repeats", "max_concurrent", "seed", "scheduler", "parameters", "training")
 _SCHEDULER_KEYS = ("grace_period", "reduction_factor")
 
 
@@ -50,6 +66,15 @@ class Parameter:
         low, high = self.values
         return tune.loguniform(low, high) if self.distribution == "loguniform" else tune.uniform(low, high)
 
+    def draw(self, rng) -> Any:
+        """One value (not for ``grid``) from a numpy ``Generator``."""
+        if self.distribution == "choice":
+            return self.values[int(rng.integers(len(self.values)))]
+        low, high = self.values
+        if self.distribution == "loguniform":
+            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        return float(rng.uniform(low, high))
+
     def describe(self) -> str:
         if self.distribution in _LISTED:
             return f"{self.distribution} of " + ", ".join(str(v) for v in self.values)
@@ -60,25 +85,67 @@ class Parameter:
 class SearchSpace:
     parameters: dict[str, Parameter]
     num_samples: int = 8
+    repeats: int = 1  # runs of each configuration, with seeds base seed + 0..repeats-1
     max_concurrent: int | None = None
-    seed: int | None = 0
-    grace_period: int = 1
+    seed: int | None = 0  # draws the configurations (not a training seed)
+    grace_period: int | None = None  # None: a quarter of the epochs (``asha_grace_period``)
     reduction_factor: int = 2
     training: dict[str, Any] = field(default_factory=dict)
     source: str = DEFAULT_SEARCH_SPACE
 
     def param_space(self) -> dict[str, Any]:
-        """Ray Tune's ``param_space``: one distribution per sampled key."""
+        """The space as Ray Tune distributions, one per sampled key (for inspection; the search
+        itself runs ``trial_param_space`` over the drawn ``configurations``)."""
         return {key: parameter.to_tune() for key, parameter in self.parameters.items()}
 
-    def trial_count(self) -> int:
-        """Trials the search makes: ``num_samples`` times every grid combination."""
+    def configuration_count(self) -> int:
+        """``num_samples`` times every grid combination."""
         return self.num_samples * math.prod(len(p.values) for p in self.parameters.values() if p.distribution == "grid")
+
+    def trial_count(self) -> int:
+        """Trials the search makes: every configuration ``repeats`` times."""
+        return self.configuration_count() * self.repeats
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """The configurations the search tries, drawn with ``seed``: for each of
+        ``num_samples`` draws, every grid combination (in the listed order), with the other
+        keys drawn afresh for each, as Ray's own variant generator does."""
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        grids = [p for p in self.parameters.values() if p.distribution == "grid"]
+        drawn = []
+        for _ in range(self.num_samples):
+            for combination in itertools.product(*(p.values for p in grids)):
+                fixed = dict(zip((p.key for p in grids), combination))
+                drawn.append({key: _json_value(fixed[key] if key in fixed else p.draw(rng))
+                              for key, p in self.parameters.items()})
+        return drawn
+
+    def asha_grace_period(self, epochs: int) -> int:
+        """Epochs every trial runs before ASHA may stop it: the file's ``grace_period`` (at
+        most ``epochs``), else a quarter of the epochs, at least 1.
+
+        Why a quarter: the training loop's cosine schedule has no warmup, so the first
+        epochs run at peak learning rate and their validation metrics are mostly noise;
+        one epoch (Ray's default grace) ranks trials by that noise. Ray's ASHA examples use
+        about a tenth of ``max_t`` for long runs; the searches here are short (a few to a
+        few tens of epochs), where a tenth is one or two epochs, so a quarter is used. With
+        ``reduction_factor`` 2 it still stops half the trials at a quarter of their budget.
+        """
+        if self.grace_period is not None:
+            return min(self.grace_period, epochs)
+        return max(1, epochs // 4)
+
+    def describe_grace(self, epochs: int) -> str:
+        how = "set in the search file" if self.grace_period is not None else f"default: a quarter of {epochs}"
+        return f"grace {self.asha_grace_period(epochs)} epoch(s) ({how})"
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML layout (so a saved search reloads with ``parse_search_space``)."""
         return {
             "num_samples": self.num_samples,
+            "repeats": self.repeats,
             "max_concurrent": self.max_concurrent,
             "seed": self.seed,
             "scheduler": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
@@ -89,7 +156,7 @@ class SearchSpace:
 
 
 def load_search_space(path: str | Path | None = None, *, num_samples: int | None = None,
-                      max_concurrent: int | None = None) -> SearchSpace:
+                      max_concurrent: int | None = None, repeats: int | None = None) -> SearchSpace:
     """The packaged default (``path=None``) or a YAML file, with command-line overrides."""
     if path is None:
         source = DEFAULT_SEARCH_SPACE
@@ -101,6 +168,8 @@ def load_search_space(path: str | Path | None = None, *, num_samples: int | None
         values["num_samples"] = num_samples
     if max_concurrent is not None:
         values["max_concurrent"] = max_concurrent
+    if repeats is not None:
+        values["repeats"] = repeats
     return parse_search_space(values, source)
 
 
@@ -122,9 +191,11 @@ def parse_search_space(values: dict[str, Any], source: str = "search space") -> 
     return SearchSpace(
         parameters={key: _parse_parameter(key, spec, source) for key, spec in parameters.items()},
         num_samples=_positive_int(values.get("num_samples", 8), "num_samples", source),
+        repeats=_positive_int(values.get("repeats", 1), "repeats", source),
         max_concurrent=None if max_concurrent is None else _positive_int(max_concurrent, "max_concurrent", source),
         seed=None if values.get("seed") is None else _int(values["seed"], "seed", source),
-        grace_period=_positive_int(scheduler.get("grace_period", 1), "scheduler.grace_period", source),
+        grace_period=None if scheduler.get("grace_period") is None
+        else _positive_int(scheduler["grace_period"], "scheduler.grace_period", source),
         reduction_factor=_reduction_factor(scheduler.get("reduction_factor", 2), source),
         training=dict(training),
         source=source,
@@ -155,8 +226,17 @@ def resolve_training(space: SearchSpace, train_config: str | Path | None = None,
         where = f"{space.source}: parameters.{parameter.key}"
         if parameter.key not in fields:
             raise SearchSpaceError(f"{where}: not a training-config key{did_you_mean(parameter.key, fields)}")
+        if parameter.key in DECISION_RULE_KEYS:
+            raise SearchSpaceError(
+                f"{where}: {parameter.key!r} is part of the decision rule, fixed for a whole search: trials "
+                "calibrated to different rules are not comparable (one could win by rejecting everything); "
+                "set it for every trial with --set or the training block")
         if parameter.key in FIXED_PER_SEARCH:
             raise SearchSpaceError(f"{where}: {parameter.key!r} is fixed for a whole search; set it with --set")
+        if parameter.key == SEED:
+            raise SearchSpaceError(f"{where}: the training seed is not a search parameter (a search over seeds "
+                                   "picks a lucky one); run each configuration with several seeds with --repeats N "
+                                   "(or `repeats:`)")
         kinds = _value_types(fields[parameter.key].annotation)
         if parameter.distribution not in _LISTED and float not in kinds:
             raise SearchSpaceError(f"{where}: {parameter.distribution} samples floats but {parameter.key!r} takes "
@@ -167,6 +247,57 @@ def resolve_training(space: SearchSpace, train_config: str | Path | None = None,
             except ValueError as exc:
                 raise SearchSpaceError(f"{where}: value {value!r} is rejected by the training config: {exc}") from exc
     return base
+
+
+def trial_seeds(base_seed: int, repeats: int) -> list[int]:
+    """The training seeds of a configuration's runs. Every configuration gets the same ones,
+    so configurations are compared on the same batch orders and initialisations."""
+    return [base_seed + repeat for repeat in range(repeats)]
+
+
+class FromConfiguration:
+    """A Tune ``sample_from`` function: a trial's value of ``key`` is that of the
+    configuration it runs. Tune calls it with the trial's config (Ray's own variant
+    generator, outside Tune, passes the whole spec). Tune does not save the functions of a
+    space: ``resume_search`` passes the space again."""
+
+    def __init__(self, key: str, configurations: Sequence[dict[str, Any]]):
+        self.key, self.configurations = key, list(configurations)
+
+    def __call__(self, config) -> Any:
+        config = config["config"] if "config" in config else config
+        return self.configurations[config[CONFIGURATION]][self.key]
+
+
+def trial_param_space(configurations: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Ray Tune's ``param_space``: a grid of configuration index x seed, each trial taking
+    its configuration's values. Tune expands the first key fastest: every configuration
+    runs with the first seed, then every configuration with the second, ..."""
+    from ray import tune
+
+    keys = sorted({key for configuration in configurations for key in configuration})
+    return {CONFIGURATION: tune.grid_search(list(range(len(configurations)))),
+            SEED: tune.grid_search(list(seeds)),
+            **{key: tune.sample_from(FromConfiguration(key, configurations)) for key in keys}}
+
+
+def describe_metric(cfg) -> str:
+    """The search metric as a summary states it: direction, and the operating point it is
+    measured at (``val_overkill_at_escape`` compares models at one escape target)."""
+    text = f"{cfg.best_metric} ({cfg.best_mode})"
+    if cfg.best_metric == "val_overkill_at_escape":
+        return f"{text} at val escape rate <= {cfg.metric_escape_target:.2%}"
+    if cfg.best_metric in ("val_overkill_rate", "val_escape_rate"):
+        return f"{text} at each trial's calibrated rule: {cfg.objective().describe()}"
+    return text
+
+
+def _json_value(value: Any) -> Any:
+    """Tuples (dilation sets) as lists, numpy scalars as Python numbers: TrainConfig and
+    JSON take those."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value.item() if hasattr(value, "item") else value
 
 
 def _value_types(annotation: Any) -> tuple[type, ...]:
@@ -243,8 +374,13 @@ def _reduction_factor(value: Any, source: str) -> int:
     return value
 
 
-def space_summary(space: SearchSpace) -> dict[str, Any]:
-    """Flat, loggable description of the search (MLflow parent-run params)."""
+def space_summary(space: SearchSpace, cfg) -> dict[str, Any]:
+    """Flat, loggable description of the search (MLflow parent-run params); ``cfg``: the
+    base training config (the ASHA grace and the metric's escape target depend on it)."""
     summary = {f"search.{p.key}": p.describe() for p in space.parameters.values()}
     summary.update({f"search.{k}": v for k, v in asdict(space).items() if k not in ("parameters", "training", "source")})
+    summary.update({"search.grace_period": space.asha_grace_period(cfg.epochs), "search.metric": describe_metric(cfg),
+                    "search.seeds": str(trial_seeds(cfg.seed, space.repeats))})
+    if cfg.best_metric == "val_overkill_at_escape":
+        summary["search.escape_target"] = cfg.metric_escape_target
     return summary

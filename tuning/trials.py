@@ -1,13 +1,16 @@
-"""The trial table: each trial's sampled values, best metric, epochs run and status."""
+"""The trial table: each trial's sampled values, seed, best metric, epochs run and status;
+and the configuration table: each configuration's runs (one per seed) and their mean."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuning.search_space import CONFIGURATION, SEED
 from tuning.trainable import EPOCHS_DONE
 
 COMPLETED = "completed"  # ran every epoch
@@ -44,16 +47,97 @@ class TrialTable:
         """Every trial of the search exists and has ended (completed, stopped or failed)."""
         return len(self.rows) >= self.expected_trials and all(row.status != UNFINISHED for row in self.rows)
 
-    def best(self) -> TrialRow | None:
-        """The trial with the best metric among those that did not fail."""
-        scored = [row for row in self.rows if row.status != ERROR and row.best is not None]
+    def configurations(self) -> list[ConfigurationRow]:
+        """The trials grouped by the configuration they ran (a trial without a
+        ``configuration`` value, from a search made before repeats, is its own)."""
+        groups: dict[Any, ConfigurationRow] = {}
+        for row in self.rows:
+            key = row.params.get(CONFIGURATION, row.trial_id)
+            params = {k: v for k, v in row.params.items() if k not in (CONFIGURATION, SEED)}
+            groups.setdefault(key, ConfigurationRow(key, params)).trials.append(row)
+        for group in groups.values():
+            group.trials.sort(key=lambda row: row.params.get(SEED) or 0)  # by seed
+        ordered = list(groups.values())  # by trial id, for trials without a configuration index
+        if all(isinstance(group.configuration, int) for group in ordered):
+            ordered.sort(key=lambda group: group.configuration)
+        return ordered
+
+    def best_configuration(self) -> ConfigurationRow | None:
+        """The configuration with the best mean metric over its runs, among those whose every
+        run ended without an error and measured the metric. Picked by the mean, not by its
+        best run: the spread between seeds is larger than many configuration differences."""
+        scored = [group for group in self.configurations() if group.eligible]
         if not scored:
             return None
         pick = min if self.mode == "min" else max
-        return pick(scored, key=lambda row: row.best)
+        return pick(scored, key=lambda group: group.mean)
+
+    def best(self) -> TrialRow | None:
+        """The trial to register: the best run of the best configuration (with one run per
+        configuration, the trial with the best metric among those that did not fail)."""
+        group = self.best_configuration()
+        if group is None:
+            return None
+        pick = min if self.mode == "min" else max
+        return pick(group.scored, key=lambda row: row.best)
+
+    def seed_spread(self) -> float | None:
+        """Run-to-run spread: the median over configurations of the standard deviation of the
+        metric between their seeds (None without a configuration run twice)."""
+        spreads = [group.spread for group in self.configurations() if group.spread is not None]
+        return statistics.median(spreads) if spreads else None
+
+    def repeated(self) -> bool:
+        return any(len(group.trials) > 1 for group in self.configurations())
 
     def format(self) -> str:
         return format_trial_table(self.rows, self.metric)
+
+    def format_configurations(self) -> str:
+        return format_configuration_table(self.configurations(), self.metric)
+
+
+@dataclass
+class ConfigurationRow:
+    """One configuration and its runs (trials with the same values, different seeds)."""
+
+    configuration: Any
+    params: dict[str, Any]  # the configuration's values, without seed
+    trials: list[TrialRow] = field(default_factory=list)
+
+    @property
+    def scored(self) -> list[TrialRow]:
+        return [row for row in self.trials if row.status != ERROR and row.best is not None]
+
+    @property
+    def values(self) -> list[float]:
+        """Each scored run's best metric (a run ASHA stopped counts with the best it reached)."""
+        return [row.best for row in self.scored]
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [row.params.get(SEED) for row in self.trials]
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def spread(self) -> float | None:
+        """Sample standard deviation between the runs (None with fewer than two)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def eligible(self) -> bool:
+        """Every run ended (no error, not unfinished) and measured the metric."""
+        return bool(self.trials) and all(row.status not in (ERROR, UNFINISHED) and row.best is not None
+                                         for row in self.trials)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {CONFIGURATION: self.configuration, **self.params, "seeds": self.seeds, "values": self.values,
+                "mean": self.mean, "sd": self.spread, "runs": len(self.trials), "eligible": self.eligible,
+                "trial_ids": [row.trial_id for row in self.trials],
+                "statuses": [row.status for row in self.trials]}
 
 
 def collect_trials(results: Sequence[Any], metric: str, mode: str, max_epochs: int,
@@ -108,13 +192,36 @@ def merge_train_reports(table: TrialTable, reports: dict[str, list[dict[str, Any
 
 
 def format_trial_table(rows: Sequence[TrialRow], metric: str) -> str:
-    param_keys = sorted({key for row in rows for key in row.params})
+    param_keys = _ordered_keys({key for row in rows for key in row.params})
     header = ["trial", *param_keys, f"best {metric}", "best epoch", "epochs", "status"]
     body = [
         [row.trial_id, *(_cell(row.params.get(key)) for key in param_keys), _cell(row.best),
          _cell(row.best_epoch), str(row.epochs_run), row.status + (f": {row.error}" if row.error else "")]
         for row in rows
     ]
+    return _layout(header, body)
+
+
+def format_configuration_table(groups: Sequence[ConfigurationRow], metric: str) -> str:
+    param_keys = sorted({key for group in groups for key in group.params})
+    header = ["configuration", *param_keys, "seeds", f"mean {metric}", "sd", "runs", "epochs", "statuses"]
+    body = []
+    for group in groups:
+        statuses = [row.status for row in group.trials]
+        body.append([str(group.configuration), *(_cell(group.params.get(key)) for key in param_keys),
+                     _cell(group.seeds), _cell(group.mean), _cell(group.spread),
+                     f"{len(group.values)}/{len(group.trials)}", _cell([row.epochs_run for row in group.trials]),
+                     ", ".join(f"{statuses.count(status)} {status}" for status in dict.fromkeys(statuses))])
+    return _layout(header, body)
+
+
+def _ordered_keys(keys: Collection[str]) -> list[str]:
+    """Configuration and seed first, then the sampled keys by name."""
+    first = [key for key in (CONFIGURATION, SEED) if key in keys]
+    return first + sorted(set(keys) - set(first))
+
+
+def _layout(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]]
     lines.insert(1, "-" * len(lines[0]))

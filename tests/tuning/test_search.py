@@ -70,6 +70,8 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     out = capsys.readouterr().out
     assert code == 0, out
     assert "stopped early" in out and "registered models:/jaffnet/1 with alias candidate, champion" in out
+    assert "3 configurations x 1 seed(s) (0) = 3 trials" in out
+    assert "over 2 epochs, grace 1 epoch(s) (set in the search file)" in out and "search metric: val_mae (min)" in out
 
     client = MlflowClient(tracking_uri)
     parent = client.search_runs(["1"], filter_string="attributes.run_name = 'search'")[0]
@@ -78,13 +80,20 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     assert sum(row["status"] == "stopped early" and row["epochs_run"] < 2 for row in rows) >= 1
     winner = min(rows, key=lambda row: row["best"])
     assert winner["lr"] == 0.01 and winner["epochs_run"] == 2
+    # Each trial records its configuration (in grid order) and its training seed.
+    assert sorted((row["configuration"], row["lr"], row["seed"]) for row in rows) == [
+        (0, 0.01, 0), (1, 1e-7, 0), (2, 1e-7, 0)]
+    groups = json.loads(Path(client.download_artifacts(parent.info.run_id, "configurations.json",
+                                                       str(tmp_path))).read_text())
+    by_configuration = sorted(rows, key=lambda row: row["configuration"])
+    assert [group["values"] for group in groups] == [[row["best"]] for row in by_configuration]
 
     # One nested run per trial, with the trial's params and one metric point per epoch run.
     trials = nested_runs(client, parent.info.run_id)
     assert set(trials) == {row["trial_id"] for row in rows}
     for row in rows:
         run = trials[row["trial_id"]]
-        assert run.data.params == {k: str(row[k]) for k in ("lr", "w_iou", "dilation_rates")}
+        assert run.data.params == {k: str(row[k]) for k in ("configuration", "seed", "lr", "w_iou", "dilation_rates")}
         history = client.get_metric_history(run.info.run_id, "val_mae")
         assert [m.step for m in history] == list(range(row["epochs_run"]))
         assert run.data.tags["tune.status"] == row["status"]
@@ -95,6 +104,7 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     assert version.run_id == trials[winner["trial_id"]].info.run_id
     assert client.get_run(version.run_id).data.params["dilation_rates"] == str(winner["dilation_rates"])
     assert version.tags["tune.trial_id"] == winner["trial_id"] and version.tags["param.lr"] == "0.01"
+    assert version.tags["param.seed"] == "0"
 
     from pipelines.registry import load_model
 
@@ -125,7 +135,8 @@ class CtrlCOnce(Stopper):
 
 def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, tracking_uri, tmp_path):
     """Trial 0 is interrupted after epoch 1 and resumes from its checkpoint; trial 1 fails
-    (batch larger than the train split) without ending the search."""
+    (batch larger than the train split) without ending the search. The search optimises
+    the line's metric, overkill at a stated escape target (val holds good and defective frames)."""
     from mlflow import MlflowClient
 
     from tuning.search import plan_search, resume_search, run_search
@@ -133,7 +144,8 @@ def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, trackin
 
     path = tmp_path / "space.yaml"
     path.write_text("num_samples: 1\nmax_concurrent: 1\nparameters:\n  batch_size: {grid: [2, 64]}\n"
-                    + TINY_TRAINING.replace("  batch_size: 2\n", ""))
+                    + TINY_TRAINING.replace("  batch_size: 2\n", "")
+                    .replace("best_metric: val_mae", "best_metric: val_overkill_at_escape"))
     space = load_search_space(path)
     base = resolve_training(space, overrides=["epochs=2", f"storage_path={tmp_path / 'ray_results'}"])
     plan = plan_search(dataset, space, base, name="resumable")
@@ -148,7 +160,9 @@ def test_interrupted_search_resumes_and_survives_a_failed_trial(dataset, trackin
     by_batch = {row.params["batch_size"]: row for row in second.table.rows}
     assert by_batch[2].status == "completed" and by_batch[2].epochs_run == 2
     assert by_batch[64].status == "error" and "no full batch" in by_batch[64].error
+    assert second.table.metric == "val_overkill_at_escape" and 0 <= by_batch[2].best <= 1
     assert second.publication.version == "1"
+    assert client.get_run(plan.parent_run_id).data.params["search.escape_target"] == "0.05"
 
     # Same parent run, no duplicate trial runs; trial 0's epochs split over both attempts.
     trials = nested_runs(client, plan.parent_run_id)

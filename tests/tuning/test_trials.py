@@ -1,3 +1,5 @@
+import math
+import statistics
 from types import SimpleNamespace
 
 import pandas as pd
@@ -92,3 +94,56 @@ def test_epochs_only_the_trainer_reported_count():
     merge_train_reports(table, {"t1": [{"epoch": 1, "val_mae": 0.3}, {"epoch": 0, "val_mae": 0.5}]}, max_epochs=2)
     t1 = table.rows[1]
     assert (t1.status, t1.epochs_run, t1.best, t1.best_epoch) == (COMPLETED, 2, 0.3, 1)
+
+
+def repeated_results():
+    """Configuration 0: best single run (0.05) but a poor mean; configuration 1: the best
+    mean; configuration 2: one repeat failed."""
+    runs = [(0, 0, [0.3, 0.05]), (1, 0, [0.2, 0.12]), (2, 0, [0.01]),
+            (0, 1, [0.4, 0.35]), (1, 1, [0.15, 0.14]), (2, 1, None)]
+    return [fake_result(f"t{i}", {"configuration": c, "seed": s, "lr": 10.0 ** -(c + 2)}, maes or [],
+                        error=RuntimeError("diverged") if maes is None else None)
+            for i, (c, s, maes) in enumerate(runs)]
+
+
+def test_the_best_configuration_is_picked_by_its_mean_over_seeds():
+    table = collect_trials(repeated_results(), "val_mae", "min", max_epochs=2, expected_trials=6)
+    groups = {group.configuration: group for group in table.configurations()}
+    assert list(groups) == [0, 1, 2] and table.repeated()
+    assert groups[0].seeds == [0, 1] and groups[0].params == {"lr": 0.01}
+    assert groups[0].mean == pytest.approx(0.2) and groups[0].spread == pytest.approx(0.2121, abs=1e-4)
+    assert groups[1].mean == pytest.approx(0.13) and groups[1].eligible
+    # A configuration with a failed run is reported but cannot win, whatever its other run scored.
+    assert groups[2].values == [0.01] and not groups[2].eligible
+    assert table.best_configuration().configuration == 1
+    assert table.best().trial_id == "t1"  # the winning configuration's best run is registered
+    assert table.seed_spread() == pytest.approx(statistics.median([groups[0].spread, groups[1].spread]))
+
+    lines = table.format_configurations().splitlines()
+    assert lines[0].split() == ["configuration", "lr", "seeds", "mean", "val_mae", "sd", "runs", "epochs", "statuses"]
+    assert lines[3].split()[:5] == ["1", "0.001", "0,1", "0.13", "0.01414"]
+    assert lines[4].endswith("1 stopped early, 1 error")
+    # The trial table leads with configuration and seed.
+    assert table.format().splitlines()[0].split()[:4] == ["trial", "configuration", "seed", "lr"]
+    assert table.configurations()[1].to_dict()["values"] == [0.12, 0.14]
+
+
+def test_trials_without_a_configuration_are_their_own():
+    table = collect_trials(RESULTS, "val_mae", "min", max_epochs=3, expected_trials=3)
+    assert [group.configuration for group in table.configurations()] == ["t0", "t1", "t2"]
+    assert not table.repeated() and table.seed_spread() is None
+
+
+def test_a_metric_never_measured_gives_no_winner():
+    # val_overkill_at_escape is NaN in every epoch where val lacks good or defective frames.
+    table = collect_trials([fake_result("a", {}, [float("nan"), float("nan")])], "val_mae", "min", max_epochs=2)
+    assert table.rows[0].best is None and table.best() is None
+
+
+def test_tune_gets_the_search_metric_in_every_report():
+    from tuning.trainable import tune_metrics
+
+    reported = tune_metrics({"epoch": 0, "val_mae": 0.2}, "val_overkill_at_escape")
+    assert reported["epochs_done"] == 1 and math.isnan(reported["val_overkill_at_escape"])
+    assert tune_metrics({"epoch": 2, "val_overkill_at_escape": 0.25}, "val_overkill_at_escape") == {
+        "epoch": 2, "val_overkill_at_escape": 0.25, "epochs_done": 3}
