@@ -9,7 +9,7 @@ import sys
 import time
 
 from jaffnet.contract import INPUT_MULTIPLE, check_image_size
-from pipelines.cli_options import add_tracking_uri
+from pipelines.cli_options import add_tracking_uri, positive_int
 
 DEFAULT_BENCH_SIZE = 256  # the paper's FPS figure is at 256x256
 CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": (1, 8), "iters": 2,
@@ -54,7 +54,7 @@ def _add_calibrate(subparsers) -> None:
     calibrate.add_argument("--promote", action="store_true", help="move the champion alias to the new version")
     calibrate.add_argument("--out", metavar="DIR", help="also write the calibration split's report here "
                                                         "(frames.csv, curves, operating table)")
-    calibrate.add_argument("--batch-size", type=_positive_int, default=8, help="model inputs per forward")
+    calibrate.add_argument("--batch-size", type=positive_int, default=8, help="model inputs per forward")
     add_tracking_uri(calibrate)
     calibrate.set_defaults(func=calibrate_command)
 
@@ -75,12 +75,12 @@ def _add_export(subparsers) -> None:
     export.add_argument("--format", default="onnx", choices=("onnx", "int8"), help="export format (default: onnx)")
     export.add_argument("--out", required=True, metavar="PATH",
                         help="onnx: the file to write, e.g. jaffnet.onnx; int8: a new or empty folder")
-    export.add_argument("--calibration-frames", type=_positive_int, metavar="N",
+    export.add_argument("--calibration-frames", type=positive_int, metavar="N",
                         help="int8: training-split frames to calibrate on (default 300)")
     export.add_argument("--data", metavar="DATASET",
                         help="int8: the model's training dataset, if not where its run recorded it (its manifest "
                              "hash must match the one recorded with the model)")
-    export.add_argument("--threads", type=_positive_int, help="int8: CPU threads for the gate's predictors")
+    export.add_argument("--threads", type=positive_int, help="int8: CPU threads for the gate's predictors")
     export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
                         help="int8: modules kept float32 (default: only encoder.stem if that passes the gate on "
                              "the validation split; else that scheme with NNCF accuracy control, which restores the "
@@ -373,25 +373,15 @@ def _fail(message: str) -> int:
 
 
 def _positive_multiple_of_32(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     try:
         return check_image_size(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value} is not a multiple of {INPUT_MULTIPLE}") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def _int_list(text: str) -> list[int]:
-    return [_positive_int(part) for part in text.split(",") if part.strip()]
+    return [positive_int(part) for part in text.split(",") if part.strip()]
 
 
 def _size_list(text: str) -> list[int]:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipelines.cli_options import add_tracking_uri
+from pipelines.cli_options import add_tracking_uri, positive_int
 
 LATEST = "latest"
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (1: one run per configuration), got {value}")
-    return value
 
 
 def add_commands(subparsers, bench_subparsers) -> None:
@@ -32,7 +21,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="fix one training-config key for every trial (repeatable), e.g. --set epochs=4")
     tune.add_argument("--num-samples", type=int, help="configurations to draw (default from the search file)")
-    tune.add_argument("--repeats", type=_at_least_one, metavar="N",
+    tune.add_argument("--repeats", type=positive_int, metavar="N",
                       help="run each configuration N times, with training seeds seed..seed+N-1, and pick the best "
                            "configuration by its mean (default from the search file: 1)")
     tune.add_argument("--max-concurrent", type=int,
