@@ -182,8 +182,6 @@ def resume_search(experiment_path: str | Path) -> SearchOutcome:
     import mlflow
     from ray import tune
 
-    from pipelines import registry
-
     experiment_path = storage.resolve(experiment_path)
     plan = SearchPlan.load(experiment_path)
     if not tune.Tuner.can_restore(experiment_path):
