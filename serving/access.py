@@ -85,7 +85,7 @@ PUBLIC = frozenset()
 @dataclass(frozen=True)
 class Rule:
     roles: frozenset[str]  # empty: public
-    cookie: bool = False  # the operator page's session may be used (GETs the page makes, <img src> included)
+    cookie: bool = False  # the operator page's session may be used (its GETs, <img src> included, and reviews)
     image_read: bool = False  # counts against image_reads_per_min
     page: bool = False  # a browser without credentials is sent to the sign-in page
     audit: bool = True  # public static files and /healthz are not audited (no data, polled often)
@@ -101,6 +101,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/decisions/{request_id}/frame.png"): Rule(READERS, cookie=True, image_read=True),
     ("GET", "/v1/decisions/{request_id}/mask.png"): Rule(READERS, cookie=True, image_read=True),
     ("GET", "/v1/decisions/{request_id}/overlay.png"): Rule(READERS, cookie=True, image_read=True),
+    # The page's review queue posts with its session: SameSite=Strict, the Origin check and the JSON-only
+    # body (no cross-site form can send one) keep other sites' pages out.
+    ("POST", "/v1/decisions/{request_id}/review"): Rule(READERS, cookie=True),
+    ("GET", "/v1/line-quality"): Rule(READERS, cookie=True),
     ("GET", "/"): Rule(READERS, cookie=True, page=True),
     ("POST", "/v1/session"): Rule(READERS),  # sign in: the key in the header, a cookie back
     ("DELETE", "/v1/session"): Rule(PUBLIC),  # sign out: clears the cookie, reveals nothing

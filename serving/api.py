@@ -36,6 +36,7 @@ from serving.errors import InspectionError, error_response
 from serving.metrics import InspectionMetrics
 from serving.operator_page import router as operator_page_router
 from serving.postprocess import encode_probability, mask_to_png_base64
+from serving.reviews import router as reviews_router
 from serving.schemas import INSPECT_ERRORS, Health, InspectionReply, ModelCard
 from serving.upload import read_frame_bytes
 
@@ -44,6 +45,7 @@ api = FastAPI(
     description=f"Post one frame ({', '.join(SUPPORTED_FORMATS)}; grayscale or colour) to /v1/inspect.",
 )
 api.include_router(decisions_router)  # GET /v1/decisions... (serving.decisions)
+api.include_router(reviews_router)  # reviews and the line's quality (serving.reviews)
 api.include_router(operator_page_router)  # the operator page at / (serving.operator_page)
 api.include_router(session_router)  # the page's sign-in and sign-out (serving.access)
 api.add_middleware(AccessMiddleware)  # before every route: who, which route, how often (serving.access)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 logger = logging.getLogger("ray.serve")
 
 DATABASE_FILE = "decisions.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the reviews table (serving.reviews)
 # Ids as the service makes them (uuid4 hex) and a client's own x-request-id, within reason. Checked
 # with fullmatch: `$` alone would let a trailing newline through.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -66,7 +66,20 @@ CREATE TABLE IF NOT EXISTS frames (
     frame_png BLOB NOT NULL,
     mask_png BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reviews (
+    seq INTEGER PRIMARY KEY,
+    source TEXT NOT NULL CHECK (source IN ('review', 'escape')),
+    verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG')),
+    agrees INTEGER NOT NULL,
+    regions TEXT NOT NULL,
+    note TEXT,
+    reviewer_key_id TEXT, reviewer_role TEXT,
+    ts REAL NOT NULL,
+    escape_reported INTEGER NOT NULL DEFAULT 0
+);
 """
+# One review per decision (seq): a later review replaces it (the audit log keeps who posted each).
+_REVIEWS_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS reviews"):]
 
 
 class DecisionLogSettings(BaseModel):
@@ -109,6 +122,22 @@ class PendingDecision:
 
 
 @dataclass(frozen=True)
+class StoredReview:
+    """An operator's verdict on a logged decision (``source`` review), or a defect found later down
+    the line on a part the decision passed (``source`` escape)."""
+
+    source: str
+    verdict: str
+    agrees: bool  # the verdict is the model's decision
+    regions: list[dict]  # {"x","y","width","height"} boxes of the defect (NG only)
+    note: str | None
+    reviewer_key_id: str | None  # the key's public id (None: a service without keys)
+    reviewer_role: str | None
+    ts: float
+    escape_reported: bool = False  # a defect was found later on this part (an operator's OK corrected, or no review)
+
+
+@dataclass(frozen=True)
 class StoredDecision:
     seq: int
     request_id: str
@@ -121,6 +150,12 @@ class StoredDecision:
     image_score: float
     reply: dict[str, Any]
     has_frame: bool
+    review: StoredReview | None = None
+
+    @property
+    def sample_rate(self) -> float:
+        """The probability that retention kept this frame (1 for records made before sampling)."""
+        return float(self.reply.get("kept", {}).get("sample_rate", 1.0))
 
 
 class StoreObserver:
@@ -345,6 +380,7 @@ class DecisionLog:
         count, size = connection.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM decisions WHERE seq <= ?",
                                          (seq,)).fetchone()
         connection.execute("DELETE FROM frames WHERE seq <= ?", (seq,))
+        connection.execute("DELETE FROM reviews WHERE seq <= ?", (seq,))
         connection.execute("DELETE FROM decisions WHERE seq <= ?", (seq,))
         self._count -= count
         self._bytes -= size
@@ -386,22 +422,29 @@ class DecisionReader:
     def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise FileNotFoundError(f"no decision log at {self.path}")
-        return read_only(self.path)
+        connection = read_only(self.path)
+        # A log written before reviews existed (schema 1) has no reviews table until the writer next
+        # opens it: an empty temporary one lets every query join it meanwhile.
+        if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone() is None:
+            connection.execute(_REVIEWS_TABLE.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+        return connection
 
     def exists(self) -> bool:
         return self.path.is_file()
 
     def page(self, *, line: str | None = None, decision: str | None = None, since: float | None = None,
-             until: float | None = None, before_seq: int | None = None, limit: int = 50) -> list[StoredDecision]:
-        """Newest first; ``before_seq`` continues a page (the cursor)."""
-        where, values = _filters(line=line, decision=decision, since=since, until=until, before_seq=before_seq)
-        sql = f"SELECT {_COLUMNS} FROM decisions{where} ORDER BY seq DESC LIMIT ?"
+             until: float | None = None, before_seq: int | None = None, reviewed: bool | None = None,
+             disagrees: bool | None = None, limit: int = 50) -> list[StoredDecision]:
+        """Newest first; ``before_seq`` continues a page (the cursor). ``disagrees`` implies reviewed."""
+        where, values = _filters(line=line, decision=decision, since=since, until=until, before_seq=before_seq,
+                                 reviewed=reviewed, disagrees=disagrees)
+        sql = f"SELECT {_COLUMNS} FROM {_JOINED}{where} ORDER BY d.seq DESC LIMIT ?"
         with closing(self._connect()) as connection:
             return [_stored(row) for row in connection.execute(sql, (*values, limit))]
 
     def get(self, request_id: str) -> StoredDecision | None:
         with closing(self._connect()) as connection:
-            row = connection.execute(f"SELECT {_COLUMNS} FROM decisions WHERE request_id = ?",
+            row = connection.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE d.request_id = ?",
                                      (request_id,)).fetchone()
         return None if row is None else _stored(row)
 
@@ -420,8 +463,8 @@ class DecisionReader:
                     line: str | None = None) -> Iterator[tuple[StoredDecision, bytes]]:
         """Oldest first, every record that kept its frame, with the frame PNG (one row at a time)."""
         where, values = _filters(line=line, since=since, until=until)
-        sql = (f"SELECT {_COLUMNS}, frames.frame_png FROM decisions JOIN frames USING (seq){where} "
-               "ORDER BY seq")
+        sql = (f"SELECT {_COLUMNS}, frames.frame_png FROM {_JOINED} JOIN frames ON frames.seq = d.seq{where} "
+               "ORDER BY d.seq")
         with closing(self._connect()) as connection:
             for row in connection.execute(sql, values):
                 yield _stored(row[:-1]), row[-1]
@@ -429,26 +472,70 @@ class DecisionReader:
     def total(self, *, since: float | None = None, until: float | None = None, line: str | None = None) -> int:
         where, values = _filters(line=line, since=since, until=until)
         with closing(self._connect()) as connection:
-            return connection.execute(f"SELECT COUNT(*) FROM decisions{where}", values).fetchone()[0]
+            return connection.execute(f"SELECT COUNT(*) FROM {_JOINED}{where}", values).fetchone()[0]
+
+    def reviewed(self, *, line: str | None = None, since: float | None = None) -> list[StoredDecision]:
+        """Every reviewed decision (and reported escape) in range, oldest first."""
+        where, values = _filters(line=line, since=since, reviewed=True)
+        with closing(self._connect()) as connection:
+            return [_stored(row) for row in
+                    connection.execute(f"SELECT {_COLUMNS} FROM {_JOINED}{where} ORDER BY d.seq", values)]
+
+    def latest_for_part(self, part_id: str, line: str | None = None) -> StoredDecision | None:
+        """The newest decision on a part (on ``line``, when given)."""
+        where, values = _filters(part_id=part_id, line=line)
+        with closing(self._connect()) as connection:
+            row = connection.execute(f"SELECT {_COLUMNS} FROM {_JOINED}{where} ORDER BY d.seq DESC LIMIT 1",
+                                     values).fetchone()
+        return None if row is None else _stored(row)
 
 
-_COLUMNS = ("seq, request_id, ts, line, station, part_id, model_name, model_version, model_run_id, decision, "
-            "image_score, reply, has_frame")
+def write_review(path: Path, seq: int, review: StoredReview) -> bool:
+    """Store ``review`` of decision ``seq`` (replacing an earlier one); False when retention has
+    dropped the decision meanwhile. Reviews are human-paced, so each opens its own short writing
+    connection; WAL and the busy timeout serialise it with the decision writer's transactions."""
+    with closing(open_store(path, _SCHEMA, "FULL")) as connection, connection:
+        cursor = connection.execute(
+            "INSERT OR REPLACE INTO reviews (seq, source, verdict, agrees, regions, note, reviewer_key_id, "
+            "reviewer_role, ts, escape_reported) SELECT ?,?,?,?,?,?,?,?,?,? "
+            "WHERE EXISTS (SELECT 1 FROM decisions WHERE seq = ?)",
+            (seq, review.source, review.verdict, review.agrees, json.dumps(review.regions, separators=(",", ":")),
+             review.note, review.reviewer_key_id, review.reviewer_role, review.ts, review.escape_reported, seq))
+        return cursor.rowcount == 1
+
+
+_JOINED = "decisions AS d LEFT JOIN reviews AS r ON r.seq = d.seq"
+_COLUMNS = ("d.seq, d.request_id, d.ts, d.line, d.station, d.part_id, d.model_name, d.model_version, "
+            "d.model_run_id, d.decision, d.image_score, d.reply, d.has_frame, "
+            "r.source, r.verdict, r.agrees, r.regions, r.note, r.reviewer_key_id, r.reviewer_role, r.ts, "
+            "r.escape_reported")
+_CLAUSES = {"line": "d.line = ?", "decision": "d.decision = ?", "since": "d.ts >= ?", "until": "d.ts < ?",
+            "before_seq": "d.seq < ?", "part_id": "d.part_id = ?"}
+_FLAGS = {"reviewed": ("r.seq IS NOT NULL", "r.seq IS NULL"), "disagrees": ("r.agrees = 0", "r.agrees = 1")}
 
 
 def _filters(**conditions: Any) -> tuple[str, tuple]:
-    clauses = {"line": "line = ?", "decision": "decision = ?", "since": "ts >= ?", "until": "ts < ?",
-               "before_seq": "seq < ?"}
-    used = [(clauses[key], value) for key, value in conditions.items() if value is not None]
-    if not used:
-        return "", ()
-    return " WHERE " + " AND ".join(clause for clause, _ in used), tuple(value for _, value in used)
+    """A WHERE clause over ``_JOINED``: value conditions bind a parameter, flags (True/False) do not."""
+    clauses, values = [], []
+    for key, value in conditions.items():
+        if value is None:
+            continue
+        if key in _FLAGS:
+            clauses.append(_FLAGS[key][0 if value else 1])
+        else:
+            clauses.append(_CLAUSES[key])
+            values.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(values)
 
 
 def _stored(row: tuple) -> StoredDecision:
     (seq, request_id, ts, line, station, part_id, model_name, model_version, model_run_id, decision, image_score,
-     reply, has_frame) = row
+     reply, has_frame, *review) = row
+    source, verdict, agrees, regions, note, reviewer_key_id, reviewer_role, reviewed_ts, escaped = review
     return StoredDecision(seq=seq, request_id=request_id, ts=ts, line=line, station=station, part_id=part_id,
                           model={"name": model_name, "version": model_version, "run_id": model_run_id},
                           decision=decision, image_score=image_score, reply=json.loads(reply),
-                          has_frame=bool(has_frame))
+                          has_frame=bool(has_frame),
+                          review=None if source is None else StoredReview(
+                              source, verdict, bool(agrees), json.loads(regions), note, reviewer_key_id,
+                              reviewer_role, reviewed_ts, bool(escaped)))

@@ -26,8 +26,8 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 
 from serving.decision_log import (REQUEST_ID_PATTERN, DecisionLog, DecisionLogSettings, DecisionReader,
-                                  NotLogged, PendingDecision, StoredDecision, keeps_frame, png_bytes,
-                                  read_png)
+                                  NotLogged, PendingDecision, StoredDecision, StoredReview, keeps_frame,
+                                  png_bytes, read_png)
 from serving.errors import InspectionError
 from serving.metrics import InspectionMetrics
 from serving.overlay import draw_overlay, shrink_to
@@ -182,7 +182,13 @@ def _summary(request: Request, stored: StoredDecision) -> dict:
             "station": stored.station, "part_id": stored.part_id, "model": stored.model,
             "decision": stored.decision, "image_score": stored.image_score,
             "image_threshold": reply["image_threshold"], "region_count": reply["region_count"],
-            "links": _links(request, stored)}
+            "links": _links(request, stored), "review": review_out(stored.review) if stored.review else None}
+
+
+def review_out(review: StoredReview) -> dict:
+    return {"source": review.source, "verdict": review.verdict, "agrees": review.agrees, "regions": review.regions,
+            "note": review.note, "reviewer": {"key_id": review.reviewer_key_id, "role": review.reviewer_role},
+            "time": _iso(review.ts)}
 
 
 def _detail(request: Request, stored: StoredDecision) -> dict:
@@ -201,11 +207,16 @@ async def list_decisions(
     until: datetime | None = Query(None, description="ISO 8601 (UTC if no zone is given), exclusive"),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page"),
+    reviewed: bool | None = Query(None, description="true: only decisions with a verdict; false: only those "
+                                                    "without (the review queue)"),
+    disagrees: bool | None = Query(None, description="true: reviewed, and the verdict is not the model's; "
+                                                     "false: reviewed and agreeing"),
 ) -> dict:
     reader = _reader(request)
+    # one more row than asked: is there a next page?
     rows = await _read(functools.partial(reader.page, line=line, decision=decision, since=_timestamp(since),
                                    until=_timestamp(until), before_seq=int(cursor) if cursor else None,
-                                   limit=limit + 1))  # one more than asked: is there a next page?
+                                   reviewed=reviewed, disagrees=disagrees, limit=limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [_summary(request, row) for row in rows],

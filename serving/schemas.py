@@ -161,6 +161,22 @@ class DecisionLinks(_Reply):
     overlay_png: str | None = Field(None, description="frame + mask + region boxes; ?max_side= to shrink")
 
 
+class Reviewer(_Reply):
+    key_id: str | None = Field(description="the key's public id (never the key); null: a service without keys")
+    role: str | None
+
+
+class ReviewOut(_Reply):
+    source: Literal["review", "escape"] = Field(description="review: an operator judged the frame; escape: a "
+                                                            "defect found later on the part this decision passed")
+    verdict: Literal["OK", "NG"] = Field(description="the truth as the operator (or the escape report) says")
+    agrees: bool = Field(description="the verdict is the model's decision")
+    regions: list[BBox] = Field(description="the defect's boxes as the operator drew them (NG only)")
+    note: str | None = None
+    reviewer: Reviewer
+    time: str = Field(description="ISO 8601, UTC")
+
+
 class DecisionSummary(_Reply):
     request_id: str
     time: str = Field(description="ISO 8601, UTC")
@@ -173,6 +189,7 @@ class DecisionSummary(_Reply):
     image_threshold: float
     region_count: int
     links: DecisionLinks
+    review: ReviewOut | None = Field(None, description="null: not reviewed")
 
 
 class DecisionPage(_Reply):
@@ -202,3 +219,41 @@ class DecisionCounts(_Reply):
     since: str = Field(description="ISO 8601, UTC")
     window_s: int
     lines: list[LineCounts]
+
+
+# -- reviews and the line's quality (serving.reviews) -------------------------------------------------
+
+class RateEstimate(_Reply):
+    rate: float | None = Field(description="sampling-weighted estimate; null when the reviews cannot support one "
+                                           "(note says why)")
+    upper_95: float | None = Field(description="one-sided 95 % upper bound")
+    note: str | None = None
+
+
+class ClassShare(_Reply):
+    decisions: int = Field(description="the model's decisions of this class on the line in range")
+    reviewed: int = Field(description="of them, reviewed by an operator (the sample)")
+    wrong: float | None = Field(description="weighted share of the reviewed whose verdict differs (OK decisions: "
+                                            "defective parts passed; NG decisions: good parts rejected)")
+    upper: float | None = Field(description="one-sided 97.5 % upper bound of that share (two make the 95 % of "
+                                            "the rates)")
+    effective_reviews: float = Field(description="Kish effective sample size of the weighted reviews")
+
+
+class LineQuality(_Reply):
+    line: str | None = Field(description="null: frames posted without ?line=")
+    reviewed: int = Field(description="decisions with a verdict (operator reviews and escape reports)")
+    reviewed_ok: int = Field(description="of them, decided OK by the model")
+    reviewed_ng: int = Field(description="of them, decided NG by the model")
+    disagreements: int
+    reported_escapes: int = Field(description="defects found later down the line (POST /v1/escapes)")
+    passed: ClassShare = Field(description="the model's OK decisions")
+    rejected: ClassShare = Field(description="the model's NG decisions")
+    escape: RateEstimate = Field(description="defective parts the model passed, of all defective parts")
+    overkill: RateEstimate = Field(description="good parts the model rejected, of all good parts")
+
+
+class LineQualityReply(_Reply):
+    since: str | None = Field(description="ISO 8601, UTC; null: everything the log still holds")
+    confidence: float
+    lines: list[LineQuality]

@@ -25,7 +25,7 @@ def _too_large(limit: int) -> InspectionError:
     return InspectionError(413, "body_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
+async def read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -67,9 +67,9 @@ async def _read_frame_bytes(request: Request, max_body_bytes: int) -> tuple[byte
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         declared = format_for_content_type(content_type)  # 415 before reading the body
-        return await _read_capped(request, max_body_bytes), declared
+        return await read_capped(request, max_body_bytes), declared
 
-    body = await _read_capped(request, max_body_bytes + MULTIPART_OVERHEAD)
+    body = await read_capped(request, max_body_bytes + MULTIPART_OVERHEAD)
     try:
         form = await _replay(request, body).form(max_files=1, max_fields=8)
     except (HTTPException, MultiPartException) as exc:  # a malformed multipart body

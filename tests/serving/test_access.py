@@ -256,3 +256,14 @@ def test_a_client_request_id_must_be_well_formed(keys):
     for bad in ("a" * 129, "-leading-dash", "two words"):
         status, _, body = call(make_access(keys), "GET", "/healthz", {"x-request-id": bad})
         assert status == 422 and body["error"]["code"] == "invalid_request_id", bad
+
+
+def test_the_pages_session_may_post_a_review_from_its_own_origin_only(keys):
+    access = make_access(keys)
+    cookie = {"Cookie": f"{SESSION_COOKIE}={_session(keys, 'operator')}"}
+    path = "/v1/decisions/abc/review"
+    status, _, body = call(access, "POST", path, {**cookie, "Origin": "http://127.0.0.1:8000"})
+    assert status == 200 and body == {"role": "operator", "via": "cookie"}
+    status, _, body = call(access, "POST", path, {**cookie, "Origin": "http://evil.example"})
+    assert status == 403 and body["error"]["code"] == "cross_origin"
+    assert call(access, "POST", path, bearer(keys, "line-L1"))[0] == 403

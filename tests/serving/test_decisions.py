@@ -6,6 +6,7 @@ Serve runs in-process on a free localhost port with the bright-spot stand-in mod
 the module's keys file (tests/serving/conftest.py): line keys post, operator keys read.
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -240,6 +241,8 @@ MATRIX = {
         "/v1/model", "/v1/decisions", "/v1/decision-counts", "/v1/decisions/{request_id}",
         "/v1/decisions/{request_id}/frame.png", "/v1/decisions/{request_id}/mask.png",
         "/v1/decisions/{request_id}/overlay.png")},
+    ("POST", "/v1/decisions/{request_id}/review"): READERS,
+    ("GET", "/v1/line-quality"): READERS,
     ("GET", "/"): {**READERS, "anonymous": 303},  # a browser without a session goes to the sign-in page
     ("POST", "/v1/session"): READERS,
     ("DELETE", "/v1/session"): _everyone(204),
@@ -264,11 +267,14 @@ def test_every_route_answers_every_kind_of_caller_as_its_role_allows(service, po
     ng_id = posted[0][1]["request_id"]
     wrong = []
     for (method, template), expected in MATRIX.items():
+        review = template.endswith("/review")
+        body, content_type = (json.dumps({"verdict": "NG"}), "application/json") if review else \
+            (encode(textured(40, 60)) if method == "POST" else None, "image/png")
         for who, status in expected.items():
             params = PRINCIPALS[who][1] if template == "/v1/inspect" else {}
             answer = requests.request(method, service["url"] + template.replace("{request_id}", ng_id),
-                                      data=encode(textured(40, 60)) if method == "POST" else None, params=params,
-                                      headers={"Content-Type": "image/png", **_authorization(service, who)},
+                                      data=body, params=params,
+                                      headers={"Content-Type": content_type, **_authorization(service, who)},
                                       allow_redirects=False, timeout=60)
             if answer.status_code != status:
                 wrong.append(f"{method} {template} as {who}: {answer.status_code}, expected {status}: "
@@ -431,3 +437,88 @@ def test_the_attack_drivers_keyed_phases_refuse_without_touching_the_model(servi
                                      encode(defect_frame(2)), rate_per_s=10, duration_s=2,
                                      decisions_made=reader.total)
     assert all(target.met for target in targets), targets
+
+
+# -- reviews and the line's quality (serving.reviews; in-process: test_reviews.py) ----------------------
+
+def review(service, request_id, body, key="operator", content_type="application/json"):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{service['url']}/v1/decisions/{request_id}/review", data=data, timeout=30,
+                         headers={"Content-Type": content_type, **service["keys"].header(key)})
+
+
+@pytest.fixture(scope="module")
+def line_l7(service):
+    """Line L7 (admin-posted, no other test's line): two NG frames, then one OK frame."""
+    answers = [post(service["url"], frame, service["keys"].header("admin"), line="L7", part_id=f"Q-{index}").json()
+               for index, frame in enumerate((defect_frame(11), defect_frame(12), textured(60, 90, seed=13)))]
+    assert [a["decision"] for a in answers] == ["NG", "NG", "OK"]
+    return [a["request_id"] for a in answers]
+
+
+def test_an_operator_reviews_a_decision_and_the_log_shows_who_and_whether_it_agrees(service, line_l7):
+    from serving.keys import key_id
+
+    first, second, ok = line_l7
+    assert review(service, first, {"verdict": "NG"}, key="line-L1").status_code == 403  # a line key may not
+    box = {"x": 30, "y": 20, "width": 8, "height": 6}
+    answer = review(service, first, {"verdict": "NG", "regions": [box], "note": "scratch, left edge"})
+    assert answer.status_code == 200, answer.text
+    stored = answer.json()
+    operator = service["keys"].tokens["operator"]
+    assert stored["reviewer"] == {"key_id": key_id(operator), "role": "operator"} and operator not in answer.text
+    assert (stored["verdict"], stored["agrees"], stored["regions"], stored["note"]) == (
+        "NG", True, [box], "scratch, left edge")
+    flipped = review(service, second, {"verdict": "OK", "note": "dust"}, key="admin").json()
+    assert (flipped["verdict"], flipped["agrees"], flipped["reviewer"]["role"]) == ("OK", False, "admin")
+    assert get(service, f"/v1/decisions/{first}").json()["review"] == stored
+    assert get(service, f"/v1/decisions/{ok}").json()["review"] is None
+
+    def listed(**filters):
+        return [item["request_id"] for item in get(service, "/v1/decisions", line="L7", **filters).json()["items"]]
+
+    assert listed(reviewed="true") == [second, first] and listed(reviewed="false") == [ok]
+    assert listed(disagrees="true") == [second] and listed(disagrees="false") == [first]
+    not_kept = review(service, ok, {"verdict": "OK"})  # frames: ng kept no OK frame: nothing to judge
+    assert not_kept.status_code == 409 and not_kept.json()["error"]["code"] == "frame_not_kept"
+
+
+@pytest.mark.parametrize("body, content_type, status, code", [
+    ({"verdict": "NG"}, "image/png", 415, "unsupported_content_type"),
+    ("{not json", "application/json", 422, "invalid_body"),
+    ({"verdict": "MAYBE"}, "application/json", 422, "invalid_body"),
+    ({"verdict": "OK", "regions": [{"x": 0, "y": 0, "width": 1, "height": 1}]}, "application/json", 422,
+     "invalid_body"),
+    ({"verdict": "NG", "regions": [{"x": 85, "y": 0, "width": 10, "height": 10}]}, "application/json", 422,
+     "region_outside_frame"),  # the frame is 90 px wide
+    ({"verdict": "NG", "note": "x" * 20_000}, "application/json", 413, "body_too_large"),
+])
+def test_bad_reviews_get_a_clear_4xx(service, line_l7, body, content_type, status, code):
+    answer = review(service, line_l7[0], body, content_type=content_type)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code
+
+
+def test_a_review_of_an_unknown_or_malformed_id_is_refused(service):
+    assert review(service, "no-such-request", {"verdict": "OK"}).json()["error"]["code"] == "unknown_request_id"
+    assert review(service, "bad%20id", {"verdict": "OK"}).status_code == 422
+
+
+def test_line_quality_counts_the_reviews_and_claims_no_rate_the_sample_cannot_support(service, line_l7):
+    from scipy.stats import beta
+
+    review(service, line_l7[0], {"verdict": "NG"})
+    review(service, line_l7[1], {"verdict": "OK"})
+    answer = get(service, "/v1/line-quality", line="L7")
+    assert answer.status_code == 200, answer.text
+    (l7,) = answer.json()["lines"]
+    assert (l7["line"], l7["reviewed"], l7["reviewed_ng"], l7["disagreements"]) == ("L7", 2, 2, 1)
+    assert l7["passed"]["decisions"] == 1 and l7["passed"]["reviewed"] == 0
+    rejected = l7["rejected"]  # 1 of the 2 NG decisions is a good part: share 1/2, bound at 97.5 %
+    assert (rejected["decisions"], rejected["reviewed"], rejected["wrong"]) == (2, 2, 0.5)
+    assert rejected["upper"] == pytest.approx(beta.ppf(0.975, 2, 1))
+    assert l7["escape"]["rate"] is None and "no reviewed OK frame" in l7["escape"]["note"]  # frames: ng
+    everyone = get(service, "/v1/line-quality").json()["lines"]
+    assert {"L1", "L2", "L7"} <= {entry["line"] for entry in everyone}
+    for params in ({"line": "L 7"}, {"since": "last week"}):
+        assert get(service, "/v1/line-quality", **params).status_code == 422, params
