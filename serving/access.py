@@ -104,6 +104,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # The page's review queue posts with its session: SameSite=Strict, the Origin check and the JSON-only
     # body (no cross-site form can send one) keep other sites' pages out.
     ("POST", "/v1/decisions/{request_id}/review"): Rule(READERS, cookie=True),
+    ("POST", "/v1/escapes"): Rule(READERS, cookie=True),
     ("GET", "/v1/line-quality"): Rule(READERS, cookie=True),
     ("GET", "/"): Rule(READERS, cookie=True, page=True),
     ("POST", "/v1/session"): Rule(READERS),  # sign in: the key in the header, a cookie back

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
 CREATE INDEX IF NOT EXISTS decisions_line ON decisions (line, seq);
+CREATE INDEX IF NOT EXISTS decisions_part ON decisions (part_id, seq);
 CREATE TABLE IF NOT EXISTS frames (
     seq INTEGER PRIMARY KEY,
     frame_png BLOB NOT NULL,
@@ -88,7 +89,12 @@ class DecisionLogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     folder: str | None = Field(None, description="where decisions.sqlite lives; null: no decision log")
-    frames: Literal["none", "ng", "all"] = Field("ng", description="which decisions keep their frame and mask")
+    frames: Literal["none", "ng", "ng+sample", "all"] = Field(
+        "ng", description="which decisions keep their frame and mask; ng+sample: every NG, the OK frames near the "
+                          "threshold and a random ok_sample_rate of the other OK frames (so escapes can be seen)")
+    ok_sample_rate: float = Field(0.02, gt=0, le=1, description="ng+sample: the fraction of other OK frames kept")
+    near_threshold_margin: float = Field(0.1, ge=0, le=1, description="ng+sample: OK frames whose image score is at "
+                                                                      "least image_threshold minus this are kept")
     max_records: int = Field(100_000, ge=1, le=100_000_000)
     max_age_days: float = Field(30.0, gt=0, le=3650)
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="stored records and frames, oldest dropped")
@@ -193,8 +199,23 @@ def database_path(folder: str | Path) -> Path:
     return Path(folder) / DATABASE_FILE
 
 
-def keeps_frame(frames: str, decision: str) -> bool:
-    return frames == "all" or (frames == "ng" and decision == "NG")
+def retention(settings: DecisionLogSettings, reply: dict[str, Any], draw: Callable[[], float]) -> dict | None:
+    """Why a decision keeps its frame and the probability it had of being kept (``{"reason",
+    "sample_rate"}``), or None. ``draw``: a uniform [0, 1) number, for the random OK sample.
+    The rate is what lets line quality count a sampled OK frame for 1/rate frames."""
+    frames, decision = settings.frames, reply["decision"]
+    if frames == "all":
+        return {"reason": "all", "sample_rate": 1.0}
+    if decision == "NG" and frames in ("ng", "ng+sample"):
+        return {"reason": "ng", "sample_rate": 1.0}
+    if decision == "NG" or frames != "ng+sample":
+        return None
+    # An OK close to the cut (or over it but below min_defect_area_px) is where escapes hide: keep them all.
+    if reply["image_score"] >= reply["image_threshold"] - settings.near_threshold_margin:
+        return {"reason": "near_threshold", "sample_rate": 1.0}
+    if draw() < settings.ok_sample_rate:
+        return {"reason": "sample", "sample_rate": settings.ok_sample_rate}
+    return None
 
 
 def open_store(path: Path, schema: str, synchronous: str) -> sqlite3.Connection:

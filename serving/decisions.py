@@ -16,6 +16,7 @@
 import asyncio
 import functools
 import logging
+import random
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,8 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 
 from serving.decision_log import (REQUEST_ID_PATTERN, DecisionLog, DecisionLogSettings, DecisionReader,
-                                  NotLogged, PendingDecision, StoredDecision, StoredReview, keeps_frame,
-                                  png_bytes, read_png)
+                                  NotLogged, PendingDecision, StoredDecision, StoredReview, png_bytes,
+                                  read_png, retention)
 from serving.errors import InspectionError
 from serving.metrics import InspectionMetrics
 from serving.overlay import draw_overlay, shrink_to
@@ -67,9 +68,11 @@ def client_fields(
 class DecisionRecorder:
     """Records the replica's decisions (and counts them in the metrics)."""
 
-    def __init__(self, settings: DecisionLogSettings, app: FastAPI, metrics: InspectionMetrics | None = None):
+    def __init__(self, settings: DecisionLogSettings, app: FastAPI, metrics: InspectionMetrics | None = None,
+                 draw=random.random):
         self.settings = settings
         self.metrics = metrics
+        self.draw = draw  # the OK sample's coin (tests pass a seeded one)
         self.log = DecisionLog(settings, metrics) if settings.folder else None
         # The read routes find this replica's log here.
         app.state.decision_reader = DecisionReader(settings.folder) if settings.folder else None
@@ -80,8 +83,11 @@ class DecisionRecorder:
             self.metrics.decided(reply["decision"], str(reply["model"]["version"]), reply["image_score"])
         if self.log is None:
             return {"status": "off"}
-        keep = keeps_frame(self.settings.frames, reply["decision"])
+        kept = retention(self.settings, reply, self.draw)
+        keep = kept is not None
         stored = {key: value for key, value in reply.items() if key not in _UNSTORED_REPLY_KEYS}
+        if keep:
+            stored["kept"] = kept
         future = self.log.submit(PendingDecision(stored, time.time(), pixels if keep else None,
                                                  mask if keep else None))
         wait_s = self.settings.wait_for_commit_s
@@ -182,13 +188,14 @@ def _summary(request: Request, stored: StoredDecision) -> dict:
             "station": stored.station, "part_id": stored.part_id, "model": stored.model,
             "decision": stored.decision, "image_score": stored.image_score,
             "image_threshold": reply["image_threshold"], "region_count": reply["region_count"],
-            "links": _links(request, stored), "review": review_out(stored.review) if stored.review else None}
+            "links": _links(request, stored), "kept": stored.reply.get("kept"),
+            "review": review_out(stored.review) if stored.review else None}
 
 
 def review_out(review: StoredReview) -> dict:
     return {"source": review.source, "verdict": review.verdict, "agrees": review.agrees, "regions": review.regions,
-            "note": review.note, "reviewer": {"key_id": review.reviewer_key_id, "role": review.reviewer_role},
-            "time": _iso(review.ts)}
+            "note": review.note, "escape_reported": review.escape_reported,
+            "reviewer": {"key_id": review.reviewer_key_id, "role": review.reviewer_role}, "time": _iso(review.ts)}
 
 
 def _detail(request: Request, stored: StoredDecision) -> dict:

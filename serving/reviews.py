@@ -5,6 +5,9 @@ estimated escape and overkill rates.
   frame, ``{"verdict": "OK"|"NG", "regions": [boxes] (NG only), "note"}``, stored beside the
   decision with the reviewer's key id, the time and whether it agrees with the model. A later
   review of the same decision replaces it (the audit log keeps every post).
+- ``POST /v1/escapes`` (operator, admin): a defect found later down the line on a part,
+  ``{"part_id", "line" (optional), "note"}``: it marks the newest decision that passed the part as
+  an escape (an operator's OK review of it is corrected and stays in the sample).
 - ``GET /v1/line-quality?line=&since=`` (operator, admin): per line, the reviewed counts and
   the estimated escape and overkill rates with one-sided 95 % upper bounds
   (:func:`line_quality`: how they are estimated, and what they assume).
@@ -18,7 +21,7 @@ import asyncio
 import functools
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -31,7 +34,7 @@ from serving.decision_log import StoredDecision, StoredReview, write_review
 from serving.decisions import (_ERRORS, CLIENT_FIELD_PATTERN, RequestId, _iso, _read, _reader, _stored,
                                _timestamp, review_out)
 from serving.errors import InspectionError
-from serving.schemas import ErrorReply, LineQualityReply, ReviewOut
+from serving.schemas import ErrorReply, EscapeReply, LineQualityReply, ReviewOut
 from serving.upload import read_capped
 
 MAX_BODY_BYTES = 16 * 1024  # a verdict, a few boxes and a note: far below this
@@ -64,6 +67,17 @@ def _clean_note(note: str | None) -> str | None:
     if _CONTROL.search(note):
         raise ValueError("the note may not contain control characters")
     return note.strip() or None
+
+
+class EscapeIn(_Body):
+    part_id: str = Field(pattern=CLIENT_FIELD_PATTERN, description="the part's id as its frame was posted")
+    line: str | None = Field(None, pattern=CLIENT_FIELD_PATTERN, description="when part ids repeat across lines")
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS)
+
+    @field_validator("note")
+    @classmethod
+    def clean_note(cls, note: str | None) -> str | None:
+        return _clean_note(note)
 
 
 class ReviewIn(_Body):
@@ -164,6 +178,35 @@ async def review_decision(request: Request, request_id: str = RequestId) -> dict
     review = StoredReview("review", body.verdict, body.verdict == stored.decision,
                           [box.model_dump() for box in body.regions], body.note, key_id, role, time.time())
     return await _save(request, stored, review)
+
+
+def escape_of(stored: StoredDecision, note: str | None, key_id: str | None, role: str | None,
+              now: float) -> StoredReview:
+    """The decision's verdict once a defect was found on its part. An operator's review keeps its
+    place in the sample (source review), corrected; a decision nobody reviewed becomes an escape report,
+    which line quality counts but does not extrapolate from (it was not chosen at random)."""
+    earlier = stored.review
+    if earlier is not None and earlier.source == "review":
+        return replace(earlier, verdict="NG", agrees=False, escape_reported=True, note=note or earlier.note,
+                       reviewer_key_id=key_id, reviewer_role=role, ts=now)
+    return StoredReview("escape", "NG", False, [], note, key_id, role, now, escape_reported=True)
+
+
+@router.post("/v1/escapes", response_model=EscapeReply, responses=_BODY_ERRORS, openapi_extra=body_schema(EscapeIn))
+async def report_escape(request: Request) -> dict:
+    """A defect found later down the line, on a part the endpoint passed."""
+    reader = _reader(request)
+    body = await read_body(request, EscapeIn)
+    stored = await _read(functools.partial(reader.latest_for_part, body.part_id, body.line))
+    if stored is None:
+        where = f" on line {body.line}" if body.line else ""
+        raise InspectionError(404, "unknown_part", f"no logged decision has part_id {body.part_id}{where}")
+    if stored.decision != "OK":
+        raise InspectionError(409, "part_was_rejected",
+                              f"the newest decision on part {body.part_id} ({stored.request_id}) was NG: the "
+                              "endpoint did not pass it; review that decision instead")
+    review = escape_of(stored, body.note, *_reviewer(request), time.time())
+    return {"request_id": stored.request_id, "review": await _save(request, stored, review)}
 
 
 @router.get("/v1/line-quality", response_model=LineQualityReply, responses=_ERRORS)

@@ -173,8 +173,14 @@ class ReviewOut(_Reply):
     agrees: bool = Field(description="the verdict is the model's decision")
     regions: list[BBox] = Field(description="the defect's boxes as the operator drew them (NG only)")
     note: str | None = None
+    escape_reported: bool = Field(description="a defect was found on the part later down the line (POST /v1/escapes)")
     reviewer: Reviewer
     time: str = Field(description="ISO 8601, UTC")
+
+
+class Kept(_Reply):
+    reason: Literal["ng", "all", "near_threshold", "sample"] = Field(description="why the frame was kept")
+    sample_rate: float = Field(description="the probability it had of being kept (1 but for the random OK sample)")
 
 
 class DecisionSummary(_Reply):
@@ -189,6 +195,8 @@ class DecisionSummary(_Reply):
     image_threshold: float
     region_count: int
     links: DecisionLinks
+    kept: Kept | None = Field(None, description="why the frame was kept; null: not kept, or logged before "
+                                                "kept frames said why")
     review: ReviewOut | None = Field(None, description="null: not reviewed")
 
 
@@ -257,3 +265,8 @@ class LineQualityReply(_Reply):
     since: str | None = Field(description="ISO 8601, UTC; null: everything the log still holds")
     confidence: float
     lines: list[LineQuality]
+
+
+class EscapeReply(_Reply):
+    request_id: str = Field(description="the decision that passed the part")
+    review: ReviewOut

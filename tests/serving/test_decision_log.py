@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from serving.decision_log import (DecisionLog, DecisionLogSettings, DecisionReader, NotLogged, PendingDecision,
-                                  StoreObserver, read_png, valid_request_id)
+                                  StoreObserver, read_png, retention, valid_request_id)
 from serving.decisions import DecisionRecorder
 
 
@@ -204,3 +204,30 @@ def test_a_reopened_log_keeps_its_records_and_limits(tmp_path):
 def test_no_folder_means_no_log(tmp_path):
     recorder = DecisionRecorder(DecisionLogSettings(), FastAPI())
     assert asyncio.run(recorder.record(reply(0), *frame())) == {"status": "off"}
+
+
+def test_ng_sample_keeps_every_ng_the_ok_frames_near_the_cut_and_about_the_sampled_fraction(tmp_path):
+    import random
+
+    sampled = settings(tmp_path, frames="ng+sample", ok_sample_rate=0.1, near_threshold_margin=0.1)
+    draw = random.Random(7).random
+    assert retention(sampled, reply(0, "NG", score=0.9), draw) == {"reason": "ng", "sample_rate": 1.0}
+    for score in (0.41, 0.6):  # just below the 0.5 cut, or over it but OK by the area rule
+        assert retention(sampled, reply(0, "OK", score=score), draw) == {"reason": "near_threshold",
+                                                                         "sample_rate": 1.0}
+    kept = [retention(sampled, reply(0, "OK", score=0.1), draw) for _ in range(5000)]
+    chosen = [k for k in kept if k is not None]
+    assert all(k == {"reason": "sample", "sample_rate": 0.1} for k in chosen)
+    assert 430 <= len(chosen) <= 570  # 500 expected, sd 21
+    assert retention(settings(tmp_path), reply(0, "OK", score=0.49), draw) is None  # frames: ng
+    assert retention(settings(tmp_path, frames="all"), reply(0, "OK"), draw)["reason"] == "all"
+
+    recorder = DecisionRecorder(sampled, FastAPI(), draw=lambda: 0.0)  # the coin always says keep
+    pixels, mask = frame()
+    for body in (reply(0, "OK", score=0.1), reply(1, "OK", score=0.45), reply(2, "NG")):
+        assert asyncio.run(recorder.record(body, pixels, mask)) == {"status": "logged"}
+    recorder.close()
+    stored = {d.request_id: d for d in DecisionReader(tmp_path / "log").page()}
+    assert [(stored[i].has_frame, stored[i].reply["kept"]["reason"], stored[i].sample_rate)
+            for i in ("req-0000", "req-0001", "req-0002")] == [(True, "sample", 0.1), (True, "near_threshold", 1.0),
+                                                              (True, "ng", 1.0)]

@@ -242,6 +242,7 @@ MATRIX = {
         "/v1/decisions/{request_id}/frame.png", "/v1/decisions/{request_id}/mask.png",
         "/v1/decisions/{request_id}/overlay.png")},
     ("POST", "/v1/decisions/{request_id}/review"): READERS,
+    ("POST", "/v1/escapes"): READERS,
     ("GET", "/v1/line-quality"): READERS,
     ("GET", "/"): {**READERS, "anonymous": 303},  # a browser without a session goes to the sign-in page
     ("POST", "/v1/session"): READERS,
@@ -266,10 +267,11 @@ def test_every_route_answers_every_kind_of_caller_as_its_role_allows(service, po
     assert set(MATRIX) == set(ROUTES)  # the matrix covers every route (test_access: every route is in ROUTES)
     ng_id = posted[0][1]["request_id"]
     wrong = []
+    json_bodies = {"/v1/decisions/{request_id}/review": {"verdict": "NG"},
+                   "/v1/escapes": {"part_id": "P-001"}}  # an OK decision on L2
     for (method, template), expected in MATRIX.items():
-        review = template.endswith("/review")
-        body, content_type = (json.dumps({"verdict": "NG"}), "application/json") if review else \
-            (encode(textured(40, 60)) if method == "POST" else None, "image/png")
+        body, content_type = (json.dumps(json_bodies[template]), "application/json") if template in json_bodies \
+            else (encode(textured(40, 60)) if method == "POST" else None, "image/png")
         for who, status in expected.items():
             params = PRINCIPALS[who][1] if template == "/v1/inspect" else {}
             answer = requests.request(method, service["url"] + template.replace("{request_id}", ng_id),
@@ -522,3 +524,26 @@ def test_line_quality_counts_the_reviews_and_claims_no_rate_the_sample_cannot_su
     assert {"L1", "L2", "L7"} <= {entry["line"] for entry in everyone}
     for params in ({"line": "L 7"}, {"since": "last week"}):
         assert get(service, "/v1/line-quality", **params).status_code == 422, params
+
+
+def test_a_defect_found_later_marks_the_decision_that_passed_the_part_as_an_escape(service, line_l7):
+    def report(body, key="operator"):
+        return requests.post(service["url"] + "/v1/escapes", json=body, headers=service["keys"].header(key),
+                             timeout=30)
+
+    assert report({"part_id": "Q-2"}, key="line-L1").status_code == 403
+    answer = report({"part_id": "Q-2", "line": "L7", "note": "crack found at assembly"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["request_id"] == line_l7[2]
+    assert (body["review"]["source"], body["review"]["verdict"], body["review"]["agrees"],
+            body["review"]["escape_reported"]) == ("escape", "NG", False, True)
+    assert get(service, f"/v1/decisions/{line_l7[2]}").json()["review"] == body["review"]
+    (l7,) = get(service, "/v1/line-quality", line="L7").json()["lines"]
+    assert (l7["reported_escapes"], l7["reviewed"], l7["passed"]["reviewed"]) == (1, 3, 0)  # counted, not sampled
+    for bad, status, code in (({"part_id": "Q-0"}, 409, "part_was_rejected"),  # an NG decision passed nothing
+                              ({"part_id": "Q-2", "line": "L1"}, 404, "unknown_part"),
+                              ({"part_id": "Q 2"}, 422, "invalid_body"),
+                              ({"part_id": "Q-2", "found": "yesterday"}, 422, "invalid_body")):
+        answer = report(bad)
+        assert answer.status_code == status and answer.json()["error"]["code"] == code, (bad, answer.text)

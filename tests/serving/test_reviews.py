@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import beta
 
 from serving.decision_log import DecisionLog, DecisionReader, StoredDecision, StoredReview, write_review
-from serving.reviews import CLASS_CONFIDENCE, ReviewIn, line_quality, quality_of
+from serving.reviews import CLASS_CONFIDENCE, EscapeIn, ReviewIn, escape_of, line_quality, quality_of
 from tests.serving.test_decision_log import NOW, reply, settings, write
 
 
@@ -169,3 +169,23 @@ def test_lines_are_listed_in_order_with_unreviewed_lines_and_reported_escapes_co
     assert (l2["reviewed"], l2["reported_escapes"], l2["passed"]["reviewed"]) == (3, 1, 1)
     assert l2["escape"]["rate"] == 0  # the sample saw none; the reported escape is counted, not extrapolated
     assert lines[0]["reviewed"] == 0 and lines[0]["escape"]["rate"] is None
+
+
+def test_an_escape_corrects_an_operators_ok_in_the_sample_and_is_a_report_otherwise():
+    reviewed = decided("OK", "OK")
+    corrected = escape_of(reviewed, "found at assembly", "k9", "operator", NOW + 200)
+    assert (corrected.source, corrected.verdict, corrected.agrees, corrected.escape_reported) == (
+        "review", "NG", False, True)
+    assert (corrected.note, corrected.reviewer_key_id) == ("found at assembly", "k9")
+    unreviewed = StoredDecision(**{**vars(reviewed), "review": None})
+    report = escape_of(unreviewed, None, "k9", "admin", NOW + 200)
+    assert (report.source, report.verdict, report.escape_reported, report.regions) == ("escape", "NG", True, [])
+
+
+@pytest.mark.parametrize("body", [{}, {"part_id": "P 1"}, {"part_id": "P-1", "line": "L1;"}, {"part_id": 12},
+                                  {"part_id": "P-1", "note": "\x1b[31m"}])
+def test_a_bad_escape_body_is_refused(body):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        EscapeIn.model_validate_json(json.dumps(body))
