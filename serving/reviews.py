@@ -61,35 +61,28 @@ class Box(_Body):
     height: int = Field(ge=1, le=MAX_SIDE)
 
 
-def _clean_note(note: str | None) -> str | None:
-    if note is None:
-        return None
-    if _CONTROL.search(note):
-        raise ValueError("the note may not contain control characters")
-    return note.strip() or None
-
-
-class EscapeIn(_Body):
-    part_id: str = Field(pattern=CLIENT_FIELD_PATTERN, description="the part's id as its frame was posted")
-    line: str | None = Field(None, pattern=CLIENT_FIELD_PATTERN, description="when part ids repeat across lines")
-    note: str | None = Field(None, max_length=MAX_NOTE_CHARS)
+class _Noted(_Body):
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="free text for the record")
 
     @field_validator("note")
     @classmethod
     def clean_note(cls, note: str | None) -> str | None:
-        return _clean_note(note)
+        if note is None:
+            return None
+        if _CONTROL.search(note):  # shown on the page and in exports: no terminal escapes or NULs
+            raise ValueError("the note may not contain control characters")
+        return note.strip() or None
 
 
-class ReviewIn(_Body):
+class EscapeIn(_Noted):
+    part_id: str = Field(pattern=CLIENT_FIELD_PATTERN, description="the part's id as its frame was posted")
+    line: str | None = Field(None, pattern=CLIENT_FIELD_PATTERN, description="when part ids repeat across lines")
+
+
+class ReviewIn(_Noted):
     verdict: Literal["OK", "NG"]
     regions: list[Box] = Field(default_factory=list, max_length=MAX_REGIONS,
                                description="the defect's boxes in frame pixels (NG only)")
-    note: str | None = Field(None, max_length=MAX_NOTE_CHARS)
-
-    @field_validator("note")
-    @classmethod
-    def clean_note(cls, note: str | None) -> str | None:
-        return _clean_note(note)
 
     @model_validator(mode="after")
     def regions_only_for_ng(self) -> "ReviewIn":

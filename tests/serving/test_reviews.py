@@ -189,3 +189,22 @@ def test_a_bad_escape_body_is_refused(body):
 
     with pytest.raises(ValidationError):
         EscapeIn.model_validate_json(json.dumps(body))
+
+
+def test_reviews_written_while_the_writer_commits_are_all_kept(logged):
+    import threading
+
+    log, reader, seqs = logged
+    log.settings = log.settings.model_copy(update={"max_records": 10_000})
+    written = []
+
+    def decide():  # batches within the writer's queue (256), each waited for
+        for start in range(100, 400, 60):
+            written.extend(write(log, [reply(i) for i in range(start, start + 60)]))
+
+    writing = threading.Thread(target=decide)
+    writing.start()
+    for index, seq in enumerate(seqs * 5):  # 30 reviews against 300 decisions being committed
+        assert write_review(reader.path, seq, review("NG" if index % 2 else "OK", index % 3 == 0))
+    writing.join(60)
+    assert len(written) == 300 and len(reader.reviewed()) == 6 and reader.total() == 306
