@@ -64,7 +64,7 @@ class Rung:
 # Without --fp32-modules: the fastest scheme first; then accuracy control, which on a full-width
 # model restored 12 of 88 convolutions (3.4x eager at 256², batch 1) where the whole encoder
 # float32 runs 2.0x; that scheme last. (On the width-0.125 demo model accuracy control restores
-# more, scattered convolutions, and that set can run slower than the whole encoder's: README.) A
+# more, scattered convolutions, and that set can run slower than the whole encoder's: docs/benchmarks/int8.md.) A
 # rung passes when its int8 model passes the gate on the validation split, so the test split only
 # judges the choice (``export_int8`` picks among the rungs that passed).
 FP32_LADDER = (Rung(("encoder.stem",)), Rung(("encoder.stem",), accuracy_control=True), Rung(("encoder",)))

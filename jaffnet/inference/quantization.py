@@ -10,7 +10,7 @@ stay float32 (``FLOAT_OP_TYPES``), and so do the layers of ``fp32_modules`` (def
 encoder's stem, whose input is the image itself). On a trained demo model quantising
 those too cost most of the accuracy (mask IoU with fp32 0.73 instead of 0.89) for 1.5x
 the speed of this scheme; keeping the whole ``encoder`` in float32 lifted it to 0.95 but
-ran 4.5x slower (README, "INT8 and OpenVINO"). ``AccuracyControl`` instead restores only the
+ran 4.5x slower (docs/benchmarks/int8.md, "INT8 and OpenVINO backends"). ``AccuracyControl`` instead restores only the
 convolutions that cost held-out masks the most (NNCF's accuracy-control quantisation). It
 writes one file set to ``out_dir``:
 
@@ -24,7 +24,7 @@ set whose fingerprint is not ``model``'s weights, or whose files changed since.
 
 Why OpenVINO and not ONNX Runtime's QDQ quantisation: on the 2-core Xeon with AVX512-VNNI
 and AMX the full-size model at 256x256 ran 4x faster through OpenVINO's int8 kernels
-(README, "Measured figures"). Both runtimes are optional (the ``openvino`` extra); this
+(docs/benchmarks/int8.md). Both runtimes are optional (the ``openvino`` extra); this
 module imports them only when called. Calibration inputs, like every predictor's, are
 float32 ``(N, C, H, W)`` batches normalised as the model's input contract says.
 """
@@ -62,7 +62,7 @@ MAX_CALIBRATION_FRAMES = 10_000  # NNCF's statistics pass keeps every frame in m
 # What accuracy control aims for on held-out frames. The margin above the export gate's 0.95 is for the
 # held-out -> test gap and, above all, for verdicts: aiming at 0.96 left the image scores of borderline test
 # frames close enough to fp32's to flip one verdict of 96 on two models; 0.975 restored 12 of 88
-# convolutions of a full-width model and passed its test gate with no flip (README, "Accuracy control").
+# convolutions of a full-width model and passed its test gate with no flip (docs/benchmarks/int8.md, "Accuracy control").
 DEFAULT_MIN_MASK_IOU = 0.975
 ACCURACY_CONTROL_METHOD = ("then NNCF accuracy control: the convolutions whose quantisation costs the most mask IoU "
                            "with fp32 on held-out frames restored to float32, most harmful first")

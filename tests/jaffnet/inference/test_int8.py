@@ -202,7 +202,7 @@ def test_a_convolution_fused_with_its_batch_norm_can_be_kept_float32_by_its_own_
 
 
 def test_the_shipped_full_width_scheme_names_modules_of_the_full_size_model():
-    # README's INT8 figures on another CPU come from this manifest (`--int8-scheme docs/int8-scheme-full-width`):
+    # The INT8 figures on another CPU (docs/benchmarks/int8.md) come from this manifest (`--int8-scheme docs/int8-scheme-full-width`):
     # it must stay readable and name only modules the default model has.
     from jaffnet.inference.quantization import check_fp32_modules
     from jaffnet.model import JAFFNet

@@ -7,7 +7,7 @@ from jaffnet.inference.predictor import cpu_has_native_bf16
 from tests.jaffnet.inference.conftest import TOLERANCE, random_batch
 
 # torch.compile with the "aot_eager" compiler checks graph capture of the fused model in
-# seconds; Inductor's C++ code generation takes minutes on 2 cores (see README).
+# seconds; Inductor's C++ code generation takes minutes on 2 cores (docs/benchmarks/cpu.md).
 # Two shapes (batch, height, width) each, except compile: every new shape recompiles.
 SHAPES = [(2, 64, 64), (1, 96, 64)]
 NO_BF16 = pytest.mark.skipif(not cpu_has_native_bf16(),

@@ -1,5 +1,5 @@
-"""`jaffnet demo`, the README's main command, end to end at a toy size (its real
-settings train for minutes; README quotes that run)."""
+"""`jaffnet demo`, the README's `make demo`, end to end at a toy size (its real
+settings train for minutes; docs/benchmarks/demo.md quotes that run)."""
 
 import mlflow
 import pytest
