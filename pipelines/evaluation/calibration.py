@@ -102,13 +102,16 @@ class Objective:
                                                     (ESCAPE_COST, escape_cost)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"give one calibration target, not {' and '.join(name for name, _ in given)}")
-        return cls(*given[0]) if given else default or cls(ESCAPE_COST, 1.0)
+        return cls(*given[0]) if given else default or BALANCED
 
     def describe(self) -> str:
         if self.method == ESCAPE_COST:
             return f"min overkill_rate + {self.value:g} x escape_rate"
         kept, other = ("escape", "overkill") if self.method == MAX_ESCAPE_RATE else ("overkill", "escape")
         return f"lowest {other} rate with {kept} rate <= {self.value:.2%}"
+
+
+BALANCED = Objective(ESCAPE_COST, 1.0)  # overkill rate + escape rate: the old default
 
 
 def upper_bound(errors: int, frames: int, confidence: float = CONFIDENCE) -> float | None:
@@ -136,7 +139,7 @@ def candidate_cuts(scores: np.ndarray) -> np.ndarray:
 
 
 def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool], *,
-                              objective: Objective = Objective(ESCAPE_COST, 1.0),
+                              objective: Objective = BALANCED,
                               passes_area: Sequence[bool] | None = None) -> float | None:
     """The image-score cut (NG when score >= cut) that meets ``objective`` on the frames.
 

@@ -123,18 +123,26 @@ def operating_table(frames: Sequence[Mapping[str, Any]], targets: Sequence[float
         else:
             cut = point[0]
             rows += _block(frames, classes, (scores >= cut) & eligible, defective, float(target), cut, None)
-    decisions = [f.get("decision") for f in frames]
-    if all(d in ("OK", "NG") for d in decisions):
-        rejected, note = np.asarray([d == "NG" for d in decisions], bool), None
-    elif rule is not None:
-        rejected = np.asarray([d == "NG" if d in ("OK", "NG") else
-                               rule.is_ng(float(f["image_score"]), int(f.get("largest_region_px") or 0))
-                               for f, d in zip(frames, decisions)], bool)
+    rejected = _rejected(frames, rule)
+    if all(f.get("decision") in ("OK", "NG") for f in frames):
+        note = None
+    elif rejected is not None:
         note = "frames without a stored decision were decided by the rule"
     else:
-        rejected, note = None, "frames without a stored decision"
+        note = "frames without a stored decision"
     rows += _block(frames, classes, rejected, defective, None, rule.image_threshold if rule else None, note)
     return rows
+
+
+def _rejected(frames: Sequence[Mapping[str, Any]], rule: DecisionRule | None) -> np.ndarray | None:
+    """Each frame rejected (NG) by its stored decision, or by ``rule`` where it has none; None
+    when a frame has no decision and there is no rule to decide it."""
+    decisions = [f.get("decision") for f in frames]
+    if rule is None and not all(d in ("OK", "NG") for d in decisions):
+        return None
+    return np.asarray([d == "NG" if d in ("OK", "NG") else
+                       rule.is_ng(float(f["image_score"]), int(f.get("largest_region_px") or 0))
+                       for f, d in zip(frames, decisions)], bool)
 
 
 def _count(errors: int | None, frames: int) -> str:
@@ -354,10 +362,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     frames = list(evaluation.frames)
     rows = operating_table(frames, TARGETS, rule.min_defect_area_px, rule=rule)
     scores, defective, eligible = _arrays(frames, rule.min_defect_area_px)
-    decisions = [f.get("decision") for f in frames]
-    rejected = np.asarray([d == "NG" if d in ("OK", "NG") else
-                           rule.is_ng(float(f["image_score"]), int(f.get("largest_region_px") or 0))
-                           for f, d in zip(frames, decisions)], bool)
+    rejected = _rejected(frames, rule)
     notes = []
     written = [_write_frames_csv(frames, out / "frames.csv")]
     plt = _pyplot()

@@ -22,7 +22,7 @@ from jaffnet.decision import DecisionRule, find_regions, image_score
 from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics
 from jaffnet.preprocess import to_rgb
 from pipelines.evaluation.calibration import (
-    ESCAPE_COST,
+    BALANCED,
     MAX_ESCAPE_RATE,
     CalibrationRecord,
     Objective,
@@ -34,7 +34,6 @@ from pipelines.evaluation.calibration import (
 from pipelines.evaluation.overlays import write_overlay
 
 OVERALL = "overall"
-BALANCED = Objective(ESCAPE_COST, 1.0)
 
 
 @dataclass(frozen=True)
