@@ -43,7 +43,8 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import compile_path
 
 from serving.audit_log import AuditEntry, AuditLog
-from serving.decision_log import DecisionLogSettings, valid_request_id
+from pipelines.decision_records import valid_request_id
+from serving.decision_log import DecisionLogSettings
 from serving.errors import error_response
 from serving.keys import ApiKey, KeyStore
 

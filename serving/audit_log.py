@@ -21,7 +21,8 @@ from contextlib import closing
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from serving.decision_log import DecisionLogSettings, open_store, read_only
+from pipelines.decision_records import open_store, read_only
+from serving.decision_log import DecisionLogSettings
 
 logger = logging.getLogger("ray.serve")
 

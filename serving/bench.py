@@ -153,7 +153,7 @@ def _attack(args, settings: dict, keys: BenchKeys) -> int:
     from jaffnet.inference.bench import cpu_name
     from serving.attack import run_attack
     from serving.config import ServingConfig
-    from serving.decision_log import DecisionReader
+    from pipelines.decision_records import DecisionReader
 
     base = f"http://127.0.0.1:{args.port}"
     card = requests_json(base + "/v1/model", keys.admin)

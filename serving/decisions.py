@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 
-from serving.decision_log import (REQUEST_ID_PATTERN, DecisionLog, DecisionLogSettings, DecisionReader,
-                                  NotLogged, PendingDecision, StoredDecision, StoredReview, png_bytes,
-                                  read_png, retention)
+from pipelines.decision_records import (REQUEST_ID_PATTERN, DecisionReader, StoredDecision, StoredReview, png_bytes,
+                                        read_png)
+from serving.decision_log import DecisionLog, DecisionLogSettings, NotLogged, PendingDecision, retention
 from serving.errors import InspectionError
 from serving.metrics import InspectionMetrics
 from serving.overlay import draw_overlay, shrink_to

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.cli_options import add_tracking_uri
-from serving.decision_log import DecisionReader, StoredDecision, png_bytes, read_png
+from pipelines.decision_records import DecisionReader, StoredDecision, png_bytes, read_png
 
 TRANSITIONS = ("OK->NG", "NG->OK")
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.evaluation.calibration import CONFIDENCE, upper_bound
 from serving.access import principal_of
-from serving.decision_log import StoredDecision, StoredReview, write_review
+from pipelines.decision_records import StoredDecision, StoredReview, write_review
 from serving.decisions import (_ERRORS, CLIENT_FIELD_PATTERN, RequestId, _iso, _read, _reader, _stored,
                                _timestamp, review_out)
 from serving.errors import InspectionError

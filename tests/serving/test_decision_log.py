@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from serving.decision_log import (DecisionLog, DecisionLogSettings, DecisionReader, NotLogged, PendingDecision,
-                                  StoreObserver, read_png, retention, valid_request_id)
+from pipelines.decision_records import DecisionReader, read_png, valid_request_id
+from serving.decision_log import (DecisionLog, DecisionLogSettings, NotLogged, PendingDecision, StoreObserver,
+                                  retention)
 from serving.decisions import DecisionRecorder
 
 

@@ -426,7 +426,7 @@ def test_a_canary_key_never_appears_in_replies_logs_the_decision_log_or_the_audi
 
 def test_the_attack_drivers_keyed_phases_refuse_without_touching_the_model(service):
     from serving.attack import _unauthenticated_flood, hostile
-    from serving.decision_log import DecisionReader
+    from pipelines.decision_records import DecisionReader
     from serving.hostile import hostile_requests
 
     cases = [case for case in hostile_requests(LIMITS["max_body_bytes"]) if case.overrides_thresholds]

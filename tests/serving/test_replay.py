@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from jaffnet.decision import DecisionRule
-from serving.decision_log import DecisionReader
+from pipelines.decision_records import DecisionReader
 from serving.replay import replay
 from tests.serving.images import encode, textured
 from tests.serving.test_service import _free_port

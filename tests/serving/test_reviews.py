@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 from scipy.stats import beta
 
-from serving.decision_log import DecisionLog, DecisionReader, StoredDecision, StoredReview, write_review
+from pipelines.decision_records import DecisionReader, StoredDecision, StoredReview, write_review
+from serving.decision_log import DecisionLog
 from serving.reviews import CLASS_CONFIDENCE, EscapeIn, ReviewIn, escape_of, line_quality, quality_of
 from tests.serving.test_decision_log import NOW, reply, settings, write
 
