@@ -18,7 +18,7 @@ import numpy as np
 
 from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
-from pipelines.data.codec import decode_mask
+from pipelines.codec import decode_mask
 from pipelines.data.dataset import iter_encoded_batches
 from pipelines.evaluation.evaluate import Evaluation
 from pipelines.evaluation.scoring import EndpointVerdict, score_predictions

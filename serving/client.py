@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.data.codec import sniff_format
+from pipelines.codec import sniff_format
 from serving import overlay
 from serving.postprocess import png_base64_to_mask
 

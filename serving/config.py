@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.data.codec import OPENCV_MAX_PIXELS
+from pipelines.codec import OPENCV_MAX_PIXELS
 from serving.access import AccessSettings
 from serving.decision_log import DecisionLogSettings
 

@@ -1,6 +1,6 @@
 """Bytes from the line -> a decoded frame, with refusals as HTTP errors.
 
-Decoding itself lives in :mod:`pipelines.data.codec`, shared with ingestion so the
+Decoding itself lives in :mod:`pipelines.codec`, shared with ingestion so the
 service accepts exactly the images the training data could be made of. This module
 keeps only the HTTP concerns: which content types name which format, and turning the
 codec's :class:`DecodeError` into an :class:`InspectionError` (a 4xx JSON answer).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipelines.data.codec import SUPPORTED_FORMATS, DecodedImage, DecodeError, read_image
+from pipelines.codec import SUPPORTED_FORMATS, DecodedImage, DecodeError, read_image
 from serving.errors import InspectionError
 
 __all__ = ["SUPPORTED_FORMATS", "DecodedImage", "decode_frame", "format_for_content_type"]

@@ -14,7 +14,7 @@ from jaffnet.frames import model_inputs
 from jaffnet.preprocess import to_rgb
 from pipelines import storage
 from pipelines.data.augment import AugmentConfig, augment_pair, resize_pair, sample_rng
-from pipelines.data.codec import decode_image, decode_mask
+from pipelines.codec import decode_image, decode_mask
 from pipelines.data.ingestion import DATA_FOLDER, MANIFEST
 from pipelines.data.splits import SPLITS
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import storage
-from pipelines.data.codec import InvalidSample, encode_png, validate_pair
+from pipelines.codec import InvalidSample, encode_png, validate_pair
 from pipelines.data.layouts import Rejection, discover
 from pipelines.data.publish import check_replaceable, clean_leftovers, discard, publish, temporary_sibling
 from pipelines.data.splits import SPLITS, assign_splits, check_fractions

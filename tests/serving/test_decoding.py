@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaffnet.preprocess import to_rgb
-from pipelines.data.codec import DecodeError, decode_image, read_image
+from pipelines.codec import DecodeError, decode_image, read_image
 from serving.decoding import decode_frame, format_for_content_type
 from serving.errors import InspectionError
 from tests.serving.images import encode, grey_alpha_png, textured

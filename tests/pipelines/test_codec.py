@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.data.codec import (
+from pipelines.codec import (
     DecodeError,
     InvalidSample,
     decode_image,
