@@ -2,7 +2,9 @@
 
 Each top-level package owns its subcommands in a ``commands`` module exposing
 ``add_commands(subparsers, bench_subparsers)``; this file only collects them, so a
-command lives next to the code it drives. Handlers import heavy modules (Ray, MLflow)
+command lives next to the code it drives. A command that drives more than one layer
+(``evaluate``: pipelines or serving) is defined whole here in ``cli/``, the one package
+allowed to import every layer; no package adds to another's parser. Handlers import heavy modules (Ray, MLflow)
 lazily so ``jaffnet --help`` stays fast.
 """
 
@@ -15,7 +17,8 @@ import sys
 _COMMAND_MODULES = (
     "pipelines.model_commands",  # export, bench model
     "pipelines.data.commands",  # synth, ingest, bench data
-    "pipelines.training.commands",  # train, evaluate, demo
+    "pipelines.training.commands",  # train, demo, bench train
+    "cli.evaluate",  # evaluate: a model (pipelines) or a live endpoint (serving)
     "tuning.commands",  # tune
     "serving.commands",  # serve, inspect, bench serve
     "serving.replay",  # replay (the decision log against another model version)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import ipaddress
 import json
 import os
@@ -28,8 +27,6 @@ KEY_FILE_HELP = ("file holding the API key (default: $JAFFNET_API_KEY, else the 
 
 
 def add_commands(subparsers, bench_subparsers) -> None:
-    if "evaluate" in subparsers.choices:  # `jaffnet evaluate --endpoint URL`: the site acceptance test
-        _plug_into_evaluate(subparsers.choices["evaluate"])
     serve = subparsers.add_parser(
         "serve", help="run the Ray Serve inspection endpoint (POST /v1/inspect)",
         description="Deploys the application of a Serve config YAML (default: the packaged "
@@ -292,23 +289,3 @@ def bench_command(args) -> int:
     from serving.bench import run
 
     return run(args)
-
-
-def _plug_into_evaluate(evaluate: argparse.ArgumentParser) -> None:
-    """``jaffnet evaluate --endpoint`` scores through serving.acceptance, with the key --key-file names."""
-    evaluate.add_argument("--key-file", help=KEY_FILE_HELP + " (--endpoint; an admin key: it reads the model "
-                                                             "card and posts frames)")
-    run_evaluate = evaluate.get_default("func")
-
-    def with_key(args):
-        args.evaluate_endpoint = functools.partial(_evaluate_endpoint, key_file=args.key_file)
-        return run_evaluate(args)
-
-    evaluate.set_defaults(func=with_key)
-
-
-def _evaluate_endpoint(url: str, dataset_dir: str, split: str, *, concurrency: int, key_file: str | None = None):
-    from serving.acceptance import evaluate_endpoint
-    from serving.client import read_key
-
-    return evaluate_endpoint(url, dataset_dir, split, concurrency=concurrency, key=read_key(key_file))

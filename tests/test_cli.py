@@ -36,3 +36,27 @@ def test_lower_layers_never_import_higher_ones():
         offenders += [str(path.relative_to(root)) for path in (root / package).rglob("*.py")
                       if pattern.search(path.read_text())]
     assert offenders == []
+
+
+def test_evaluate_endpoint_scores_through_serving_with_the_key_file(tmp_path, monkeypatch, capsys):
+    """`jaffnet evaluate --endpoint URL --key-file F` posts through serving's acceptance test with F's key."""
+    import serving.acceptance
+    from cli.main import main
+
+    class Scored:
+        def table(self):
+            return "the table"
+
+    calls = []
+    monkeypatch.setattr(serving.acceptance, "evaluate_endpoint",
+                        lambda url, data, split, *, concurrency, key: calls.append((url, data, split, concurrency, key))
+                        or Scored())
+    key_file = tmp_path / "admin.key"
+    key_file.write_text("secret-key\n")
+    assert main(["evaluate", "--endpoint", "http://127.0.0.1:8000", "--data", str(tmp_path), "--split", "val",
+                 "--concurrency", "2", "--key-file", str(key_file)]) == 0
+    assert calls == [("http://127.0.0.1:8000", str(tmp_path), "val", 2, "secret-key")]
+    assert "the table" in capsys.readouterr().out
+    assert main(["evaluate", "--endpoint", "http://x", "--data", str(tmp_path),
+                 "--key-file", str(tmp_path / "missing.key")]) == 2  # an unreadable key file: a clear error
+    assert "cannot read the API key file" in capsys.readouterr().err
