@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
@@ -41,11 +40,9 @@ import numpy as np
 from jaffnet.contract import InputContract
 from jaffnet.frames import model_inputs, plan_frame
 from pipelines.quantization_gate import MASK_IOU_CHECK, GateLimits, GateReport, run_gate
-from pipelines.registry import MANIFEST_TAG, LoadedModel
+from pipelines.registry import INT8_ARTIFACT_PATH, INT8_REPORT_FILE, MANIFEST_TAG, LoadedModel
 
-ARTIFACT_PATH = "int8"  # in the model's run: the file set + REPORT_FILE, gate passed
-REJECTED_ARTIFACT_PATH = "int8_rejected"  # the report of a failed gate
-REPORT_FILE = "gate_report.json"
+REJECTED_ARTIFACT_PATH = "int8_rejected"  # the report of a failed gate (a passed one: INT8_ARTIFACT_PATH)
 GATE_TAG = "int8_gate"  # version tag: passed | failed
 DATASET_PARAM = "dataset_dir"  # the run param training logs
 DEFAULT_CALIBRATION_FRAMES = 300
@@ -196,12 +193,8 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     module docstring), a given list is used as it is (without accuracy control).
     """
     from jaffnet.inference import bench, build_predictor, export_onnx
-    from jaffnet.inference.quantization import (
-        DEFAULT_MIN_MASK_IOU,
-        AccuracyControl,
-        check_fp32_modules,
-        quantize_int8,
-    )
+    from jaffnet.inference.int8_files import restored_modules
+    from jaffnet.inference.quantization import DEFAULT_MIN_MASK_IOU, AccuracyControl, check_fp32_modules, quantize_int8
     from pipelines.data.dataset import iter_samples
 
     out_dir = Path(out_dir)
@@ -237,7 +230,7 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
                                           staging / f"rung-{step}", metadata=metadata,
                                           image_size=contract.image_size, onnx_path=onnx_path,
                                           fp32_modules=rung.fp32_modules, accuracy_control=control))
-            kept = _Quantised(rung, file_set, _restored(file_set),
+            kept = _Quantised(rung, file_set, restored_modules(file_set),
                               build_predictor(loaded.model, "int8", threads=threads, quantized_path=str(file_set)))
             if not selection_samples or (step == len(ladder) - 1 and not passed):
                 break  # the only rung, or the last resort: the test gate judges it
@@ -311,14 +304,6 @@ def _seconds_per_input(predictors: Sequence[Any], batches: Iterator[np.ndarray],
     return [statistics.median(timings) for timings in seconds]
 
 
-def _restored(file_set: Path) -> list[str]:
-    """The module paths of the convolutions accuracy control gave back float32 (manifest
-    ``float32.restored_modules``)."""
-    from jaffnet.inference.quantization import read_int8_manifest
-
-    return list(read_int8_manifest(file_set).get("float32", {}).get("restored_modules", []))
-
-
 def _selection_step(rung: Rung, restored: list[str], trial: GateReport) -> dict[str, Any]:
     """One rung of the float32 ladder as the report records it."""
     return {"fp32_modules": list(rung.fp32_modules), "accuracy_control": rung.accuracy_control,
@@ -335,11 +320,11 @@ def _torch_threads() -> int:
 
 
 def _check_destination(out_dir: Path) -> None:
-    """``out_dir`` absent, empty, or an earlier export of ours (it holds REPORT_FILE), which is replaced."""
+    """``out_dir`` absent, empty, or an earlier export of ours (it holds INT8_REPORT_FILE), which is replaced."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportRefused(f"--out {out_dir} is a file; an INT8 export is a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / REPORT_FILE).is_file():
-        raise ExportRefused(f"--out {out_dir} is not empty and holds no earlier export ({REPORT_FILE}); "
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / INT8_REPORT_FILE).is_file():
+        raise ExportRefused(f"--out {out_dir} is not empty and holds no earlier export ({INT8_REPORT_FILE}); "
                             "pick an empty or new folder")
 
 
@@ -353,14 +338,14 @@ def _publish(report: GateReport, file_set: Path, out_dir: Path, run_id: str | No
         for entry in file_set.parent.iterdir():  # the kept rung's files only
             shutil.move(str(entry), out_dir / entry.name)
         published = out_dir / file_set.name
-    report_path = out_dir / REPORT_FILE
+    report_path = out_dir / INT8_REPORT_FILE
     report_path.write_text(report.to_json() + "\n")
     artifact_path = None
     if log_to_run and run_id:
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        artifact_path = ARTIFACT_PATH if report.passed else REJECTED_ARTIFACT_PATH
+        artifact_path = INT8_ARTIFACT_PATH if report.passed else REJECTED_ARTIFACT_PATH
         if report.passed:
             client.log_artifacts(run_id, str(out_dir), artifact_path=artifact_path)
         else:
@@ -369,35 +354,3 @@ def _publish(report: GateReport, file_set: Path, out_dir: Path, run_id: str | No
             client.set_model_version_tag(loaded.name, loaded.version, GATE_TAG,
                                          "passed" if report.passed else "failed")
     return Int8Export(report.passed, report, report_path, published, artifact_path, run_id)
-
-
-# ----------------------------------------------------------------------------- serving
-
-
-def download_int8(loaded: LoadedModel, destination: str | Path | None = None) -> Path:
-    """The INT8 file set logged to ``loaded``'s run (``int8/``), downloaded; what
-    ``backend: int8`` serves. Raises LookupError when the run has no passed export."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    hint = f"run `jaffnet export --model {loaded.source} --format int8 --out DIR` first"
-    run_id = loaded.run_id
-    if run_id is None:
-        raise LookupError(f"{loaded.source} is not in an MLflow run, so it has no logged INT8 export; {hint}, "
-                          "or set backend_options.quantized_path to its file set")
-    destination = Path(destination or tempfile.mkdtemp(prefix="jaffnet-int8-"))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT_PATH,
-                                                         dst_path=str(destination)))
-    except (MlflowException, OSError) as exc:
-        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export: {hint} ({exc})") from exc
-    report_file = local / REPORT_FILE
-    if not report_file.is_file():
-        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export ({ARTIFACT_PATH}/{REPORT_FILE} "
-                          f"missing): {hint}")
-    report = json.loads(report_file.read_text())
-    file_set = report.get("extra", {}).get("file_set")
-    if not report.get("passed") or not file_set or not (local / file_set).exists():
-        raise LookupError(f"the INT8 export in run {run_id} did not pass its accuracy gate or lacks its "
-                          f"file set: {hint}")
-    return local / file_set

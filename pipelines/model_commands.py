@@ -233,7 +233,7 @@ def bench_model_command(args) -> int:
         model_label = f"random-weight JAFFNet(width={args.width:g})"
     int8_fp32_modules = None
     if args.int8_scheme:
-        from jaffnet.inference.quantization import float32_layers
+        from jaffnet.inference.int8_files import float32_layers
 
         try:
             int8_fp32_modules = float32_layers(args.int8_scheme)

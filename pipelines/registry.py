@@ -256,3 +256,43 @@ def promote_if_better(name: str, version: str, metric: str, lower_is_better: boo
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     return decision
+
+
+# ----------------------------------------------------------------------------- published INT8 file sets
+
+# Where `jaffnet export --format int8` publishes a file set that passed its gate, in the model's run:
+# the set (``jaffnet.inference.int8_files``) and the gate report naming it (``extra.file_set``).
+INT8_ARTIFACT_PATH = "int8"
+INT8_REPORT_FILE = "gate_report.json"
+
+
+def download_int8(loaded: LoadedModel, destination: str | Path | None = None) -> Path:
+    """The INT8 file set published to ``loaded``'s run (``int8/``), downloaded: what serving's
+    ``backend: int8`` runs (the backend then checks it against the weights). Raises
+    LookupError when the run has no export that passed its gate."""
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    hint = f"run `jaffnet export --model {loaded.source} --format int8 --out DIR` first"
+    run_id = loaded.run_id
+    if run_id is None:
+        raise LookupError(f"{loaded.source} is not in an MLflow run, so it has no logged INT8 export; {hint}, "
+                          "or set backend_options.quantized_path to its file set")
+    destination = Path(destination or tempfile.mkdtemp(prefix="jaffnet-int8-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=INT8_ARTIFACT_PATH,
+                                                         dst_path=str(destination)))
+    except (MlflowException, OSError) as exc:
+        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export: {hint} ({exc})") from exc
+    report_file = local / INT8_REPORT_FILE
+    if not report_file.is_file():
+        raise LookupError(f"{loaded.source} (run {run_id}) has no INT8 export ({INT8_ARTIFACT_PATH}/"
+                          f"{INT8_REPORT_FILE} missing): {hint}")
+    report = json.loads(report_file.read_text())
+    file_set = report.get("extra", {}).get("file_set")
+    if not report.get("passed") or not file_set or not (local / file_set).exists():
+        raise LookupError(f"the INT8 export in run {run_id} did not pass its accuracy gate or lacks its "
+                          f"file set: {hint}")
+    return local / file_set

@@ -19,7 +19,7 @@ from ray import serve
 from jaffnet.frames import model_inputs
 from jaffnet.inference import backend_options, build_predictor
 from jaffnet.io import WeightsError
-from pipelines.registry import configure_tracking, load_model
+from pipelines.registry import configure_tracking, download_int8, load_model
 from serving.config import ServingConfig
 
 logger = logging.getLogger("ray.serve")
@@ -53,8 +53,6 @@ def predictor_options(settings: ServingConfig, loaded) -> dict:
     if "image_size" in backend_options(settings.backend):  # e.g. onnx exports at the tile size
         options.setdefault("image_size", loaded.contract.image_size)
     if settings.backend == INT8_BACKEND and INT8_PATH_OPTION not in options:
-        from pipelines.int8_export import download_int8
-
         try:
             options[INT8_PATH_OPTION] = str(download_int8(loaded))
         except LookupError as exc:

@@ -1,4 +1,4 @@
-"""Model benchmarks: inference backends against eager, and training throughput.
+"""Model benchmarks: inference backends against eager, training throughput, and the synthetic frames they run on.
 
 Every speed-up is a ratio against eager PyTorch measured in the same process on the
 same inputs, because absolute times on shared machines drift between runs. Each row
@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from jaffnet.inference.predictor import Predictor, build_predictor
+from jaffnet.inference.backends import backend_options, build_predictor
+from jaffnet.inference.predictor import Predictor
 from jaffnet.losses import HybridLoss
 from jaffnet.model import IN_CHANNELS, JAFFNet
+from jaffnet.preprocess import normalize
 
 INT8_BENCH_CALIBRATION = 16  # synthetic frames the int8 backend is calibrated on in a bench
 
@@ -162,14 +164,13 @@ def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None
     on the spot on ``calibration_frames`` synthetic ``image_size`` frames (a benchmark of
     speed, not of a trained model's accuracy), with ``int8_fp32_modules`` float32 (default:
     ``quantize_int8``'s)."""
-    from jaffnet.inference.predictor import backend_options
-
     predictors, skipped = {}, {}
     for backend in backends:
         options = {"threads": threads} if threads and "threads" in backend_options(backend) else {}
         if backend == "int8":
-            options.update(synthetic_calibration=calibration_frames, image_size=image_size,
-                           fp32_modules=int8_fp32_modules)
+            in_channels = model.in_channels
+            options.update(calibration_batches=[synthetic_frames(calibration_frames, image_size, in_channels)],
+                           image_size=image_size, fp32_modules=int8_fp32_modules)
         label = f"{backend}@{device}" if device else backend
         start = time.perf_counter()
         try:
@@ -178,12 +179,43 @@ def build_predictors(model: JAFFNet, backends: Sequence[str], device: str | None
             skipped[label] = str(exc)
             continue
         build_s = time.perf_counter() - start
+        if backend == "int8":
+            predictors[label].note += f", synthetic {image_size}x{image_size}"
         note = getattr(predictors[label], "note", "")
         if note:
             print(f"  {label}: {note}", flush=True)
         elif build_s > 5:
             print(f"  built {label} in {build_s:.0f} s", flush=True)
     return predictors, skipped
+
+
+def synthetic_frames(count: int, image_size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """``count`` deterministic, image-like synthetic frames, ImageNet-normalised float32
+    ``(count, channels, S, S)``: smooth shading, fine texture and a few dark/bright blobs.
+    For calibrating random-weight models in benchmarks only: a trained model must be
+    calibrated on its own data."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive int, got {count!r}")
+    rng = np.random.default_rng(seed)
+    side = image_size
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    frames = np.empty((count, side, side, 3), np.uint8)
+    for i in range(count):
+        base = rng.uniform(60, 200)
+        shade = base + rng.uniform(-40, 40) * xx + rng.uniform(-40, 40) * yy
+        coarse = rng.standard_normal((side // 16 + 1, side // 16 + 1)).astype(np.float32)
+        coarse = np.kron(coarse, np.ones((16, 16), np.float32))[:side, :side]
+        image = shade + 12 * coarse + 6 * rng.standard_normal((side, side)).astype(np.float32)
+        for _ in range(rng.integers(1, 4)):  # defect-like blobs
+            cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.02, 0.12)
+            blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
+            image[blob] += rng.choice([-1, 1]) * rng.uniform(40, 90)
+        tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+        frames[i] = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
+    normalised = normalize(frames, "imagenet")  # random-weight benchmark models are imagenet ones
+    if channels == 1:
+        normalised = normalised.mean(axis=1, keepdims=True)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
 def machine_description(threads: int) -> str:

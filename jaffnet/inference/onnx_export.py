@@ -9,10 +9,13 @@ metadata so a reader can tell which network it holds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -74,6 +77,27 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     except Exception as exc:  # onnx raises DecodeError, OSError... for unreadable files
         raise ValueError(f"{path} is not a readable ONNX file: {exc}") from exc
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def check_exported_from(onnx_path: str | Path, model: torch.nn.Module) -> None:
+    """ValueError unless the ONNX file at ``onnx_path`` holds exactly ``model``'s weights (its fingerprint)."""
+    stored = read_onnx_metadata(onnx_path).get("jaffnet_weights_sha256")
+    if stored != weights_fingerprint(model):
+        raise ValueError(f"{onnx_path} was not exported from this model's weights "
+                         f"({'no fingerprint in the file' if stored is None else 'fingerprint differs'}); "
+                         "re-export it with `jaffnet export`")
+
+
+@contextlib.contextmanager
+def exported_onnx(model: torch.nn.Module, image_size: int = 256, onnx_path: str | Path | None = None) -> Iterator[Path]:
+    """An ONNX file of ``model``: ``onnx_path`` (from ``jaffnet export``) once checked to hold its
+    weights, else a fresh export at ``image_size`` into a temporary folder, deleted on exit."""
+    if onnx_path is not None:
+        check_exported_from(onnx_path, model)
+        yield Path(onnx_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="jaffnet-onnx-") as tmp:
+        yield export_onnx(model, Path(tmp) / "model.onnx", image_size=image_size)
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -85,8 +85,7 @@ def test_export_writes_the_file_set_and_gate_report_and_logs_them_to_the_run(reg
     from mlflow import MlflowClient
 
     from jaffnet.inference import build_predictor
-    from pipelines.int8_export import download_int8
-    from pipelines.registry import load_model
+    from pipelines.registry import download_int8, load_model
 
     out = workdir / "int8"
     assert _export(registered, out) == 0
@@ -126,13 +125,14 @@ def test_a_failed_gate_exits_1_with_the_report_and_no_usable_export(registered, 
     import jaffnet.inference.quantization as quantization
     from mlflow import MlflowClient
 
+    from jaffnet.inference.int8_files import FORMAT, FORMAT_VERSION
     from pipelines.registry import load_model
 
     real_build = jaffnet.inference.build_predictor
 
     def fake_quantize(model, calibration_batches, out_dir, **kwargs):
         assert all(batch.shape[1:] == (3, SIZE, SIZE) for batch in calibration_batches)
-        manifest = {"format": quantization.FORMAT, "format_version": quantization.FORMAT_VERSION,
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                     "float32": {"modules": list(kwargs["fp32_modules"]), "restored": []}}
         out_dir.mkdir(parents=True, exist_ok=True)  # as quantize_int8 does
         (out_dir / "jaffnet_int8.json").write_text(json.dumps(manifest))
@@ -207,7 +207,7 @@ def test_fp32_modules_reach_the_quantiser_and_unknown_ones_are_refused(registere
 def _wrong_when(condition):
     """``build_predictor`` whose int8 predictors are deliberately wrong when ``condition(manifest)``."""
     import jaffnet.inference
-    from jaffnet.inference.quantization import read_int8_manifest
+    from jaffnet.inference.int8_files import read_int8_manifest
 
     real_build = jaffnet.inference.build_predictor
 

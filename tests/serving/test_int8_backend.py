@@ -55,8 +55,7 @@ def test_int8_serves_the_runs_export_and_refuses_one_of_other_weights(tracking, 
     from mlflow import MlflowClient
 
     from jaffnet.inference.quantization import quantize_int8
-    from pipelines.int8_export import ARTIFACT_PATH, REPORT_FILE
-    from pipelines.registry import load_model
+    from pipelines.registry import INT8_ARTIFACT_PATH, INT8_REPORT_FILE, load_model
     from serving.model_deployment import ModelLoadError
 
     monkeypatch.chdir(tmp_path)
@@ -69,11 +68,11 @@ def test_int8_serves_the_runs_export_and_refuses_one_of_other_weights(tracking, 
     export.mkdir()
     file_set = quantize_int8(load_model(uri).model, [rng.normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)],
                              export, metadata={}, image_size=SIZE)
-    (export / REPORT_FILE).write_text(json.dumps({"passed": True, "extra": {
+    (export / INT8_REPORT_FILE).write_text(json.dumps({"passed": True, "extra": {
         "file_set": file_set.relative_to(export).as_posix()}}))
     client = MlflowClient()
     for run in (run_id, other_run_id):  # the other version's run gets a file set of different weights
-        client.log_artifacts(run, str(export), artifact_path=ARTIFACT_PATH)
+        client.log_artifacts(run, str(export), artifact_path=INT8_ARTIFACT_PATH)
 
     deployment = _deployment(uri, tracking)
     assert deployment.card["backend"] == "int8" and deployment.card["device"] == "cpu"

@@ -12,16 +12,9 @@ import pytest
 import torch
 
 from jaffnet.inference import build_predictor, error_bound, export_onnx
-from jaffnet.inference.quantization import (
-    MANIFEST_NAME,
-    AccuracyControl,
-    MODEL_FILES,
-    float32_layers,
-    quantize_int8,
-    read_int8_manifest,
-    runtime_available,
-    synthetic_frames,
-)
+from jaffnet.inference.bench import synthetic_frames
+from jaffnet.inference.int8_files import MANIFEST_NAME, MODEL_FILES, float32_layers, read_int8_manifest
+from jaffnet.inference.quantization import AccuracyControl, quantize_int8, runtime_available
 from jaffnet.inference.onnx_export import weights_fingerprint
 from tests.jaffnet.inference.conftest import TOLERANCE, perturbed_model, random_batch
 
@@ -111,7 +104,7 @@ def test_int8_needs_a_file_set_or_calibration(model):
     with pytest.raises(ValueError, match="needs quantized_path"):
         build_predictor(model, "int8")
     with pytest.raises(ValueError, match="not both"):
-        build_predictor(model, "int8", quantized_path="x", synthetic_calibration=4)
+        build_predictor(model, "int8", quantized_path="x", calibration_batches=[synthetic_frames(1, SIZE)])
     with pytest.raises(ValueError, match="CPU only"):
         build_predictor(model, "int8", device="cuda", quantized_path="x")
 
@@ -249,10 +242,12 @@ def test_unknown_fp32_modules_are_refused(model, tmp_path, modules, error):
         quantize_int8(model, [synthetic_frames(1, SIZE)], tmp_path, image_size=SIZE, fp32_modules=modules)
 
 
-def test_quantising_on_the_fly_uses_synthetic_frames(model, file_set, monkeypatch):
-    """The wiring of ``build_predictor(model, "int8", synthetic_calibration=N)``; the real
-    quantisation is the fixture's (the same function), so it is not repeated here."""
-    import jaffnet.inference.quantization as quantization
+def test_quantising_on_the_fly_and_the_bench_calibrating_on_synthetic_frames(model, file_set, monkeypatch):
+    """The wiring of ``build_predictor(model, "int8", calibration_batches=...)`` and of the bench,
+    which calibrates random-weight models on synthetic frames; the real quantisation is the
+    fixture's (the same function), so it is not repeated here."""
+    import jaffnet.inference.int8_backend as int8_backend
+    from jaffnet.inference.bench import build_predictors
 
     seen = {}
 
@@ -262,12 +257,13 @@ def test_quantising_on_the_fly_uses_synthetic_frames(model, file_set, monkeypatc
             shutil.copy(path, out_dir)
         return Path(out_dir) / MANIFEST_NAME
 
-    monkeypatch.setattr(quantization, "quantize_int8", fake_quantize)
-    predictor = build_predictor(model, "int8", synthetic_calibration=3, image_size=SIZE, threads=1)
-    assert seen == {"frames": 3, "image_size": SIZE, "fp32_modules": ("encoder.stem",)}
-    assert "calibrated on 3 synthetic 64x64 frames" in predictor.note
-    assert predictor(random_batch(1, SIZE, SIZE)).shape == (1, SIZE, SIZE)
-    build_predictor(model, "int8", synthetic_calibration=3, image_size=SIZE, fp32_modules=["encoder"])
+    monkeypatch.setattr(int8_backend, "quantize_int8", fake_quantize)
+    predictors, skipped = build_predictors(model, ["int8"], threads=1, image_size=SIZE, calibration_frames=3)
+    assert skipped == {} and seen == {"frames": 3, "image_size": SIZE, "fp32_modules": ("encoder.stem",)}
+    assert predictors["int8"].note.endswith(", synthetic 64x64")
+    assert predictors["int8"](random_batch(1, SIZE, SIZE)).shape == (1, SIZE, SIZE)
+    build_predictor(model, "int8", calibration_batches=[synthetic_frames(2, SIZE)], image_size=SIZE,
+                    fp32_modules=["encoder"])
     assert seen["fp32_modules"] == ["encoder"]
     with pytest.raises(ValueError, match="not both"):
         build_predictor(model, "int8", quantized_path=str(file_set), fp32_modules=["encoder"])

@@ -20,7 +20,7 @@ SCENARIO = """
 import gc, signal, sys, threading, time
 
 from jaffnet.inference.openvino_runtime import import_runtime, signal_stack_guard
-from jaffnet.inference.predictor import OpenVinoPredictor
+from jaffnet.inference.openvino_backend import OpenVinoPredictor
 
 # What a terminal gives Python; a child of a background job (CI) inherits SIGINT ignored.
 signal.signal(signal.SIGINT, signal.default_int_handler)

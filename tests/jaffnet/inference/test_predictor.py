@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from jaffnet.inference import BACKENDS, CPU_BACKENDS, build_predictor, error_bound
-from jaffnet.inference.predictor import cpu_has_native_bf16
+from jaffnet.inference.torch_backend import cpu_has_native_bf16
 from tests.jaffnet.inference.conftest import TOLERANCE, random_batch
 
 # torch.compile with the "aot_eager" compiler checks graph capture of the fused model in
