@@ -75,8 +75,8 @@ def cli_markdown() -> str:
     lines = [
         "# CLI reference",
         "",
-        "Generated at build time from the real parser (`cli.main.build_parser()`, every package's",
-        "`commands.add_commands`): each section is that command's `--help`, so this page cannot",
+        "Generated at build time from the real parser (`cli.main.build_parser()`: the `add_commands` of",
+        "every module `cli/main.py` lists): each section is that command's `--help`, so this page cannot",
         "disagree with the installed `jaffnet`. The guides explain when to use what.",
         "",
         "| command | what it does |",
