@@ -51,9 +51,10 @@ def nested_runs(client, parent_run_id):
     return {run.data.tags[TRIAL_TAG]: run for run in runs}
 
 
-def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracking_uri, tmp_path, capsys):
+def test_a_search_stops_a_trial_early_and_registers_the_winner(dataset, tracking_uri, tmp_path, capsys):
     """Trials run in grid order: the first (a working lr) sets ASHA's bar after epoch 1;
-    the next two barely move their weights (lr 1e-7), fall below it and are stopped."""
+    the second barely moves its weights (lr 1e-7), falls below it and is stopped. (Two
+    trials are the fewest that show it: each costs ~20 s of worker start-up here.)"""
     from mlflow import MlflowClient
 
     from cli.main import main
@@ -61,7 +62,7 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     space = tmp_path / "space.yaml"
     space.write_text("num_samples: 1\nmax_concurrent: 1\nscheduler: {grace_period: 1, reduction_factor: 2}\n"
                      "parameters:\n"
-                     "  lr: {grid: [0.01, 1.0e-7, 1.0e-7]}\n"
+                     "  lr: {grid: [0.01, 1.0e-7]}\n"
                      "  w_iou: {loguniform: [0.5, 2.0]}\n"
                      "  dilation_rates: {choice: [[1, 2, 4], [1, 3, 5]]}\n" + TINY_TRAINING)
     code = main(["tune", "--data", str(dataset), "--config", str(space), "--set", "epochs=2",
@@ -70,19 +71,18 @@ def test_three_trial_search_stops_early_and_registers_the_winner(dataset, tracki
     out = capsys.readouterr().out
     assert code == 0, out
     assert "stopped early" in out and "registered models:/jaffnet/1 with alias candidate, champion" in out
-    assert "3 configurations x 1 seed(s) (0) = 3 trials" in out
+    assert "2 configurations x 1 seed(s) (0) = 2 trials" in out
     assert "over 2 epochs, grace 1 epoch(s) (set in the search file)" in out and "search metric: val_mae (min)" in out
 
     client = MlflowClient(tracking_uri)
     parent = client.search_runs(["1"], filter_string="attributes.run_name = 'search'")[0]
     rows = json.loads(Path(client.download_artifacts(parent.info.run_id, "trials.json", str(tmp_path))).read_text())
-    assert len(rows) == 3 and {row["status"] for row in rows} <= {"completed", "stopped early"}
+    assert len(rows) == 2 and {row["status"] for row in rows} <= {"completed", "stopped early"}
     assert sum(row["status"] == "stopped early" and row["epochs_run"] < 2 for row in rows) >= 1
     winner = min(rows, key=lambda row: row["best"])
     assert winner["lr"] == 0.01 and winner["epochs_run"] == 2
     # Each trial records its configuration (in grid order) and its training seed.
-    assert sorted((row["configuration"], row["lr"], row["seed"]) for row in rows) == [
-        (0, 0.01, 0), (1, 1e-7, 0), (2, 1e-7, 0)]
+    assert sorted((row["configuration"], row["lr"], row["seed"]) for row in rows) == [(0, 0.01, 0), (1, 1e-7, 0)]
     groups = json.loads(Path(client.download_artifacts(parent.info.run_id, "configurations.json",
                                                        str(tmp_path))).read_text())
     by_configuration = sorted(rows, key=lambda row: row["configuration"])
