@@ -2,22 +2,40 @@
 
 Ingestion and the HTTP service must agree on what a decodable image is, so both go
 through :func:`read_image`. It refuses bad input before it costs memory: the format is
-sniffed from the magic bytes and the pixel dimensions are read from the header *before*
-decoding, so a small file that would decode to gigabytes (a decompression bomb) is
-refused without being decoded. OpenCV then decodes with ``IMREAD_UNCHANGED`` (keeping
-16-bit and alpha visible) and the result becomes uint8 grayscale ``(H, W)`` or **RGB**
-``(H, W, 3)`` (OpenCV's BGR is swapped here; alpha is dropped, the camera's pixels
-count). 16-bit samples are scaled from their significant bits (:func:`significant_bits`:
-PNG sBIT or TIFF MaxSampleValue, a setting, or the frame's maximum). Every refusal is a :class:`DecodeError`
-with an HTTP-style status and a machine-readable code; serving passes those on, and
-ingestion turns them into :class:`InvalidSample` reasons.
+sniffed from the magic bytes and the header is read *before* decoding, so a small file
+that would decode to gigabytes (a decompression bomb) is refused without being decoded.
+OpenCV then decodes with ``IMREAD_UNCHANGED`` (keeping 16-bit and alpha visible) and the
+result becomes uint8 grayscale ``(H, W)`` or **RGB** ``(H, W, 3)`` (OpenCV's BGR is
+swapped here; alpha is dropped, the camera's pixels count). 16-bit samples are scaled from
+their significant bits (:func:`significant_bits`: PNG sBIT or TIFF MaxSampleValue, a
+setting, or the frame's maximum). Every refusal is a :class:`DecodeError` with an
+HTTP-style status and a machine-readable code; serving passes those on, and ingestion
+turns them into :class:`InvalidSample` reasons.
 
-Ingestion also re-encodes: images keep their channel count and are stored as lossless
-PNG, masks become 0/255 single-channel PNG.
+Headers are parsed by maintained, fuzzed libraries: Pillow's lazy ``Image.open`` for PNG,
+JPEG and BMP (size and mode; its decompression-bomb limit is set here explicitly) and
+tifffile for TIFF (the first page's tags, strips or tiles, the page chain). Each gets only
+the sniffed format's parser. What is still written here, and why:
+
+- the magic-byte sniff (:func:`sniff_format`): a table lookup, not parsing. It names the
+  formats we refuse (GIF, WebP, BigTIFF, ...), picks the one parser the bytes may reach,
+  and lets a header cut short be reported as truncated rather than unrecognised;
+- the PNG sBIT lookup (:func:`_png_sbit`): Pillow reads past sBIT without keeping it. It
+  walks only chunks Pillow has just checked (lengths and CRCs, up to IDAT);
+- the TIFF limits (:func:`_tiff_header`): tifffile reads tile sizes, byte counts and the
+  page chain but refuses none of them (it logs and carries on, and notices a looping chain
+  only after 100 pages), while libtiff, which decodes, would allocate what they claim.
+  These checks compare values tifffile read; they parse nothing.
+
+:func:`encode_png` is the one PNG encoder: ingestion stores images at their channel count
+and masks as 0/255 single-channel PNG with it, and the decision log and the service's
+replies use it too.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -26,14 +44,22 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import tifffile
+from PIL import Image
 
 from jaffnet.preprocess import to_rgb
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-# OpenCV's own pixel cap (read once, at its first decode in a process): a backstop behind
-# the header checks here, and the ceiling of the service's configurable max_pixels.
+# OpenCV's own pixel cap (read once, at its first decode in a process): the ceiling of every
+# pixel limit here, and of the service's configurable max_pixels.
 OPENCV_MAX_PIXELS = 1 << 26
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
+# Set, not left at Pillow's default: Pillow warns above this and refuses above twice it while
+# it opens a header; the codec's own cap then refuses from the size the header gives.
+Image.MAX_IMAGE_PIXELS = OPENCV_MAX_PIXELS
+# tifffile logs what it finds malformed and carries on; the codec's refusals report what
+# matters, and a flood of hostile TIFFs must not become a flood of log lines.
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -90,7 +116,7 @@ class DecodedImage:
     ``(H, W, 3)`` RGB for colour and colour + alpha ones; ``channels`` (1, 2, 3 or 4)
     and ``bit_depth`` (8 or 16) describe the file, not ``pixels``. ``significant_bits``
     is how many of a 16-bit sample's low bits carry the signal (12 for a 12-bit camera)
-    and ``bits_source`` where that came from: ``file`` (PNG sBIT), ``setting``, ``inferred``
+    and ``bits_source`` where that came from: ``file`` (PNG sBIT or TIFF MaxSampleValue), ``setting``, ``inferred``
     (from the frame's maximum) or ``8-bit``.
     """
 
@@ -118,35 +144,52 @@ class DecodedImage:
 # --- the decoder -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, read before any pixel is decoded."""
+
+    width: int
+    height: int
+    grey_alpha: bool = False  # a grayscale + alpha PNG, which OpenCV expands to BGRA
+    significant_bits: int | None = None  # declared by PNG sBIT or TIFF MaxSampleValue
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
 def read_image(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
                admit: Callable[[int, int], None] | None = None, bit_depth: int | None = None) -> DecodedImage:
     """Validate and decode one image. Every refusal is a :class:`DecodeError`.
 
     ``declared_format`` (e.g. from a content type) must match the sniffed format;
-    ``max_pixels`` caps width x height, checked on the header before decoding, and so
-    does ``admit(width, height)`` (a caller's own limits: it raises to refuse).
-    16-bit samples are scaled from their significant bits to 8 bits: the file's PNG
-    ``sBIT`` or TIFF ``MaxSampleValue`` when present, else ``bit_depth`` (e.g. 12), else the smallest of 10, 12, 14,
-    16 bits that holds the frame's maximum (so a 12-bit camera is not read as near-black).
+    ``max_pixels`` caps width x height (never above :data:`OPENCV_MAX_PIXELS`), checked on
+    the header before decoding, and so does ``admit(width, height)`` (a caller's own limits:
+    it raises to refuse). 16-bit samples are scaled from their significant bits to 8 bits:
+    the file's PNG ``sBIT`` or TIFF ``MaxSampleValue`` when present, else ``bit_depth``
+    (e.g. 12), else the smallest of 10, 12, 14, 16 bits that holds the frame's maximum (so
+    a 12-bit camera is not read as near-black).
     """
-    image, image_format = _decode(data, declared_format, max_pixels, admit)
-    bits, source = significant_bits(image, data, image_format, bit_depth)
+    image, image_format, header = _decode(data, declared_format, max_pixels, admit)
+    bits, source = significant_bits(image, header.significant_bits, bit_depth)
     return DecodedImage(_to_8bit(_grey_or_rgb(image), bits), image_format, _channels(image),
                         image.dtype.itemsize * 8, bits, source)
 
 
 def _decode(data: bytes, declared_format: str | None = None, max_pixels: int | None = None,
-            admit: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str]:
-    """The checked OpenCV array at its stored depth and channel layout (BGR order), and
-    its format. Kept apart from :func:`read_image` so masks can be binarised before
+            admit: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str, Header]:
+    """The checked OpenCV array at its stored depth and channel layout (BGR order), its
+    format and header. Kept apart from :func:`read_image` so masks can be binarised before
     their depth is reduced."""
     if not data:
         raise DecodeError(400, "empty_body", "the request carries no image bytes")
     image_format = _checked_format(data, declared_format)
-    width, height = read_dimensions(data, image_format)
-    if max_pixels is not None and width * height > max_pixels:
+    header = read_header(data, image_format)
+    width, height = header.size
+    limit = OPENCV_MAX_PIXELS if max_pixels is None else min(max_pixels, OPENCV_MAX_PIXELS)
+    if width * height > limit:
         raise DecodeError(413, "too_many_pixels",
-                          f"the frame is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
+                          f"the frame is {width}x{height} = {width * height} pixels, above the limit of {limit}")
     if admit is not None:
         admit(width, height)
     image = _imdecode(data, image_format)
@@ -154,9 +197,10 @@ def _decode(data: bytes, declared_format: str | None = None, max_pixels: int | N
         raise DecodeError(400, "corrupt_image",
                           f"the {image_format} header says {width}x{height} but decodes to "
                           f"{image.shape[1]}x{image.shape[0]}")
-    image = _as_stored(image, data, image_format)
+    if header.grey_alpha and image.ndim == 3 and image.shape[2] == 4:
+        image = np.ascontiguousarray(image[:, :, [0, 3]])  # back to the 2 channels the file stores
     _check_samples(image, image_format)
-    return image, image_format
+    return image, image_format, header
 
 
 def _checked_format(data: bytes, declared_format: str | None) -> str:
@@ -185,17 +229,6 @@ def _imdecode(data: bytes, image_format: str) -> np.ndarray:
                                                 f"(OpenCV refused it: {getattr(exc, 'err', exc)})") from exc
     if image is None or image.size == 0:
         raise DecodeError(400, "corrupt_image", f"the {image_format} data cannot be decoded (truncated or corrupt)")
-    return image
-
-
-_PNG_GREY_ALPHA = 4  # IHDR colour type
-
-
-def _as_stored(image: np.ndarray, data: bytes, image_format: str) -> np.ndarray:
-    """Undo OpenCV's expansion of grayscale + alpha PNGs to BGRA, so such a file reports
-    2 channels and decodes to grayscale like any other grey image."""
-    if image_format == "PNG" and data[25] == _PNG_GREY_ALPHA and image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, [0, 3]])
     return image
 
 
@@ -230,33 +263,18 @@ def _grey_or_rgb(image: np.ndarray) -> np.ndarray:
 BIT_DEPTHS = (10, 12, 14, 16)  # what 16-bit files from line cameras carry
 
 
-def significant_bits(image: np.ndarray, data: bytes, image_format: str,
+def significant_bits(image: np.ndarray, declared: int | None = None,
                      bit_depth: int | None = None) -> tuple[int, str]:
-    """(bits that carry the signal, where that came from); see :func:`read_image`."""
+    """(bits that carry the signal, where that came from): ``declared`` by the file, else
+    the ``bit_depth`` setting, else inferred; see :func:`read_image`."""
     if image.dtype == np.uint8:
         return 8, "8-bit"
-    declared = {"PNG": _png_sbit, "TIFF": _tiff_significant_bits}.get(image_format, lambda _: None)(data)
     if declared:
         return declared, "file"
     if bit_depth is not None:
         return bit_depth, "setting"
     peak = int(image.max()) if image.size else 0
     return next(bits for bits in BIT_DEPTHS if peak < 1 << bits), "inferred"
-
-
-def _png_sbit(data: bytes) -> int | None:
-    """The largest significant-bits value of a PNG's sBIT chunk (before IDAT), if any."""
-    position = 8
-    while position + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        kind = data[position + 4:position + 8]
-        if kind == b"sBIT":
-            values = data[position + 8:position + 8 + min(length, 4)]
-            return max(values) if values and 1 <= max(values) <= 16 else None
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        position += 12 + length
-    return None
 
 
 def _to_8bit(image: np.ndarray, bits: int = 16) -> np.ndarray:
@@ -280,132 +298,103 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def read_dimensions(data: bytes, image_format: str) -> tuple[int, int]:
-    """(width, height) from the header alone. Raises 400 if the header is cut short."""
+class _HeaderBytes(io.BytesIO):
+    """The bytes a header parser reads, remembering whether it asked for more than there
+    were: then its failure is a truncated file, not a corrupt one."""
+
+    ran_out = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if size is not None and 0 <= len(chunk) < size:
+            self.ran_out = True
+        return chunk
+
+
+def read_header(data: bytes, image_format: str) -> Header:
+    """The header of a sniffed PNG, JPEG, BMP or TIFF, read by Pillow or tifffile and
+    checked; any failure of theirs is a 400 (``truncated_image`` when the bytes ran out),
+    and a Pillow decompression-bomb refusal a 413."""
+    source = _HeaderBytes(data)
     try:
-        width, height = _HEADER_READERS[image_format](data)
-    except (struct.error, IndexError) as exc:
-        raise DecodeError(400, "truncated_image", f"the {image_format} header is truncated") from exc
-    if width <= 0 or height <= 0:
-        raise DecodeError(400, "corrupt_image", f"the {image_format} header gives a {width}x{height} image")
-    return width, height
+        header = _tiff_header(source, len(data)) if image_format == "TIFF" else _pillow_header(source, image_format, data)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(413, "too_many_pixels", f"the {image_format} frame is too large to decode: {exc}") from exc
+    except Exception as exc:  # a parser failing on hostile bytes, however it fails, is the sender's error
+        if source.ran_out:
+            raise DecodeError(400, "truncated_image", f"the {image_format} header is truncated") from exc
+        raise DecodeError(400, "corrupt_image", f"the {image_format} header is corrupt") from exc
+    if header.width <= 0 or header.height <= 0:
+        raise DecodeError(400, "corrupt_image", f"the {image_format} header gives a {header.width}x{header.height} image")
+    return header
 
 
-def _png_dimensions(data: bytes) -> tuple[int, int]:
-    if data[12:16] != b"IHDR":
-        raise DecodeError(400, "corrupt_image", "the PNG does not start with an IHDR chunk")
-    return struct.unpack(">II", data[16:24])
+def _pillow_header(source: _HeaderBytes, image_format: str, data: bytes) -> Header:
+    """Pillow's lazy open reads the header only (and refuses sizes above twice its
+    ``MAX_IMAGE_PIXELS``); only the sniffed format's plugin sees the bytes."""
+    with Image.open(source, formats=[image_format]) as image:
+        width, height = image.size
+        grey_alpha = image.mode == "LA"
+    return Header(width, height, grey_alpha, _png_sbit(data) if image_format == "PNG" else None)
 
 
-# JPEG start-of-frame markers (C4, C8 and CC are DHT, JPG and DAC, not frames).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+def _png_sbit(data: bytes) -> int | None:
+    """The largest significant-bits value of a PNG's sBIT chunk (before IDAT), if any.
+    Called once Pillow has opened the PNG, so the chunks walked here are whole."""
+    position = 8
+    while position + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[position:position + 4])
+        kind = data[position + 4:position + 8]
+        if kind == b"sBIT":
+            values = data[position + 8:position + 8 + min(length, 4)]
+            return max(values) if values and 1 <= max(values) <= 16 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        position += 12 + length
+    return None
 
 
-def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
-    position = 2  # after SOI
-    while True:
-        if data[position] != 0xFF:
-            raise DecodeError(400, "corrupt_image", "the JPEG segment structure is corrupt")
-        while data[position] == 0xFF:  # fill bytes
-            position += 1
-        marker = data[position]
-        position += 1
-        if marker in _JPEG_STANDALONE:
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            raise DecodeError(400, "corrupt_image", "the JPEG has no frame header")
-        (length,) = struct.unpack(">H", data[position:position + 2])
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[position + 3:position + 7])
-            return width, height
-        position += length
-
-
-def _bmp_dimensions(data: bytes) -> tuple[int, int]:
-    (header_size,) = struct.unpack("<I", data[14:18])
-    if header_size == 12:  # OS/2 BITMAPCOREHEADER
-        return struct.unpack("<HH", data[18:22])
-    width, height = struct.unpack("<ii", data[18:26])
-    return width, abs(height)  # negative height = rows stored top-down
-
-
-_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 256, 257, 322, 323
-_TIFF_STRIP_BYTES, _TIFF_TILE_BYTES, _TIFF_MAX_SAMPLE = 279, 325, 281
-_TIFF_SIZES = {3: 2, 4: 4}  # SHORT, LONG
-MAX_TIFF_VALUES = 1 << 16  # strips or tiles per page we read the byte counts of
 MAX_TIFF_PAGES = 16  # OpenCV decodes the first page; a longer (or looping) chain is refused
+_TIFF_MAX_SAMPLE_VALUE = 281
 
 
-def _tiff_dimensions(data: bytes) -> tuple[int, int]:
-    """(width, height) of the first page, after checking what libtiff would allocate: tiles
-    no larger than the image (rounded to 16), strips and tiles no larger than the file,
-    and a short, loop-free page chain."""
-    tags = _tiff_first_page(data)
-    if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
-        raise DecodeError(400, "corrupt_image", "the TIFF has no image width/length tags")
-    width, height = tags[_TIFF_WIDTH][0], tags[_TIFF_LENGTH][0]
-    for tag, side, name in ((_TIFF_TILE_WIDTH, width, "width"), (_TIFF_TILE_LENGTH, height, "length")):
-        if tag in tags and tags[tag][0] > max(16, -(-side // 16) * 16):
-            raise DecodeError(400, "corrupt_image", f"the TIFF tile {name} {tags[tag][0]} exceeds its {side}-px image")
-    for tag in (_TIFF_STRIP_BYTES, _TIFF_TILE_BYTES):
-        if max(tags.get(tag, [0])) > len(data):
+def _tiff_header(source: _HeaderBytes, file_bytes: int) -> Header:
+    """The first page as tifffile reads it, after checking what libtiff would allocate
+    when it decodes: tiles no larger than the image (rounded to 16), strips and tiles no
+    larger than the file, and a short, loop-free page chain."""
+    with tifffile.TiffFile(source) as tiff:
+        _check_tiff_pages(tiff)
+        page = tiff.pages[0]
+        width, height = page.imagewidth, page.imagelength
+        for tile, side, name in ((page.tilewidth, width, "width"), (page.tilelength, height, "length")):
+            if tile > max(16, -(-side // 16) * 16):
+                raise DecodeError(400, "corrupt_image", f"the TIFF tile {name} {tile} exceeds its {side}-px image")
+        largest = max(page.databytecounts, default=0)
+        if largest > file_bytes:
             raise DecodeError(400, "corrupt_image",
-                              f"the TIFF declares a {max(tags[tag])}-byte strip or tile in a {len(data)}-byte file")
-    return width, height
+                              f"the TIFF declares a {largest}-byte strip or tile in a {file_bytes}-byte file")
+        return Header(width, height, significant_bits=_tiff_significant_bits(page))
 
 
-def _tiff_first_page(data: bytes) -> dict[int, list[int]]:
-    order = "<" if data[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", data[4:8])
-    _check_tiff_pages(data, order, ifd)
-    return _tiff_tags(data, order, ifd)
-
-
-def _tiff_significant_bits(data: bytes) -> int | None:
-    """Bits implied by the TIFF's MaxSampleValue tag (a 12-bit camera writes 4095), if set."""
-    try:
-        peak = _tiff_first_page(data).get(_TIFF_MAX_SAMPLE, [0])[0]
-    except (struct.error, IndexError, DecodeError):
-        return None
-    return peak.bit_length() if 0 < peak < 0xFFFF else None
-
-
-def _tiff_tags(data: bytes, order: str, ifd: int) -> dict[int, list[int]]:
-    """SHORT/LONG tag values of one IFD (arrays read where they point, up to
-    ``MAX_TIFF_VALUES``); of duplicated tags the first counts, as in libtiff."""
-    (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-    found: dict[int, list[int]] = {}
-    for entry in range(count):
-        offset = ifd + 2 + 12 * entry
-        tag, kind, values = struct.unpack(order + "HHI", data[offset:offset + 8])
-        if tag in found or kind not in _TIFF_SIZES:
-            continue
-        size = _TIFF_SIZES[kind]
-        values = min(values, MAX_TIFF_VALUES)
-        start = offset + 8
-        if size * values > 4:  # the field holds an offset to the array
-            (start,) = struct.unpack(order + "I", data[offset + 8:offset + 12])
-        array = data[start:start + size * values]
-        if len(array) < size * values:
-            raise DecodeError(400, "truncated_image", f"the TIFF's tag {tag} points past the end of the file")
-        found[tag] = list(struct.unpack(order + ("H" if size == 2 else "I") * values, array))
-    return found
-
-
-def _check_tiff_pages(data: bytes, order: str, ifd: int) -> None:
+def _check_tiff_pages(tiff: tifffile.TiffFile) -> None:
     seen = set()
-    while ifd:
-        if ifd in seen:
+    for index in range(MAX_TIFF_PAGES + 1):
+        try:
+            offset = tiff.pages[index].offset
+        except IndexError:  # the chain ended
+            return
+        if offset in seen:
             raise DecodeError(400, "corrupt_image", "the TIFF's page chain loops")
-        if len(seen) >= MAX_TIFF_PAGES:
-            raise DecodeError(400, "too_many_pages", f"the TIFF has more than {MAX_TIFF_PAGES} pages; send one frame")
-        seen.add(ifd)
-        (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-        (ifd,) = struct.unpack(order + "I", data[ifd + 2 + 12 * count:ifd + 6 + 12 * count])
+        seen.add(offset)
+    raise DecodeError(400, "too_many_pages", f"the TIFF has more than {MAX_TIFF_PAGES} pages; send one frame")
 
 
-_HEADER_READERS = {"PNG": _png_dimensions, "JPEG": _jpeg_dimensions, "BMP": _bmp_dimensions, "TIFF": _tiff_dimensions}
+def _tiff_significant_bits(page: tifffile.TiffPage) -> int | None:
+    """Bits implied by the TIFF's MaxSampleValue tag (a 12-bit camera writes 4095), if set."""
+    peak = np.max(page.tags.valueof(_TIFF_MAX_SAMPLE_VALUE, default=0))
+    return int(peak).bit_length() if 0 < peak < 0xFFFF else None
 
 
 # --- ingestion: image/mask pairs ---------------------------------------------------
@@ -434,7 +423,7 @@ def decode_mask(data: bytes) -> np.ndarray:
     background once reduced to its high byte.
     """
     with _refused_as("mask"):
-        image, _ = _decode(data)
+        image, _, _ = _decode(data)
     return _binarise(_single_channel(_grey_or_rgb(image)))
 
 
@@ -459,13 +448,16 @@ def _binarise(mask: np.ndarray) -> np.ndarray:
     return np.where(mask >= _MASK_THRESHOLD * scale, np.uint8(255), np.uint8(0))
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 grayscale or RGB -> PNG bytes."""
-    if image.ndim == 3:
+def encode_png(image: np.ndarray, compression: int | None = None) -> bytes:
+    """uint8 grey ``(H, W)`` or RGB ``(H, W, 3)``, or a bool mask (as 0/255), -> lossless
+    PNG bytes; ``compression`` is the zlib level (0-9, OpenCV's default when None)."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise InvalidSample("could not encode as PNG")
+    ok, buffer = cv2.imencode(".png", image, [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:  # pragma: no cover - encoding a grey or RGB uint8 array does not fail
+        raise ValueError("PNG encoding failed")
     return buffer.tobytes()
 
 

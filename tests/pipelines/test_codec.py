@@ -1,8 +1,10 @@
+import io
 import struct
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from pipelines.codec import (
     DecodeError,
@@ -10,12 +12,11 @@ from pipelines.codec import (
     decode_image,
     decode_mask,
     encode_png,
-    read_dimensions,
+    read_header,
     read_image,
     sniff_format,
     validate_pair,
 )
-from serving.hostile import SHORT, grey_tiff_entries, tiff
 from tests.serving.images import encode, grey_alpha_png, textured
 
 
@@ -40,7 +41,7 @@ def test_formats_decode_with_header_dimensions(image_format, channels):
         image = image + np.array([0, 40, 80], dtype=np.uint8)  # distinct channel means expose a BGR swap
     data = encode(image, image_format)
     assert sniff_format(data) == image_format
-    assert read_dimensions(data, image_format) == (53, 37)
+    assert read_header(data, image_format).size == (53, 37)
     decoded = read_image(data, declared_format=image_format)
     assert decoded.pixels.shape == image.shape and decoded.pixels.dtype == np.uint8
     assert (decoded.format, decoded.channels, decoded.bit_depth) == (image_format, channels or 1, 8)
@@ -119,7 +120,7 @@ def test_big_endian_tiff_header():
     header += struct.pack(">HHI", 256, 4, 1) + struct.pack(">I", 70000)  # width, LONG
     header += struct.pack(">HHI", 257, 3, 1) + struct.pack(">HH", 300, 0)  # length, SHORT
     header += struct.pack(">I", 0)  # no next page
-    assert read_dimensions(header, "TIFF") == (70000, 300)
+    assert read_header(header, "TIFF").size == (70000, 300)
 
 
 def _tiff(entries: list[tuple[int, int]], next_ifd: int = 0) -> bytes:
@@ -129,21 +130,32 @@ def _tiff(entries: list[tuple[int, int]], next_ifd: int = 0) -> bytes:
 
 
 def test_tiff_headers_are_checked_like_libtiff_reads_them():
-    assert read_dimensions(_tiff([(256, 16), (257, 16), (256, 99999)]), "TIFF") == (16, 16)  # first tag wins
+    assert read_header(_tiff([(256, 16), (257, 16), (256, 99999)]), "TIFF").size == (16, 16)  # first tag wins
     with pytest.raises(DecodeError, match="tile width 65520 exceeds"):  # a 16x16 image with ~1 GB tiles
-        read_dimensions(_tiff([(256, 16), (257, 16), (322, 65520), (323, 65520)]), "TIFF")
-    assert read_dimensions(_tiff([(256, 100), (257, 20), (322, 112), (323, 32)]), "TIFF") == (100, 20)
+        read_header(_tiff([(256, 16), (257, 16), (322, 65520), (323, 65520)]), "TIFF")
+    assert read_header(_tiff([(256, 100), (257, 20), (322, 112), (323, 32)]), "TIFF").size == (100, 20)
     with pytest.raises(DecodeError, match="page chain loops"):
-        read_dimensions(_tiff([(256, 16), (257, 16)], next_ifd=8), "TIFF")
+        read_header(_tiff([(256, 16), (257, 16)], next_ifd=8), "TIFF")
+    with pytest.raises(DecodeError, match="too_many_pages|more than 16 pages"):
+        read_header(_tiff_chain(17), "TIFF")
+    assert read_header(_tiff_chain(16), "TIFF").size == (16, 16)
     with pytest.raises(DecodeError, match="1073741824-byte strip or tile in a"):  # libtiff would read 1 GB
-        read_dimensions(tiff(grey_tiff_entries(strip_bytes=1 << 30)), "TIFF")
-    assert read_image(tiff(grey_tiff_entries())).pixels.shape == (16, 16)  # the honest twin decodes
+        read_header(_tiff([(256, 16), (257, 16), (279, 1 << 30)]), "TIFF")
+
+
+def _tiff_chain(pages: int) -> bytes:
+    """A TIFF header of ``pages`` 16x16 IFDs, each pointing at the next."""
+    entries = struct.pack("<H", 2) + struct.pack("<HHII", 256, 4, 1, 16) + struct.pack("<HHII", 257, 4, 1, 16)
+    ifd_bytes = len(entries) + 4
+    ifds = [entries + struct.pack("<I", 8 + (page + 1) * ifd_bytes if page + 1 < pages else 0) for page in range(pages)]
+    return b"II*\x00" + struct.pack("<I", 8) + b"".join(ifds)
 
 
 def test_a_tiff_declares_its_significant_bits_with_max_sample_value():
     frame = np.full((16, 16), 900, np.uint16)  # dark: inference would say 10 bits
-    entries = [(tag, kind, 16 if tag == 258 else value) for tag, kind, value in grey_tiff_entries(strip_bytes=512)]
-    decoded = read_image(tiff(entries + [(281, SHORT, 4095)], pixels=frame.astype("<u2").tobytes()), bit_depth=16)
+    written = io.BytesIO()
+    tifffile.imwrite(written, frame, extratags=[(281, "H", 1, 4095, True)])  # MaxSampleValue
+    decoded = read_image(written.getvalue(), bit_depth=16)
     assert (decoded.significant_bits, decoded.bits_source) == (12, "file")
     assert decoded.pixels[0, 0] == 900 >> 4
 

@@ -1,10 +1,11 @@
 """The HTTP side of decoding: content types, and codec refusals as InspectionErrors.
 
 Formats, channels, header readers, bombs and truncation are the codec's and are tested
-in tests/pipelines/data/test_codec.py.
+in tests/pipelines/test_codec.py.
 """
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ def _forged_png(width: int, height: int) -> bytes:
     """A small PNG whose header claims another size: refused before it is decoded."""
     data = bytearray(encode(textured(8, 8), "PNG"))
     data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(data[12:29]))  # a forger keeps the IHDR checksum right
     return bytes(data)
 
 
