@@ -21,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipelines.codec import encode_png
+
 DATABASE_FILE = "decisions.sqlite"
 SCHEMA_VERSION = 2  # 2: the reviews table (serving.reviews)
 # Ids as the service makes them (uuid4 hex) and a client's own x-request-id, within reason. Checked
@@ -108,15 +110,8 @@ class StoredDecision:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """A grey or RGB uint8 image (or a bool mask) as PNG bytes."""
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    elif image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:  # pragma: no cover - encoding a 2-D/3-channel uint8 array does not fail
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()
+    """A grey or RGB uint8 image (or a bool mask) as PNG bytes, at the log's compression level."""
+    return encode_png(image, PNG_COMPRESSION)
 
 
 def read_png(data: bytes, colour: bool = True) -> np.ndarray:

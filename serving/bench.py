@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from serving.config import application_section, deployment_options, read_serve_config
 from jaffnet.contract import InputContract
 from jaffnet.frames import plan_frame
+from pipelines.codec import encode_png
 
 MAX_CONCURRENCY = 64
 APP_NAME = "jaffnet-bench"
@@ -146,7 +146,7 @@ def run(args) -> int:
 def _test_frame(args, size: int) -> tuple[np.ndarray, bytes]:
     height, width = args.frame_height or size, args.frame_width or size
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return frame, cv2.imencode(".png", frame)[1].tobytes()
+    return frame, encode_png(frame)
 
 
 def _attack(args, settings: dict, keys: BenchKeys) -> int:

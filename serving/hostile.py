@@ -1,8 +1,9 @@
-"""Hostile requests for the attack driver (``jaffnet bench serve --attack``) and the tests.
+"""The hostile-request matrix of the attack driver (``jaffnet bench serve --attack``, :mod:`serving.attack`).
 
 Each :class:`HostileRequest` is something a broken camera, a fuzzer or an attacker could
 post to ``/v1/inspect``, with the 4xx the service must answer. Files are forged by hand
-(a few bytes of header can claim gigapixels), so nothing here needs a large array.
+(a few bytes of header can claim gigapixels), so nothing here needs a large array. The
+service tests post the same matrix; the codec's own tests build their files themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from pipelines.codec import encode_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +88,7 @@ def grey_tiff_entries(width: int = 16, height: int = 16, strip_bytes: int = 256)
 
 def hostile_requests(max_body_bytes: int) -> list[HostileRequest]:
     """The hostile matrix, one request per case (the driver cycles through it)."""
-    good = cv2.imencode(".png", np.full((64, 64), 90, np.uint8))[1].tobytes()
+    good = encode_png(np.full((64, 64), 90, np.uint8))
     good_jpeg = cv2.imencode(".jpg", np.full((64, 64), 90, np.uint8))[1].tobytes()
     duplicated = grey_tiff_entries()
     duplicated[0:0] = [(256, LONG, 100_000)]  # libtiff keeps the first of duplicated tags

@@ -9,14 +9,9 @@ import zlib
 import cv2
 import numpy as np
 
+from pipelines.codec import encode_png
+
 PROBABILITY_ENCODING = "float32-le+zlib+base64"
-
-
-def _png_base64(image: np.ndarray) -> str:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:  # pragma: no cover - encoding a 2-D uint8/uint16 array does not fail
-        raise RuntimeError("PNG encoding failed")
-    return base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
 def _png_base64_decode(text: str, what: str) -> np.ndarray:
@@ -28,7 +23,7 @@ def _png_base64_decode(text: str, what: str) -> np.ndarray:
 
 def mask_to_png_base64(mask: np.ndarray) -> str:
     """HxW bool -> base64 of a single-channel 8-bit PNG (defect 255, background 0)."""
-    return _png_base64(mask.astype(np.uint8) * 255)
+    return base64.b64encode(encode_png(mask.astype(bool))).decode("ascii")
 
 
 def png_base64_to_mask(text: str) -> np.ndarray:
