@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
 
 import cv2
 import numpy as np
+from PIL import Image
 
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tiff"}
 
@@ -29,14 +29,7 @@ def textured(height: int, width: int, channels: int | None = 3, seed: int = 0) -
 
 
 def grey_alpha_png(grey: np.ndarray, alpha: np.ndarray) -> bytes:
-    """A grayscale + alpha PNG (colour type 4), written by hand: OpenCV cannot encode one."""
-    height, width = grey.shape
-    rows = np.dstack([grey, alpha]).astype(np.uint8).reshape(height, 2 * width)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 per row
-    header = struct.pack(">IIBBBBB", width, height, 8, 4, 0, 0, 0)
-    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + chunks
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    """A grayscale + alpha PNG (colour type 4), which OpenCV cannot encode: Pillow writes it."""
+    written = io.BytesIO()
+    Image.fromarray(np.dstack([grey, alpha]).astype(np.uint8)).save(written, "PNG")  # (H, W, 2) uint8 is "LA"
+    return written.getvalue()
