@@ -28,7 +28,8 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.evaluation.calibration import CONFIDENCE, upper_bound
+from pipelines.evaluation.calibration import CONFIDENCE, RateCount
+from pipelines.evaluation.line_reviews import frame_weight, in_review_sample
 from serving.access import principal_of
 from pipelines.decision_records import StoredDecision, StoredReview, write_review
 from serving.decisions import (_ERRORS, CLIENT_FIELD_PATTERN, RequestId, _iso, _read, _reader, _stored,
@@ -232,34 +233,31 @@ class Share:
     """The weighted share of one decision class's reviewed frames whose verdict differs from the model."""
 
     decisions: int  # the model's decisions of this class in range (the population)
-    reviewed: int
-    wrong: float  # sum of the weights of the wrong ones
-    weight: float  # sum of all weights
-    effective: float  # Kish effective sample size: (sum w)^2 / sum w^2
+    sample: RateCount  # wrong verdicts among the class's reviewed frames, weighted by 1/sampling rate
 
     @classmethod
     def of(cls, decisions: int, reviewed: list[StoredDecision]) -> "Share":
         # A frame kept with probability r stands for 1/r frames of its class (near-threshold frames are
         # kept at 1, the random sample at ok_sample_rate: weighting undoes the over-representation).
-        weights = [1 / row.sample_rate for row in reviewed]
-        wrong = sum(w for w, row in zip(weights, reviewed) if not row.review.agrees)
-        total, squares = sum(weights), sum(w * w for w in weights)
-        return cls(decisions, len(reviewed), wrong, total, total * total / squares if squares else 0.0)
+        return cls(decisions, RateCount.of([not row.review.agrees for row in reviewed],
+                                           [frame_weight(row) for row in reviewed]))
+
+    @property
+    def reviewed(self) -> int:
+        return self.sample.frames
 
     @property
     def rate(self) -> float | None:
-        return self.wrong / self.weight if self.weight else None
+        return self.sample.rate
 
     @property
     def upper(self) -> float | None:
         """One-sided upper bound at CLASS_CONFIDENCE (Clopper-Pearson on the effective counts)."""
-        if not self.weight:
-            return None
-        return upper_bound(self.rate * self.effective, self.effective, CLASS_CONFIDENCE)
+        return self.sample.upper_at(CLASS_CONFIDENCE)
 
     def to_dict(self) -> dict:
         return {"decisions": self.decisions, "reviewed": self.reviewed, "wrong": self.rate, "upper": self.upper,
-                "effective_reviews": self.effective}
+                "effective_reviews": self.sample.effective}
 
 
 def _rates(ok_defective: float, ng_good: float, passed: int, rejected: int) -> tuple[float | None, float | None]:
@@ -287,7 +285,7 @@ def quality_of(line: str | None, decided: dict[str, int], reviewed: list[StoredD
     It assumes operators review the kept frames of a class without preference (the review queue is in
     log order). Escapes reported on parts whose frame was not kept are counted, not estimated from.
     """
-    sampled = [row for row in reviewed if row.review.source == "review"]
+    sampled = [row for row in reviewed if in_review_sample(row)]
     passed = Share.of(decided.get("OK", 0), [row for row in sampled if row.decision == "OK"])
     rejected = Share.of(decided.get("NG", 0), [row for row in sampled if row.decision == "NG"])
     figures = {"line": line, "reviewed": len(reviewed), "passed": passed.to_dict(), "rejected": rejected.to_dict(),

@@ -140,23 +140,27 @@ def candidate_cuts(scores: np.ndarray) -> np.ndarray:
 
 def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool], *,
                               objective: Objective = BALANCED,
-                              passes_area: Sequence[bool] | None = None) -> float | None:
+                              passes_area: Sequence[bool] | None = None,
+                              weights: Sequence[float] | None = None) -> float | None:
     """The image-score cut (NG when score >= cut) that meets ``objective`` on the frames.
 
     ``passes_area[i]``: whether frame i meets ``min_defect_area_px`` (frames that do not
-    stay OK whatever the cut). Among equally good cuts the middle one is taken. None when
-    the split lacks either defective or defect-free frames (nothing to trade off).
+    stay OK whatever the cut). ``weights[i]``: how many frames frame i stands for (a frame
+    kept with probability r stands for 1/r; default 1 each): the rates are weighted shares.
+    Among equally good cuts the middle one is taken. None when the split lacks either
+    defective or defect-free frames (nothing to trade off).
     Raises ValueError when no cut meets a rate target (only possible with the area rule).
     """
     scores = np.asarray(scores, dtype=np.float64)
     defective = np.asarray(defective, dtype=bool)
     eligible = np.ones(len(scores), bool) if passes_area is None else np.asarray(passes_area, dtype=bool)
+    weight = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
     if defective.all() or not defective.any():
         return None
     cuts = candidate_cuts(scores)
     rejected = (scores[None, :] >= cuts[:, None]) & eligible[None, :]
-    overkill_rate = (rejected & ~defective).sum(axis=1) / (~defective).sum()
-    escape_rate = (~rejected & defective).sum(axis=1) / defective.sum()
+    overkill_rate = ((rejected & ~defective) * weight).sum(axis=1) / weight[~defective].sum()
+    escape_rate = ((~rejected & defective) * weight).sum(axis=1) / weight[defective].sum()
     if objective.method == ESCAPE_COST:
         cost, allowed = overkill_rate + objective.value * escape_rate, np.ones(len(cuts), bool)
     elif objective.method == MAX_ESCAPE_RATE:
@@ -173,30 +177,72 @@ def calibrate_image_threshold(scores: Sequence[float], defective: Sequence[bool]
 
 @dataclass(frozen=True)
 class RateCount:
-    """A rate seen on calibration or test frames, with its one-sided 95 % upper bound."""
+    """A rate seen on calibration, test or reviewed frames, with its one-sided 95 % upper bound.
+
+    Frames sampled at unequal rates (the decision log keeps every NG frame but only a fraction
+    of the OK ones) carry weights, each frame standing for 1/sample_rate frames: then ``rate``
+    is the weighted share and the bound is Clopper-Pearson on Kish's effective count
+    ``(sum w)^2 / sum w^2`` (the number of equally weighted frames that would be as informative).
+    Unweighted, both are the plain counts.
+    """
 
     errors: int
     frames: int
+    weighted_rate: float | None = None  # None: every frame counts once
+    effective_frames: float | None = None
+
+    @classmethod
+    def of(cls, wrong: Sequence[bool], weights: Sequence[float] | None = None) -> RateCount:
+        """The rate of ``wrong`` among these frames (weighted when ``weights`` are given)."""
+        wrong = np.asarray(wrong, dtype=bool)
+        if weights is None:
+            return cls(int(wrong.sum()), len(wrong))
+        weights = np.asarray(weights, dtype=np.float64)
+        total, squares = float(weights.sum()), float(np.square(weights).sum())
+        return cls(int(wrong.sum()), len(wrong), float(weights[wrong].sum()) / total if total else None,
+                   total * total / squares if squares else 0.0)
+
+    @property
+    def weighted(self) -> bool:
+        return self.effective_frames is not None
 
     @property
     def rate(self) -> float | None:
+        if self.weighted:
+            return self.weighted_rate
         return self.errors / self.frames if self.frames else None
 
     @property
+    def effective(self) -> float:
+        return self.effective_frames if self.weighted else self.frames
+
+    def upper_at(self, confidence: float) -> float | None:
+        if self.rate is None:
+            return None
+        errors = self.rate * self.effective if self.weighted else self.errors
+        return upper_bound(errors, self.effective, confidence)
+
+    @property
     def upper(self) -> float | None:
-        return upper_bound(self.errors, self.frames)
+        return self.upper_at(CONFIDENCE)
 
     def describe(self, what: str) -> str:
         if not self.frames:
             return f"{what}: no frames"
+        if self.weighted:
+            return (f"{what} {self.errors}/{self.frames} frames, weighted {self.rate:.2%} (95 % upper bound "
+                    f"{self.upper:.2%} on {self.effective:.1f} effective frames)")
         return f"{what} {self.errors}/{self.frames} = {self.rate:.2%} (95 % upper bound {self.upper:.2%})"
 
 
-def rates(defective: Sequence[bool], rejected: Sequence[bool]) -> tuple[RateCount, RateCount]:
-    """(escapes of the defective frames, overkill of the good frames) of a set of decisions."""
+def rates(defective: Sequence[bool], rejected: Sequence[bool],
+          weights: Sequence[float] | None = None) -> tuple[RateCount, RateCount]:
+    """(escapes of the defective frames, overkill of the good frames) of a set of decisions,
+    weighted when ``weights`` are given (see :class:`RateCount`)."""
     defective, rejected = np.asarray(defective, bool), np.asarray(rejected, bool)
-    return (RateCount(int(np.sum(defective & ~rejected)), int(defective.sum())),
-            RateCount(int(np.sum(~defective & rejected)), int((~defective).sum())))
+    weights = None if weights is None else np.asarray(weights, np.float64)
+    return (RateCount.of(~rejected[defective], None if weights is None else weights[defective]),
+            RateCount.of(rejected[~defective], None if weights is None else weights[~defective]))
 
 
 def support_warnings(objective: Objective, escape: RateCount, overkill: RateCount) -> list[str]:
@@ -209,9 +255,11 @@ def support_warnings(objective: Objective, escape: RateCount, overkill: RateCoun
         return [f"no {kind} frames: the {what} cannot be measured"]
     if kept.upper <= objective.value:
         return []
+    seen = f"{kept.errors} seen" if not kept.weighted else \
+        f"{kept.errors} seen, weighted {kept.rate:.2%} on {kept.effective:.1f} effective frames"
     return [f"{kept.frames} {kind} frames cannot support {what} <= {objective.value:.2%}: "
-            f"{kept.errors} seen, 95 % upper bound {kept.upper:.2%}; zero errors would need >= "
-            f"{frames_needed(objective.value)} {kind} frames"]
+            f"{seen}, 95 % upper bound {kept.upper:.2%}; zero errors would need >= "
+            f"{frames_needed(objective.value)} {'effective ' if kept.weighted else ''}{kind} frames"]
 
 
 @dataclass(frozen=True)
@@ -231,14 +279,30 @@ class CalibrationRecord:
     escape_upper95: float | None
     overkill_upper95: float | None
     warnings: tuple[str, ...] = ()
+    # Sampled frames (a decision log's reviews): the weighted rates and Kish effective counts the
+    # bounds rest on; None when every frame counted once (a dataset split).
+    escape_rate: float | None = None
+    overkill_rate: float | None = None
+    effective_defective: float | None = None
+    effective_good: float | None = None
 
     @classmethod
     def measure(cls, objective: Objective, defective: Sequence[bool], rejected: Sequence[bool],
-                calibration_set: dict[str, str], warnings: Sequence[str] = ()) -> CalibrationRecord:
-        escape, overkill = rates(defective, rejected)
+                calibration_set: dict[str, str], warnings: Sequence[str] = (),
+                weights: Sequence[float] | None = None) -> CalibrationRecord:
+        escape, overkill = rates(defective, rejected, weights)
         return cls(objective.method, float(objective.value), dict(calibration_set), escape.errors, escape.frames,
                    overkill.errors, overkill.frames, escape.upper, overkill.upper,
-                   tuple(warnings) + tuple(support_warnings(objective, escape, overkill)))
+                   tuple(warnings) + tuple(support_warnings(objective, escape, overkill)),
+                   escape.weighted_rate, overkill.weighted_rate, escape.effective_frames, overkill.effective_frames)
+
+    @property
+    def escape_count(self) -> RateCount:
+        return RateCount(self.escapes, self.defective_frames, self.escape_rate, self.effective_defective)
+
+    @property
+    def overkill_count(self) -> RateCount:
+        return RateCount(self.overkill, self.good_frames, self.overkill_rate, self.effective_good)
 
     @property
     def objective(self) -> Objective:
@@ -265,7 +329,7 @@ class CalibrationRecord:
                 "calibration_warnings": str(len(self.warnings))}
 
     def summary(self) -> list[str]:
-        escape, overkill = RateCount(self.escapes, self.defective_frames), RateCount(self.overkill, self.good_frames)
+        escape, overkill = self.escape_count, self.overkill_count
         where = ", ".join(f"{k} {v}" for k, v in self.calibration_set.items())
         lines = [f"calibrated for {self.objective.describe()} on {where or 'the calibration frames'}",
                  f"  on those frames: {escape.describe('escapes')}; {overkill.describe('overkill')}"]

@@ -11,7 +11,7 @@ are the endpoint's own.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,12 +101,14 @@ class FrameRecord:
 
 def calibrate_rule(pixel_threshold: float, frames: Mapping[str, FrameRecord], *, min_defect_area_px: int = 0,
                    objective: Objective = BALANCED, fallback: bool = False,
-                   calibration_set: Mapping[str, str] | None = None) -> tuple[DecisionRule, CalibrationRecord]:
+                   calibration_set: Mapping[str, str] | None = None,
+                   weights: Sequence[float] | None = None) -> tuple[DecisionRule, CalibrationRecord]:
     """The image threshold of ``frames`` meeting ``objective`` at a calibrated pixel
     threshold, and the record of what it does there. Without both defective and good
     frames the image threshold falls back to the pixel threshold, marked not calibrated.
     ``fallback``: when the frames are too few for a rate target (zero errors could not
-    bound the rate at the target), calibrate at balanced error instead, with a warning."""
+    bound the rate at the target), calibrate at balanced error instead, with a warning.
+    ``weights``, in the order of ``frames``: how many frames each stands for (sampled frames)."""
     records = list(frames.values())
     defective = [r.defective for r in records]
     warnings = []
@@ -119,7 +121,7 @@ def calibrate_rule(pixel_threshold: float, frames: Mapping[str, FrameRecord], *,
             objective = BALANCED
     passes_area = [r.largest_region_px >= min_defect_area_px for r in records] if min_defect_area_px else None
     image_threshold = calibrate_image_threshold([r.image_score for r in records], defective, objective=objective,
-                                                passes_area=passes_area)
+                                                passes_area=passes_area, weights=weights)
     if image_threshold is None:
         warnings.append("the calibration frames lack defective or good frames: the image threshold is the pixel "
                         "threshold, NOT calibrated")
@@ -127,7 +129,8 @@ def calibrate_rule(pixel_threshold: float, frames: Mapping[str, FrameRecord], *,
                         image_threshold=pixel_threshold if image_threshold is None else image_threshold,
                         min_defect_area_px=min_defect_area_px, calibrated=image_threshold is not None)
     rejected = [rule.is_ng(r.image_score, r.largest_region_px) for r in records]
-    return rule, CalibrationRecord.measure(objective, defective, rejected, dict(calibration_set or {}), warnings)
+    return rule, CalibrationRecord.measure(objective, defective, rejected, dict(calibration_set or {}), warnings,
+                                           weights)
 
 
 class SplitAccumulator:
