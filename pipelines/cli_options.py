@@ -19,3 +19,21 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def moment(text: str) -> float:
+    """An argparse ``type``: an ISO 8601 time (UTC when no zone is given) -> unix seconds."""
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def add_log_selection(parser: argparse.ArgumentParser) -> None:
+    """--line, --since and --until: which decisions of a decision log a command reads."""
+    parser.add_argument("--since", type=moment, help="ISO 8601 time, inclusive (UTC without a zone)")
+    parser.add_argument("--until", type=moment, help="ISO 8601 time, exclusive")
+    parser.add_argument("--line", help="only this line")

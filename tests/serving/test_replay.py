@@ -12,7 +12,7 @@ import requests
 
 from jaffnet.decision import DecisionRule
 from pipelines.decision_records import DecisionReader
-from serving.replay import replay
+from serving.replay import replay, replay_reviewed
 from tests.serving.images import encode, textured
 from tests.serving.test_service import _free_port
 
@@ -121,3 +121,59 @@ def test_frames_the_log_did_not_keep_are_counted_not_replayed(logged, tmp_path):
     assert (report.frames, report.in_range) == (6, 12)
     assert "6 record(s) in range kept no frame" in report.table()
     assert DecisionReader(copy).total() == 12
+
+
+# -- --reviewed: against the operators' verdicts (a scripted log, no Serve) ---------------------------------
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory):
+    from tests.pipelines.evaluation import reviewed_log
+
+    directory = tmp_path_factory.mktemp("reviewed")
+    model = reviewed_log.tiny_model()
+    reviewed_log.write_log(directory / "log")
+    yield {"folder": directory / "log", "model": model, "scores": reviewed_log.image_scores(model),
+           "directory": directory}
+
+
+def test_reviewed_replay_counts_escapes_and_overkill_against_the_verdicts(reviewed, capsys):
+    from cli.main import main
+    from tests.pipelines.evaluation.reviewed_log import ENTRIES, REVIEWED, WEIGHTS
+
+    scores = reviewed["scores"]
+    ordered = sorted(scores[i] for i in REVIEWED)
+    threshold = (ordered[3] + ordered[4]) / 2  # the candidate rejects the four highest-scoring reviewed frames
+    assert ordered[4] - ordered[3] > 1e-5, ordered
+    candidate = save_model(reviewed["directory"] / "candidate", reviewed["model"],
+                           DecisionRule(pixel_threshold=0.5, image_threshold=threshold))
+
+    report = replay_reviewed(reviewed["folder"], candidate)
+
+    def by_hand(judged_ng, lines):
+        """(escapes, defective, weighted escape rate, overkill, good, weighted overkill rate)."""
+        frames = [i for i in REVIEWED if ENTRIES[i][0] in lines]
+        defective = [i for i in frames if ENTRIES[i][3] == "NG"]
+        good = [i for i in frames if ENTRIES[i][3] == "OK"]
+        escapes = [i for i in defective if not judged_ng(i)]
+        overkill = [i for i in good if judged_ng(i)]
+        return (len(escapes), len(defective), float(sum(WEIGHTS[i] for i in escapes) / sum(WEIGHTS[i] for i in defective)),
+                len(overkill), len(good), float(sum(WEIGHTS[i] for i in overkill) / sum(WEIGHTS[i] for i in good)))
+
+    def measured(errors):
+        return (errors.escape.errors, errors.escape.frames, errors.escape.rate, errors.overkill.errors,
+                errors.overkill.frames, errors.overkill.rate)
+
+    figures = report.figures()
+    for line, lines in (("L1", {"L1"}), ("L2", {"L2"}), ("all", {"L1", "L2"})):
+        logged, judged = figures[line]
+        assert measured(logged) == pytest.approx(by_hand(lambda i: ENTRIES[i][1] == "NG", lines))
+        assert measured(judged) == pytest.approx(by_hand(lambda i: scores[i] >= threshold, lines))
+    assert (report.in_range, report.sample.unreviewed, report.sample.reported_escapes) == (14, 5, 1)
+
+    assert main(["replay", "--log", str(reviewed["folder"]), "--model", candidate, "--reviewed", "--line", "L2"]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 2 reviewed frames" in out and "skipped 1 kept frame(s) nobody reviewed" in out
+    assert "L1" not in out and "candidate" in out and "logged" in out
+    assert main(["replay", "--log", str(reviewed["folder"]), "--model", candidate, "--reviewed",
+                 "--overlay-dir", str(reviewed["directory"] / "flips")]) == 2
+    assert "--overlay-dir" in capsys.readouterr().err
