@@ -9,7 +9,7 @@ import sys
 import time
 
 from jaffnet.contract import INPUT_MULTIPLE, check_image_size
-from pipelines.cli_options import add_tracking_uri, positive_int
+from pipelines.cli_options import add_log_selection, add_tracking_uri, positive_int
 
 DEFAULT_BENCH_SIZE = 256  # the paper's FPS figure is at 256x256
 CPU_BENCH = {"backends": ("eager", "fused", "onnx", "cpu-bf16"), "batch_sizes": (1, 8), "iters": 2,
@@ -33,15 +33,23 @@ def _add_calibrate(subparsers) -> None:
     calibrate = subparsers.add_parser(
         "calibrate", help="recalibrate a registered model's OK/NG rule for an escape or overkill target, "
                           "without retraining",
-        description="Score the frames of a split through the model's own input contract, choose the image "
+        description="Score the frames of a split (--data), or the frames operators reviewed in a decision log "
+                    "(--log), through the model's own input contract, choose the image "
                     "threshold for the target at the model's pixel threshold, and register a NEW version with the "
                     "same weights (hash recorded), the new rule, the counts and one-sided 95 %% Clopper-Pearson "
                     "upper bounds on escape and overkill rates, and lineage tags. A calibration set too small to "
-                    "support the target is reported and stored as a warning. No alias moves unless --promote.")
+                    "support the target is reported and stored as a warning. No alias moves unless --promote. "
+                    "From a log the labels are the operators' verdicts and each reviewed frame is weighted by "
+                    "the frames it stands for (1/sample_rate, scaled per line and logged decision to the kept "
+                    "frames); the bounds are on the effective counts.")
     calibrate.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    calibrate.add_argument("--data", required=True, help="ingested dataset: a folder or s3://bucket/prefix")
-    calibrate.add_argument("--split", default="val", choices=("train", "val", "test"),
-                           help="frames to calibrate on (default val; claim rates on another split)")
+    frames = calibrate.add_mutually_exclusive_group(required=True)
+    frames.add_argument("--data", help="ingested dataset: a folder or s3://bucket/prefix")
+    frames.add_argument("--log", metavar="DIR", help="a decision log folder (decision_log.folder): calibrate on the "
+                                                     "kept frames operators reviewed")
+    calibrate.add_argument("--split", choices=("train", "val", "test"),
+                           help="with --data: frames to calibrate on (default val; claim rates on another split)")
+    add_log_selection(calibrate)
     target = calibrate.add_mutually_exclusive_group()
     target.add_argument("--max-escape-rate", type=float, metavar="R",
                         help="the lowest overkill whose escape rate is at most R, e.g. 0.05 (the default target)")
@@ -52,8 +60,8 @@ def _add_calibrate(subparsers) -> None:
     calibrate.add_argument("--min-defect-area-px", type=int, metavar="N",
                            help="NG also needs a region of N px above the pixel threshold (default: the model's)")
     calibrate.add_argument("--promote", action="store_true", help="move the champion alias to the new version")
-    calibrate.add_argument("--out", metavar="DIR", help="also write the calibration split's report here "
-                                                        "(frames.csv, curves, operating table)")
+    calibrate.add_argument("--out", metavar="DIR", help="with --data: also write the calibration split's report "
+                                                        "here (frames.csv, curves, operating table)")
     calibrate.add_argument("--batch-size", type=positive_int, default=8, help="model inputs per forward")
     add_tracking_uri(calibrate)
     calibrate.set_defaults(func=calibrate_command)
@@ -348,17 +356,28 @@ def _unique(items):
 
 
 def calibrate_command(args) -> int:
-    from pipelines.evaluation.recalibrate import recalibrate
-    from pipelines.registry import configure_tracking
     from pipelines.evaluation.calibration import Objective
+    from pipelines.evaluation.line_reviews import LogSelection
+    from pipelines.evaluation.recalibrate import recalibrate, recalibrate_from_log
+    from pipelines.registry import configure_tracking
 
+    source_options = ({"--split": args.split, "--out": args.out} if args.log else
+                      {"--line": args.line, "--since": args.since, "--until": args.until})
+    misplaced = [flag for flag, value in source_options.items() if value is not None]
+    if misplaced:  # refused, not silently ignored
+        return _fail(f"{', '.join(misplaced)} only appl{'ies' if len(misplaced) == 1 else 'y'} to "
+                     f"--{'data' if args.log else 'log'}")
     try:
         objective = Objective.choose(max_escape_rate=args.max_escape_rate, max_overkill_rate=args.max_overkill_rate,
                                      escape_cost=args.escape_cost, default=Objective("max_escape_rate", 0.05))
         configure_tracking(args.tracking_uri)
-        result = recalibrate(args.model, args.data, args.split, objective=objective,
-                             min_defect_area_px=args.min_defect_area_px, promote=args.promote,
-                             batch_size=args.batch_size, report_dir=args.out)
+        options = {"objective": objective, "min_defect_area_px": args.min_defect_area_px, "promote": args.promote,
+                   "batch_size": args.batch_size}
+        if args.log:
+            result = recalibrate_from_log(args.model, LogSelection(args.log, args.line, args.since, args.until),
+                                          **options)
+        else:
+            result = recalibrate(args.model, args.data, args.split or "val", report_dir=args.out, **options)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     print(result.summary())
