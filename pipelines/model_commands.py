@@ -36,7 +36,7 @@ def _add_calibrate(subparsers) -> None:
         description="Score the frames of a split (--data), or the frames operators reviewed in a decision log "
                     "(--log), through the model's own input contract, choose the image "
                     "threshold for the target at the model's pixel threshold, and register a NEW version with the "
-                    "same weights (hash recorded), the new rule, the counts and one-sided 95 %% Clopper-Pearson "
+                    "same weights (hash recorded), the new rule, the counts and one-sided 95 % Clopper-Pearson "
                     "upper bounds on escape and overkill rates, and lineage tags. A calibration set too small to "
                     "support the target is reported and stored as a warning. No alias moves unless --promote. "
                     "From a log the labels are the operators' verdicts and each reviewed frame is weighted by "

@@ -187,7 +187,7 @@ DESCRIPTION = ("Runs every frame the decision log kept through MODEL's input con
                "endpoint's own path) and prints OK->NG / NG->OK flips per line and logged decision, with the "
                "request ids of the flips. With --reviewed: only the frames operators reviewed, and the escapes "
                "and overkill of MODEL and of the logged model against the operators' verdicts, per line, as "
-               "sampling-weighted rates with one-sided 95 %% upper bounds (is it better on our line?).")
+               "sampling-weighted rates with one-sided 95 % upper bounds (is it better on our line?).")
 
 
 def add_commands(subparsers, bench_subparsers) -> None:
