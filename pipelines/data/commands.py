@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.cli_options import add_log_selection
 from pipelines.data.defects import DIFFICULTIES
 from pipelines.data.layouts import FORMATS
 from pipelines.data.textures import TEXTURES
+
+DECISION_LOG = "decision-log"  # pipelines.data.reviewed_frames.SOURCE_FORMAT (that module loads numpy, cv2)
 
 _SHOWN_REJECTIONS = 20
 
@@ -27,9 +30,14 @@ def add_commands(subparsers, bench_subparsers) -> None:
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     synth.set_defaults(func=run_synth)
 
-    ingest = subparsers.add_parser("ingest", help="convert a dataset download into Parquet (Ray Data)")
-    ingest.add_argument("src", help="the dataset folder, in its original layout")
-    ingest.add_argument("--format", required=True, choices=FORMATS, dest="source_format")
+    ingest = subparsers.add_parser(
+        "ingest", help="convert a dataset download (Ray Data) or a decision log's reviewed frames into Parquet",
+        description="--format decision-log reads the reviewed frames of an endpoint's decision log (its folder, "
+                    "decision_log.folder): OK verdicts with empty masks, NG verdicts with the operator's boxes or the "
+                    "model's mask the operator confirmed; the line is the class. Rejected and unreviewed decisions "
+                    "are counted, not fatal.")
+    ingest.add_argument("src", help="the dataset folder, in its original layout, or the decision log folder")
+    ingest.add_argument("--format", required=True, choices=(*FORMATS, DECISION_LOG), dest="source_format")
     ingest.add_argument("--out", required=True,
                         help="dataset folder to create, or s3://bucket/prefix (credentials from AWS_* variables)")
     ingest.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
@@ -43,6 +51,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     ingest.add_argument("--bit-depth", type=int, choices=range(9, 17), metavar="9..16",
                         help="significant bits of 16-bit images without a PNG sBIT chunk (default: inferred "
                              "from each image's maximum, as the endpoint does)")
+    add_log_selection(ingest)  # --line, --since, --until: --format decision-log only
     ingest.set_defaults(func=run_ingest)
 
     bench = bench_subparsers.add_parser("data", help="decode+augment throughput: Ray Data vs a plain loop")
@@ -76,10 +85,10 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_rejections(rejected: list[dict]) -> None:
+def _print_rejections(rejected: list[dict], what: str = "files") -> None:
     if not rejected:
         return
-    print(f"rejected {len(rejected)} files:")
+    print(f"rejected {len(rejected)} {what}:")
     for item in rejected[:_SHOWN_REJECTIONS]:
         print(f"  {item['file']}: {item['reason']}")
     if len(rejected) > _SHOWN_REJECTIONS:
@@ -99,28 +108,44 @@ def format_counts(manifest: dict) -> str:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from pipelines.data.ingestion import IngestError, ingest
+    from pipelines.data.ingestion import IngestError
     from pipelines.data.layouts import SourceError
-    from pipelines.runtime import init_ray
 
-    init_ray(include_dashboard=False, log_to_driver=False)
+    selection = [flag for flag, value in (("--line", args.line), ("--since", args.since), ("--until", args.until))
+                 if value is not None]
+    if args.source_format != DECISION_LOG and selection:
+        return _error(f"{', '.join(selection)} select decisions of a log: only with --format {DECISION_LOG}")
+    what = "reviewed decisions" if args.source_format == DECISION_LOG else "files"
     try:
-        result = ingest(args.src, args.out, args.source_format, seed=args.seed,
-                        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                        overwrite=args.overwrite, strict=args.strict, num_cpus=args.num_cpus,
-                        bit_depth=args.bit_depth)
+        result = _ingest(args)
     except IngestError as exc:
-        _print_rejections(exc.rejected)
+        _print_rejections(exc.rejected, what)
         print(f"error: {exc}", file=sys.stderr)
         return 1 if exc.rejected else 2
-    except (SourceError, ValueError) as exc:
+    except (SourceError, FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
     manifest = result.manifest
     print(f"ingested {manifest['num_samples']} samples ({args.source_format}) into "
           f"{result.dataset_dir} in {manifest['seconds']:.1f} s")
     print(format_counts(manifest))
-    _print_rejections(manifest["rejected"])
+    _print_rejections(manifest["rejected"], what)
+    if "num_unreviewed" in manifest:
+        print(f"{manifest['num_unreviewed']} decisions in the selection were not reviewed (not ingested)")
     return 0
+
+
+def _ingest(args: argparse.Namespace):
+    common = {"seed": args.seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+              "overwrite": args.overwrite, "strict": args.strict}
+    if args.source_format == DECISION_LOG:  # one SQLite file, read in this process: no Ray
+        from pipelines.data.reviewed_frames import ingest_decision_log
+
+        return ingest_decision_log(args.src, args.out, line=args.line, since=args.since, until=args.until, **common)
+    from pipelines.data.ingestion import ingest
+    from pipelines.runtime import init_ray
+
+    init_ray(include_dashboard=False, log_to_driver=False)
+    return ingest(args.src, args.out, args.source_format, num_cpus=args.num_cpus, bit_depth=args.bit_depth, **common)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -62,6 +62,14 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
+def encoded_sample(image: np.ndarray, mask: np.ndarray) -> dict:
+    """A validated image and its 0/255 mask as a dataset row's stored columns (PNG bytes and what
+    the manifest's content hash is made of)."""
+    image_png, mask_png = encode_png(image), encode_png(mask)
+    return {"height": image.shape[0], "width": image.shape[1], "image": image_png, "mask": mask_png,
+            "has_defect": bool(mask.any()), "digest": hashlib.sha256(image_png + mask_png).hexdigest()}
+
+
 def decode_and_validate(batch: dict[str, np.ndarray], source_format: str,
                         bit_depth: int | None = None) -> dict[str, np.ndarray]:
     """Ray Data UDF: file paths -> encoded, validated rows (``error`` says why not)."""
@@ -71,39 +79,32 @@ def decode_and_validate(batch: dict[str, np.ndarray], source_format: str,
     for i, sample_id in enumerate(batch["id"]):
         image_path, mask_path = batch["image_path"][i], batch["mask_path"][i]
         defect_class, official = batch["defect_class"][i], batch["official_split"][i]
+        error, file = "", ""
         try:
             image_bytes = _read(image_path)
             mask_bytes = _read(mask_path) if mask_path else None
-            image, mask = validate_pair(image_bytes, mask_bytes, bit_depth)
-            image_png, mask_png = encode_png(image), encode_png(mask)
-            has_defect, error, file = bool(mask.any()), "", ""
+            sample = encoded_sample(*validate_pair(image_bytes, mask_bytes, bit_depth))
         except InvalidSample as exc:
-            image_png = mask_png = b""
-            image, has_defect, error = np.zeros((0, 0), np.uint8), False, str(exc)
+            sample, error = _NO_SAMPLE, str(exc)
             file = mask_path if exc.part == "mask" else image_path
         except OSError as exc:
-            image_png = mask_png = b""
-            image, has_defect = np.zeros((0, 0), np.uint8), False
+            sample = _NO_SAMPLE
             error, file = f"unreadable: {exc.strerror or exc}", exc.filename or image_path
         if not defect_class:  # no class given by the layout: name it from the mask
-            defect_class = "defect" if has_defect else "none"
-        columns["id"].append(sample_id)
-        columns["source_format"].append(source_format)
-        columns["defect_class"].append(defect_class)
-        columns["official_split"].append(official)
-        columns["height"].append(image.shape[0])
-        columns["width"].append(image.shape[1])
-        columns["image"].append(image_png)
-        columns["mask"].append(mask_png)
-        columns["has_defect"].append(has_defect)
-        columns["digest"].append(hashlib.sha256(image_png + mask_png).hexdigest())
-        columns["error"].append(error)
-        columns["file"].append(file)
+            defect_class = "defect" if sample["has_defect"] else "none"
+        row = {"id": sample_id, "source_format": source_format, "defect_class": defect_class,
+               "official_split": official, **sample, "error": error, "file": file}
+        for name, values in columns.items():
+            values.append(row[name])
     out = {name: np.array(values, dtype=object) for name, values in columns.items()}
     out["height"] = out["height"].astype(np.int32)
     out["width"] = out["width"].astype(np.int32)
     out["has_defect"] = out["has_defect"].astype(bool)
     return out
+
+
+_NO_SAMPLE = {"height": 0, "width": 0, "image": b"", "mask": b"", "has_defect": False,
+              "digest": hashlib.sha256(b"").hexdigest()}
 
 
 def keep_valid_with_split(batch: dict[str, np.ndarray], splits: dict[str, str]) -> dict[str, np.ndarray]:
@@ -146,13 +147,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     import ray
 
     src = Path(src).resolve()
-    out = storage.resolve(out) if storage.is_uri(out) else Path(out).resolve()
     check_fractions(val_fraction, test_fraction)
-    try:  # --overwrite only ever replaces a dataset this tool wrote, never its own source
-        check_replaceable(out, INGEST_TOOL, overwrite, sources=(src,), legacy_marker=MANIFEST)
-    except FileExistsError as exc:
-        raise IngestError(str(exc)) from None
-    clean_leftovers(out)
+    out = prepare_output(out, overwrite, sources=(src,))
     start = time.perf_counter()
     found = discover(source_format, src)
     rejected = list(found.rejected)
@@ -175,45 +171,82 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
             rejected += [Rejection(r["file"], r["error"]) for r in summary if r["error"]]
             valid_rows = [r for r in summary if not r["error"]]
         rejected_rows = sorted((_relative(r, src) for r in rejected), key=lambda r: r["file"])
-        if not valid_rows:
-            raise IngestError(f"no valid samples in {src} ({len(rejected)} files rejected)",
-                              rejected_rows)
-        if strict and rejected:
-            raise IngestError(f"--strict: {len(rejected)} files rejected, nothing written",
-                              rejected_rows)
-
-        splits = assign_splits(((r["id"], r["defect_class"], r["official_split"] or None)
-                                for r in valid_rows),
-                               val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        for row in valid_rows:
-            row["split"] = splits[row["id"]]
-        if not storage.is_uri(out):
-            out.parent.mkdir(parents=True, exist_ok=True)
-        data_fs, data_path = storage.filesystem(storage.join(tmp, DATA_FOLDER))
+        check_outcome(valid_rows, rejected_rows, strict, f"{src}", "files")
+        splits = split_rows(valid_rows, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        data_fs, data_path = data_location(out, tmp)
         decoded.map_batches(keep_valid_with_split, fn_kwargs={"splits": splits},
                             num_cpus=num_cpus).write_parquet(data_path, filesystem=data_fs,
                                                              max_rows_per_file=ROWS_PER_FILE)
-
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "source_format": source_format,
-            "arguments": {"src": str(src), "out": str(out), "format": source_format, "seed": seed,
-                          "val_fraction": val_fraction, "test_fraction": test_fraction, "bit_depth": bit_depth},
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "content_hash": _content_hash(valid_rows),
-            "num_samples": len(valid_rows),
-            "num_defect_free": sum(1 for r in valid_rows if not r["has_defect"]),
-            "totals": {split: sum(1 for r in valid_rows if r["split"] == split) for split in SPLITS},
-            "counts": _counts(valid_rows),
-            "num_rejected": len(rejected),
-            "rejected": rejected_rows,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-        storage.write_text(storage.join(tmp, MANIFEST), json.dumps(manifest, indent=2) + "\n")
-        publish(tmp, out, INGEST_TOOL, last=(MANIFEST,))  # the manifest makes a dataset readable
+        arguments = {"src": str(src), "out": str(out), "format": source_format, "seed": seed,
+                     "val_fraction": val_fraction, "test_fraction": test_fraction, "bit_depth": bit_depth}
+        manifest = publish_dataset(tmp, out, source_format, arguments, valid_rows, rejected_rows, start)
     finally:
         discard(tmp)
     return IngestResult(out, manifest)
+
+
+# --- what every source format shares: the output, the checks, the splits, the manifest --------------
+
+
+def prepare_output(out: str | Path, overwrite: bool, sources: tuple[Path, ...]) -> Path | str:
+    """``out`` resolved, checked to be writable (``--overwrite`` only ever replaces a dataset this tool
+    wrote, never one of its own ``sources``), and cleared of interrupted runs' leftovers."""
+    out = storage.resolve(out) if storage.is_uri(out) else Path(out).resolve()
+    try:
+        check_replaceable(out, INGEST_TOOL, overwrite, sources=sources, legacy_marker=MANIFEST)
+    except FileExistsError as exc:
+        raise IngestError(str(exc)) from None
+    clean_leftovers(out)
+    return out
+
+
+def check_outcome(valid_rows: list[dict], rejected_rows: list[dict], strict: bool, source: str,
+                  what: str) -> None:
+    """Nothing is written when no row is valid, or with ``strict`` when any ``what`` was rejected."""
+    if not valid_rows:
+        raise IngestError(f"no valid samples in {source} ({len(rejected_rows)} {what} rejected)", rejected_rows)
+    if strict and rejected_rows:
+        raise IngestError(f"--strict: {len(rejected_rows)} {what} rejected, nothing written", rejected_rows)
+
+
+def split_rows(rows: list[dict], *, val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+    """Assign (and set in each row) its split, stratified by class; an ``official_split`` is kept."""
+    splits = assign_splits(((r["id"], r["defect_class"], r.get("official_split") or None) for r in rows),
+                           val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    for row in rows:
+        row["split"] = splits[row["id"]]
+    return splits
+
+
+def data_location(out: Path | str, tmp: Path | str):
+    """(filesystem, path) of the Parquet folder of the dataset being built in ``tmp``."""
+    if not storage.is_uri(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return storage.filesystem(storage.join(tmp, DATA_FOLDER))
+
+
+def publish_dataset(tmp: Path | str, out: Path | str, source_format: str, arguments: dict, valid_rows: list[dict],
+                    rejected_rows: list[dict], start: float, **extra) -> dict:
+    """Write the manifest of the rows written under ``tmp`` (``extra``: a format's own fields) and put
+    the dataset in place of ``out``; returns the manifest."""
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source_format": source_format,
+        "arguments": arguments,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "content_hash": _content_hash(valid_rows),
+        "num_samples": len(valid_rows),
+        "num_defect_free": sum(1 for r in valid_rows if not r["has_defect"]),
+        "totals": {split: sum(1 for r in valid_rows if r["split"] == split) for split in SPLITS},
+        "counts": _counts(valid_rows),
+        "num_rejected": len(rejected_rows),
+        "rejected": rejected_rows,
+        **extra,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    storage.write_text(storage.join(tmp, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    publish(tmp, out, INGEST_TOOL, last=(MANIFEST,))  # the manifest makes a dataset readable
+    return manifest
 
 
 def _relative(rejection: Rejection, src: Path) -> dict:
