@@ -33,7 +33,7 @@ DECISION_RULE_KEYS = ("calibrate_for", "calibration_target", "min_defect_area_px
 # Keys that shape the search itself or its bookkeeping: one value for the whole search
 # (ASHA's max_t is `epochs`, the winner is picked on `best_metric`, ...).
 FIXED_PER_SEARCH = ("epochs", "best_metric", "num_workers", "cpus_per_worker", "use_gpu", "storage_path",
-                    "model_name", "experiment", "artifact_location", "max_failures", "debug_fail_once_at_epoch",
+                    "model_name", "experiment", "artifact_location", "max_failures",
                     *DECISION_RULE_KEYS)
 # Trial-config keys the search adds to the sampled ones: which configuration a trial runs
 # (not a training key) and its training seed (the base config's seed + 0..repeats-1).
@@ -210,15 +210,11 @@ def resolve_training(space: SearchSpace, train_config: str | Path | None = None,
     are put through the training config's own validation, so a bad one fails here, not
     in a trial.
     """
-    from pipelines.training.config import TrainConfig, did_you_mean, parse_override, read_yaml
+    from pipelines.training.config import TrainConfig, did_you_mean, merged_values, read_yaml
 
     try:
-        values = read_yaml(None)
-        if train_config is not None:
-            values.update(read_yaml(train_config))
-        values.update(space.training)
-        values.update(parse_override(text) for text in overrides)
-        base = TrainConfig.from_dict(values)
+        file_values = read_yaml(train_config) if train_config is not None else {}
+        base = TrainConfig.from_dict(merged_values(file_values, space.training, overrides=overrides))
     except ValueError as exc:
         raise SearchSpaceError(f"training config for the search: {exc}") from exc
     base_values, fields = base.to_dict(), TrainConfig.model_fields

@@ -9,45 +9,42 @@ does not depend on which Ray worker handles the sample or in what order.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
-import yaml
+from pydantic import BaseModel, ConfigDict
 
 from jaffnet.frames import resize_image, resize_mask
+from pipelines.config_rules import rule
 
-DEFAULT_CONFIG = Path(__file__).with_name("augment.yaml")
+_PROBABILITY = rule(lambda p: 0 <= p <= 1, "in [0, 1]")
+_AT_LEAST_0 = rule(lambda value: value >= 0, ">= 0")
+_RANGE = rule(lambda pair: len(pair) == 2 and 0 <= pair[0] <= pair[1], "[low, high] with 0 <= low <= high")
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    crop_p: float
-    crop_scale: tuple[float, float]
-    tile_scale: tuple[float, float]
-    hflip_p: float
-    vflip_p: float
-    rot90: bool
-    brightness: float
-    contrast: tuple[float, float]
-    gamma: tuple[float, float]
-    noise_p: float
-    noise_std: tuple[float, float]
-    blur_p: float
-    blur_sigma: tuple[float, float]
+class AugmentConfig(BaseModel):
+    """The training augmentation: the ``augment`` section of the training config
+    (``pipelines/training/train.yaml``, ``--set augment.<key>=value``), validated here so
+    the data layer needs nothing from training. Validation and test frames get none."""
 
-    @classmethod
-    def from_yaml(cls, path: str | Path = DEFAULT_CONFIG) -> AugmentConfig:
-        raw = yaml.safe_load(Path(path).read_text())
-        flat = {**raw.get("geometric", {}), **raw.get("photometric", {})}
-        unknown = set(flat) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown augmentation settings {sorted(unknown)}")
-        missing = set(cls.__dataclass_fields__) - set(flat)
-        if missing:
-            raise ValueError(f"{path}: missing augmentation settings {sorted(missing)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    # geometric: one draw moves image and mask together
+    crop_p: Annotated[float, _PROBABILITY] = 0.7
+    crop_scale: Annotated[list[float], _RANGE] = [0.6, 1.0]
+    tile_scale: Annotated[list[float], _RANGE] = [1.0, 1.0]
+    hflip_p: Annotated[float, _PROBABILITY] = 0.5
+    vflip_p: Annotated[float, _PROBABILITY] = 0.5
+    rot90: bool = True
+    # photometric: the image only
+    brightness: Annotated[float, _AT_LEAST_0] = 0.1
+    contrast: Annotated[list[float], _RANGE] = [0.8, 1.2]
+    gamma: Annotated[list[float], _RANGE] = [0.8, 1.25]
+    noise_p: Annotated[float, _PROBABILITY] = 0.3
+    noise_std: Annotated[list[float], _RANGE] = [0.005, 0.03]
+    blur_p: Annotated[float, _PROBABILITY] = 0.2
+    blur_sigma: Annotated[list[float], _RANGE] = [0.3, 1.2]
 
 
 def sample_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:

@@ -89,7 +89,7 @@ def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image
     from pipelines.data.ingestion import ingest
     from pipelines.data.synth import synthesize
 
-    config = AugmentConfig.from_yaml()
+    config = AugmentConfig()
     with tempfile.TemporaryDirectory(prefix="jaffnet-bench-data-") as tmp:
         if dataset_dir is None:
             synthesize(Path(tmp) / "synth", count=count, size=image_size, seed=0)

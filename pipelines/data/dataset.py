@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,39 @@ def manifest_hash(dataset_dir: str | Path) -> str:
     return read_manifest(dataset_dir)["content_hash"][:16]
 
 
+def dataset_list(data: str | Path | Sequence[str | Path]) -> list[str]:
+    """One dataset or several (``--data base --data line``) as resolved locations, each checked to be
+    an ingested dataset and given once."""
+    dirs = [storage.resolve(location) for location in _several(data)]
+    if not dirs:
+        raise ValueError("no dataset given")
+    repeated = sorted({d for d in dirs if dirs.count(d) > 1})
+    if repeated:
+        raise ValueError(f"dataset {repeated[0]} is given twice")
+    for location in dirs:
+        _data_dir(location)
+    return dirs
+
+
+def _several(data: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [data] if isinstance(data, (str, Path)) else list(data)
+
+
+def mix_manifest_hash(dataset_dirs: Sequence[str | Path]) -> str:
+    """:func:`manifest_hash` of one dataset; for several, one hash of all their contents (in any order),
+    so two runs on the same mix record the same value and a run on one of them another."""
+    if len(dataset_dirs) == 1:
+        return manifest_hash(dataset_dirs[0])
+    contents = sorted(read_manifest(location)["content_hash"] for location in dataset_dirs)
+    return hashlib.sha256("\n".join(["mix", *contents]).encode()).hexdigest()[:16]
+
+
+def mix_sample_id(position: int, sample_id: str, count: int) -> str:
+    """A sample's id in a mix of ``count`` datasets: prefixed with the dataset's position, since two
+    datasets may use the same ids (e.g. both from ``jaffnet synth``); unchanged for one dataset."""
+    return sample_id if count == 1 else f"{position}:{sample_id}"
+
+
 def prepare_batch(batch: dict[str, np.ndarray], image_size: int, augment: bool, seed: int,
                   epoch: int | str, config: AugmentConfig | None, input_mode: str = "resize") -> dict[str, np.ndarray]:
     """Ray Data UDF: encoded rows -> model-size uint8 RGB images ``(N, S, S, 3)`` and 0/255
@@ -104,9 +138,10 @@ def _prepare_batch_in_worker(batch: dict[str, np.ndarray], **kwargs) -> dict[str
     return prepare_batch(batch, **kwargs)
 
 
-def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16):
+def read_split(dataset_dir: str | Path | Sequence[str | Path], split: str, *, rows_per_block: int = 16):
     """A lazy Ray Dataset of one split's encoded rows (``id``, ``defect_class``, ``split``,
-    PNG ``image`` and ``mask``), in blocks of ``rows_per_block`` rows.
+    PNG ``image`` and ``mask``), in blocks of ``rows_per_block`` rows; of several datasets,
+    the union of their splits.
 
     Materialise it to decode many epochs from memory: reading and re-blocking the
     Parquet files costs a few dozen small tasks per pass.
@@ -115,12 +150,15 @@ def read_split(dataset_dir: str | Path, split: str, *, rows_per_block: int = 16)
     from ray.data.expressions import col
 
     _check_split(split)
-    # An explicit filesystem (local or object store) skips Ray's own detection. Column
-    # selection and the split predicate are pushed down into the Parquet scan.
-    filesystem, path = storage.filesystem(_data_dir(dataset_dir))
-    rows = ray.data.read_parquet(path, filesystem=filesystem)
-    rows = rows.select_columns(_COLUMNS)
-    rows = rows.filter(expr=col("split") == split)
+    dirs = _several(dataset_dir)
+    parts = []
+    for location in dirs:
+        # An explicit filesystem (local or object store) skips Ray's own detection. Column
+        # selection and the split predicate are pushed down into the Parquet scan.
+        filesystem, path = storage.filesystem(_data_dir(location))
+        rows = ray.data.read_parquet(path, filesystem=filesystem).select_columns(_COLUMNS)
+        parts.append(rows.filter(expr=col("split") == split))
+    rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     # Small files arrive as one block; batch-sized blocks let several tasks share the work.
     return rows.repartition(target_num_rows_per_block=rows_per_block)
 
@@ -148,7 +186,7 @@ def build_dataset(source, split: str, image_size: int, *, augment: bool, input_m
         raise ValueError("un-augmented rows exist for the resize input mode only; "
                          "cut whole frames into tiles with jaffnet.frames.predict_frames")
     if augment and config is None:
-        config = AugmentConfig.from_yaml()
+        config = AugmentConfig()  # the defaults; training passes its config's augment section
     rows = read_split(source, split, rows_per_block=batch_size) if isinstance(source, (str, Path)) else source
     return rows.map_batches(
         _prepare_batch_in_worker,
@@ -172,13 +210,18 @@ def iter_encoded_batches(dataset_dir: str | Path, split: str,
             yield {name: np.array(values, dtype=object) for name, values in batch.to_pydict().items()}
 
 
-def iter_samples(dataset_dir: str | Path, split: str, keep: Callable[[str], bool] | None = None) -> Iterator[Sample]:
+def iter_samples(dataset_dir: str | Path | Sequence[str | Path], split: str,
+                 keep: Callable[[str], bool] | None = None) -> Iterator[Sample]:
     """Decoded originals of one split, without Ray, in a stable order; with ``keep``, only
-    the ids it accepts are decoded (e.g. one validation rank's share)."""
-    for batch in iter_encoded_batches(dataset_dir, split):
-        for i, sample_id in enumerate(batch["id"]):
-            if keep is not None and not keep(str(sample_id)):
-                continue
-            image = to_rgb(decode_image(batch["image"][i]))
-            yield Sample(sample_id, batch["defect_class"][i], image, decode_mask(batch["mask"][i]),
-                         image.shape[0], image.shape[1])
+    the ids it accepts are decoded (e.g. one validation rank's share). Several datasets: the
+    split of each in turn, ids as :func:`mix_sample_id` makes them."""
+    dirs = _several(dataset_dir)
+    for position, location in enumerate(dirs):
+        for batch in iter_encoded_batches(location, split):
+            for i, stored_id in enumerate(batch["id"]):
+                sample_id = mix_sample_id(position, str(stored_id), len(dirs))
+                if keep is not None and not keep(sample_id):
+                    continue
+                image = to_rgb(decode_image(batch["image"][i]))
+                yield Sample(sample_id, batch["defect_class"][i], image, decode_mask(batch["mask"][i]),
+                             image.shape[0], image.shape[1])

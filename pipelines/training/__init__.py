@@ -4,10 +4,10 @@ Public API (used by ``tuning`` and the CLI):
 
 - ``load_config(path | None, overrides) -> TrainConfig``: validated config, ``--set`` style overrides
 - ``train_loop_per_worker(loop_config)``: the plain-function Ray Train loop
-- ``build_trainer(cfg, dataset_dir, *, run_config) -> TorchTrainer`` and ``build_run_config``
+- ``build_trainer(cfg, data, *, run_config) -> TorchTrainer`` and ``build_run_config`` (``data``: one dataset or several)
 - ``MLflowEpochLogger``: Ray Train callback logging those metrics to an MLflow run
 - ``publish_best(result, cfg, ...)``: best checkpoint -> logged, registered, maybe champion
-- ``train(cfg, dataset_dir, ...)``: all of the above in one tracked run
+- ``train(cfg, data, ...)``: all of the above in one tracked run
 
 Scoring, calibration and evaluation live in ``pipelines.evaluation`` (training, serving and the
 INT8 export all use them).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,8 @@ from jaffnet.contract import (InputContract, check_image_size, check_input_mode,
 from jaffnet.encoders.pretrained import IMAGENET, imagenet_file
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
+from pipelines.config_rules import rule as _rule
+from pipelines.data.augment import AugmentConfig
 from pipelines.evaluation.calibration import MAX_ESCAPE_RATE, OBJECTIVES, Objective
 
 DEFAULT_CONFIG = "train.yaml"  # packaged beside this module; configs/train.yaml links to it
@@ -40,15 +42,6 @@ SELECTABLE_METRICS = ("val_loss", *VALIDATION_METRICS)
 DEFAULT_ESCAPE_TARGET = 0.05
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _rule(check: Callable[[Any], Any], requirement: str) -> AfterValidator:
-    """A key's rule: values failing ``check`` get "must be <requirement>, got <value>"."""
-    def validate(value: Any) -> Any:
-        if not check(value):
-            raise ValueError(f"must be {requirement}, got {value!r}")
-        return value
-    return AfterValidator(validate)
 
 
 def _one_of(choices: tuple[str, ...]) -> AfterValidator:
@@ -138,7 +131,8 @@ class TrainConfig(BaseModel):
         "ray_results"
     max_failures: Annotated[int, _rule(lambda value: value >= -1, ">= 0 (or -1: unlimited)")] = 1
     ray_log_level: Annotated[str, _one_of(_LOG_LEVELS)] = "WARNING"
-    debug_fail_once_at_epoch: int | None = None
+    # the training augmentation, a section of its own: `--set augment.crop_p=0.5`
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("w_iou")
     @classmethod
@@ -170,14 +164,6 @@ class TrainConfig(BaseModel):
         if epochs is not None and warmup >= epochs:
             raise ValueError(f"must be < epochs ({epochs}), got {warmup}")
         return warmup
-
-    @field_validator("debug_fail_once_at_epoch")
-    @classmethod
-    def _an_epoch(cls, epoch: int | None, info: ValidationInfo) -> int | None:
-        epochs = info.data.get("epochs")
-        if epoch is not None and epochs is not None and not 0 <= epoch < epochs:
-            raise ValueError(f"must be an epoch index in [0, epochs), got {epoch!r}")
-        return epoch
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -224,7 +210,31 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return cls(**{str(key): value for key, value in values.items()})
+        """From a mapping, e.g. a config stored with an older checkpoint or search (retired keys are dropped)."""
+        return cls(**{str(key): value for key, value in values.items() if key not in RETIRED_KEYS})
+
+    def params(self) -> dict[str, str]:
+        """Every value as a flat MLflow param: a section's keys as ``augment.crop_p``."""
+        flat = {}
+        for key, value in self.to_dict().items():
+            if key in SECTIONS:
+                flat.update({f"{key}.{name}": str(inner) for name, inner in value.items()})
+            else:
+                flat[key] = str(value)
+        return flat
+
+
+# Config sections: keys of their own, set one by one (`--set augment.crop_p=0.5`, or a file's `augment:`
+# mapping with some of them); the others keep their values.
+SECTIONS: dict[str, type[BaseModel]] = {"augment": AugmentConfig}
+# Keys earlier versions stored (in checkpoints' and searches' configs) that are no longer settings.
+RETIRED_KEYS = ("debug_fail_once_at_epoch",)
+
+
+def config_keys() -> list[str]:
+    """Every settable key, a section's as ``section.key``."""
+    return [key for name in TrainConfig.model_fields
+            for key in ([f"{name}.{inner}" for inner in SECTIONS[name].model_fields] if name in SECTIONS else [name])]
 
 
 _TYPE_REQUIREMENTS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
@@ -237,15 +247,15 @@ def did_you_mean(key: str, valid: Iterable[str]) -> str:
 
 
 def unknown_key_message(*keys: str) -> str:
-    named = "; ".join(f"unknown config key {key!r}{did_you_mean(key, TrainConfig.model_fields)}" for key in keys)
-    return f"{named}; valid keys: {', '.join(TrainConfig.model_fields)}"
+    named = "; ".join(f"unknown config key {key!r}{did_you_mean(key, config_keys())}" for key in keys)
+    return f"{named}; valid keys: {', '.join(config_keys())}"
 
 
 def _describe(exc: ValidationError) -> str:
     """pydantic's errors as ``config key 'k' <problem>``; unknown keys last, with the valid ones."""
     unknown, problems = [], []
     for error in exc.errors():
-        key = str(error["loc"][0]) if error["loc"] else ""
+        key = ".".join(str(part) for part in error["loc"])  # a section's key as augment.crop_p
         if error["type"] == "extra_forbidden":
             unknown.append(key)
             continue
@@ -289,31 +299,49 @@ def parse_yaml_mapping(text: str, source: str, error: type[Exception] = ValueErr
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as YAML (``0.5``, ``true``, ``[1,2,4]``, ``null``)."""
+    """``key=value`` with the value read as YAML (``0.5``, ``true``, ``[1,2,4]``, ``null``); a section's
+    ``augment.crop_p=0.5`` gives ``("augment", {"crop_p": 0.5})``, for :func:`merge_values`."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ValueError(f"override {text!r} must look like key=value")
-    if key not in TrainConfig.model_fields:
+    if key not in config_keys():
         raise ValueError(unknown_key_message(key))
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ValueError(f"config key {key!r}: cannot parse value {raw!r}: {exc}") from exc
-    return key, value
+    section, dot, inner = key.partition(".")
+    return (section, {inner: value}) if dot else (key, value)
+
+
+def merge_values(values: dict[str, Any], update: dict[str, Any]) -> None:
+    """``update``'s keys into ``values``; a section's mapping is merged key by key, so setting one
+    augmentation key keeps the others."""
+    for key, value in update.items():
+        if key in SECTIONS and isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+
+
+def merged_values(*layers: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The packaged defaults, then each of ``layers`` (mappings of any subset of keys), then
+    ``key=value`` overrides: the values a ``TrainConfig`` is built from."""
+    values = read_yaml(None)
+    for layer in layers:
+        merge_values(values, layer)
+    for override in overrides:
+        merge_values(values, dict([parse_override(override)]))
+    return values
 
 
 def load_config(path: str | Path | list[str | Path] | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Packaged defaults, then ``path`` (any subset of keys; a list: each file in turn), then
     ``key=value`` overrides."""
-    values = read_yaml(None)
-    for file in path if isinstance(path, list) else [] if path is None else [path]:
-        values.update(read_yaml(file))
-    for override in overrides:
-        key, value = parse_override(override)
-        values[key] = value
-    return TrainConfig.from_dict(values)
+    files = path if isinstance(path, list) else [] if path is None else [path]
+    return TrainConfig.from_dict(merged_values(*(read_yaml(file) for file in files), overrides=overrides))
 
 
 def dump_config(cfg: TrainConfig) -> str:

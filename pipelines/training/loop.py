@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tempfile
 import time
@@ -43,12 +44,19 @@ VAL_SPLIT = "val"
 _progress = logging.getLogger("jaffnet.training")
 
 
+# A test hook, not a setting: with this variable set to an epoch index in the driver's environment
+# (tests/pipelines/training/test_training_run.py), the last rank crashes once at that epoch, to test
+# recovery from a worker failure. The driver reads it (``fail_once_epoch``): workers may not share its environment.
+FAIL_ONCE_ENV = "JAFFNET_TEST_FAIL_ONCE_AT_EPOCH"
+
+
 class InjectedFailure(RuntimeError):
-    """Raised once by ``debug_fail_once_at_epoch`` to test recovery from a worker failure."""
+    """Raised once under ``FAIL_ONCE_ENV`` to test recovery from a worker failure."""
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """``loop_config``: ``{"config": TrainConfig.to_dict(), "dataset_dir": str, "run_dir": str | None}``."""
+    """``loop_config``: ``{"config": TrainConfig.to_dict(), "dataset_dirs": [str, ...], "epoch_clock": str,
+    "run_dir": str | None, "fail_once_at_epoch": int | None}``."""
     import ray.train
     import ray.train.torch
 
@@ -85,7 +93,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     clock = loop_config["epoch_clock"]
 
     for epoch in range(state.next_epoch, cfg.epochs):
-        _maybe_inject_failure(cfg, epoch, rank, world, loop_config.get("run_dir"))
+        _maybe_inject_failure(loop_config.get("fail_once_at_epoch"), epoch, rank, world, loop_config.get("run_dir"))
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
@@ -95,7 +103,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             overlays = Path(tmp) / OVERLAY_DIR if rank == 0 else None
-            val_loss, scored, overlay_paths = _validate(validated, loop_config["dataset_dir"], contract, loss_fn,
+            val_loss, scored, overlay_paths = _validate(validated, loop_config["dataset_dirs"], contract, loss_fn,
                                                         cfg, device, rank, world, overlays)
             scheduler.step()
             if rank == 0:
@@ -202,9 +210,10 @@ def owns_sample(sample_id: str, rank: int, world: int) -> bool:
 
 
 @torch.inference_mode()
-def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int,
+def _validate(model, dataset_dirs: list[str], contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int,
               overlay_dir: Path | None) -> tuple[float, SplitAccumulator | None, list[Path]]:
-    """This rank's hash share of the validation frames through the input contract, scored here.
+    """This rank's hash share of the validation frames (of every dataset in the mix) through the
+    input contract, scored here.
 
     Runs the unwrapped model in float32 (no autocast), like ``evaluate``. Returns the mean
     loss over all ranks' model inputs, on rank 0 the merged accumulator of every rank (else
@@ -222,7 +231,7 @@ def _validate(model, dataset_dir: str, contract, loss_fn, cfg: TrainConfig, devi
         count += len(inputs)
         return probability_maps(outputs[0])
 
-    mine = iter_samples(dataset_dir, VAL_SPLIT, keep=lambda sample_id: owns_sample(sample_id, rank, world))
+    mine = iter_samples(dataset_dirs, VAL_SPLIT, keep=lambda sample_id: owns_sample(sample_id, rank, world))
     scored, overlays = SplitAccumulator(per_class=True), []
     kept: dict[str, np.ndarray] = {}  # maps stay on their rank, and only for the area rule
     for sample, probability in predict_frames(mine, contract, predict, batch_size=cfg.batch_size,
@@ -295,14 +304,24 @@ def _broadcast(metrics: dict[str, float] | None) -> dict[str, float]:
     return box[0]
 
 
-def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, world: int, run_dir: str | None) -> None:
-    """Testing aid: the last rank raises once at ``debug_fail_once_at_epoch``; a marker
+def fail_once_epoch(epochs: int) -> int | None:
+    """The epoch ``FAIL_ONCE_ENV`` names (None: unset), checked against the run's ``epochs``."""
+    text = os.environ.get(FAIL_ONCE_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) >= epochs:
+        raise ValueError(f"{FAIL_ONCE_ENV} must be an epoch index in [0, {epochs}), got {text!r}")
+    return int(text)
+
+
+def _maybe_inject_failure(fail_at: int | None, epoch: int, rank: int, world: int, run_dir: str | None) -> None:
+    """Testing aid (``FAIL_ONCE_ENV``): the last rank raises once at ``fail_at``; a marker
     file in the run directory makes the restarted worker group carry on."""
-    if cfg.debug_fail_once_at_epoch != epoch or rank != world - 1 or run_dir is None:
+    if fail_at != epoch or rank != world - 1 or run_dir is None:
         return
     marker = Path(run_dir) / f"injected_failure_epoch_{epoch}"
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    raise InjectedFailure(f"injected failure on rank {rank} at epoch {epoch} (debug_fail_once_at_epoch)")
+    raise InjectedFailure(f"injected failure on rank {rank} at epoch {epoch} ({FAIL_ONCE_ENV})")

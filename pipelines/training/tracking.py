@@ -68,13 +68,30 @@ def log_config_params(cfg: TrainConfig, extra: dict[str, Any] | None = None, exi
     resume only new keys are logged and changed ones are returned (logged as a tag)."""
     import mlflow
 
-    params = {key: str(value) for key, value in {**cfg.to_dict(), **(extra or {})}.items()}
+    params = {**cfg.params(), **{key: str(value) for key, value in (extra or {}).items()}}
     existing = existing or {}
     changed = {k: v for k, v in params.items() if k in existing and existing[k] != v}
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
     if changed:
         mlflow.set_tag("resume_changed_params", ", ".join(f"{k}={v}" for k, v in sorted(changed.items())))
     return changed
+
+
+DATASET_PARAM = "dataset_dir"  # the one dataset of a single-dataset run (jaffnet export --format int8 reads it)
+
+
+def dataset_params(dataset_dirs: list[str]) -> dict[str, Any]:
+    """What a run trained and validated on: each dataset's location, manifest hash and rows per split
+    (``data.<i>.dir``, ``data.<i>.manifest``, ``data.<i>.rows.<split>``); a single dataset also as
+    ``dataset_dir``. The mix's own hash is the run's and model's ``dataset_manifest``."""
+    from pipelines.data.dataset import manifest_hash, read_manifest
+
+    params: dict[str, Any] = {DATASET_PARAM: dataset_dirs[0]} if len(dataset_dirs) == 1 else {}
+    for position, location in enumerate(dataset_dirs):
+        rows = read_manifest(location)["totals"]
+        params |= {f"data.{position}.dir": location, f"data.{position}.manifest": manifest_hash(location),
+                   **{f"data.{position}.rows.{split}": count for split, count in rows.items()}}
+    return params
 
 
 def find_run(experiment: str, ray_run_name: str | None):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import storage
 from pipelines.training.config import TrainConfig
-from pipelines.training.loop import TRAIN_DATASET, train_loop_per_worker
+from pipelines.training.loop import TRAIN_DATASET, fail_once_epoch, train_loop_per_worker
 
 
 def run_dir(cfg: TrainConfig, run_name: str) -> str:
@@ -22,7 +22,7 @@ def run_dir(cfg: TrainConfig, run_name: str) -> str:
 
 def local_run_dir(cfg: TrainConfig, run_name: str) -> str | None:
     """The run's folder when checkpoints live on a local/shared filesystem, else None (the
-    marker file of ``debug_fail_once_at_epoch`` is a local file)."""
+    marker file of the injected-failure test hook is a local file)."""
     return None if storage.is_uri(cfg.storage_path) else run_dir(cfg, run_name)
 
 
@@ -42,17 +42,19 @@ def configure_data_context() -> None:
     context.print_on_execution_start = False
 
 
-def build_datasets(cfg: TrainConfig, dataset_dir: str | Path, epoch_clock: str) -> dict[str, Any]:
-    """The run's one training dataset: the train split's encoded rows, read from Parquet
-    once into the object store, decoded and augmented lazily for the config's input mode.
+def build_datasets(cfg: TrainConfig, dataset_dirs: Sequence[str], epoch_clock: str) -> dict[str, Any]:
+    """The run's one training dataset: the train split's encoded rows (of several datasets, the
+    union of their train splits), read from Parquet once into the object store, decoded and
+    augmented lazily for the config's input mode.
     Re-executed every epoch; the UDF reads the epoch from ``epoch_clock`` (see
     ``pipelines.data.epochs``). One dataset means one Ray Train split coordinator for the
     whole run, however many epochs. Validation reads whole frames itself (see the loop)."""
     from pipelines.data.dataset import build_dataset, read_split
 
-    encoded_train = read_split(dataset_dir, "train").materialize()
+    encoded_train = read_split(dataset_dirs, "train").materialize()
     return {TRAIN_DATASET: build_dataset(encoded_train, "train", cfg.image_size, augment=True,
-                                         input_mode=cfg.input_mode, seed=cfg.seed, epoch=epoch_clock)}
+                                         input_mode=cfg.input_mode, seed=cfg.seed, epoch=epoch_clock,
+                                         config=cfg.augment)}
 
 
 def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] = ()):
@@ -72,22 +74,27 @@ def build_run_config(cfg: TrainConfig, run_name: str, callbacks: Sequence[Any] =
     )
 
 
-def build_trainer(cfg: TrainConfig, dataset_dir: str | Path, *, run_config, datasets: dict[str, Any] | None = None):
-    """A ``TorchTrainer`` running ``train_loop_per_worker`` on ``cfg.num_workers`` workers."""
+def build_trainer(cfg: TrainConfig, data: str | Path | Sequence[str | Path], *, run_config,
+                  datasets: dict[str, Any] | None = None):
+    """A ``TorchTrainer`` running ``train_loop_per_worker`` on ``cfg.num_workers`` workers, on one
+    dataset or several (``data``: the union of their train splits, validated on their val splits)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pipelines.data.dataset import dataset_list
     from pipelines.data.epochs import clock_name, start_epoch_clock
 
     configure_data_context()  # before the datasets are built; the trainer hands it to the workers
-    dataset_dir = storage.resolve(dataset_dir)
+    dataset_dirs = dataset_list(data)
+    fail_at = fail_once_epoch(cfg.epochs)  # before any Ray work: a bad value fails now
     clock = start_epoch_clock(clock_name(run_config.name or "unnamed"))
-    datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dir, clock)
+    datasets = datasets if datasets is not None else build_datasets(cfg, dataset_dirs, clock)
     loop_config = {
         "config": cfg.to_dict(),
-        "dataset_dir": dataset_dir,
+        "dataset_dirs": dataset_dirs,
         "epoch_clock": clock,
         "run_dir": local_run_dir(cfg, run_config.name) if run_config.name else None,
+        "fail_once_at_epoch": fail_at,
     }
     resources = {"GPU": 1, "CPU": cfg.cpus_per_worker} if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}
     return TorchTrainer(

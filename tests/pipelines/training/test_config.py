@@ -19,7 +19,7 @@ def test_file_then_overrides(tmp_path):
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = load_config(None, ["width=0.5", "debug_fail_once_at_epoch=3"])
+    cfg = load_config(None, ["width=0.5", "augment.crop_p=0.25", "augment.crop_scale=[0.5, 0.9]"])
     path = tmp_path / "merged.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
@@ -37,7 +37,9 @@ def test_dump_round_trips(tmp_path):
     ("optimizer=lamb", "optimizer"),
     ("best_metric=accuracy", "best_metric"),
     ("model_name=my model", "model_name"),
-    ("debug_fail_once_at_epoch=99", "debug_fail_once_at_epoch"),
+    ("augment.hflip_p=1.5", "augment.hflip_p"),
+    ("augment.crop_scale=[0.9, 0.5]", "augment.crop_scale"),
+    ("augment.rot90=3", "augment.rot90"),
     ("encoder_depth=50", "encoder_depth"),
     ("lr=null", "lr"),
     ("ray_log_level=verbose", "ray_log_level"),
@@ -149,3 +151,41 @@ def test_config_files_merge_in_turn_and_the_hard_demo_keys_apply_over_the_demo()
     hard = load_config([DEMO_CONFIG, HARD_DEMO_CONFIG])
     assert hard.experiment == "jaffnet-demo-hard" != demo.experiment
     assert hard.width == demo.width == 0.125  # demo.yaml's keys stay unless the hard file sets them
+
+
+def test_augmentation_is_a_section_of_the_training_config(tmp_path):
+    """One config mechanism: the packaged defaults hold the augmentation, a file or --set changes one
+    key and keeps the others, and every key is a flat MLflow param."""
+    from pipelines.data.augment import AugmentConfig
+
+    assert load_config().augment == AugmentConfig()  # train.yaml's section and the code's defaults agree
+    path = tmp_path / "mine.yaml"
+    path.write_text("augment:\n  blur_p: 0.0\n")
+    cfg = load_config(path, ["augment.crop_p=0.25"])
+    assert (cfg.augment.crop_p, cfg.augment.blur_p, cfg.augment.hflip_p) == (0.25, 0.0, 0.5)
+    params = cfg.params()
+    assert params["augment.crop_p"] == "0.25" and params["augment.crop_scale"] == "[0.6, 1.0]"
+    assert "augment" not in params and params["width"] == "1.0"
+    with pytest.raises(ValueError, match="unknown config key 'augment.wobble'.*did you mean"):
+        parse_override("augment.wobble=1")
+    with pytest.raises(ValueError, match="unknown config key 'augment'"):
+        parse_override("augment=1")  # a section is set key by key
+
+
+def test_test_hooks_are_not_config_keys(monkeypatch):
+    """The injected worker failure is a test hook (an environment variable the driver reads), not a
+    key of the user's config; configs stored by older versions with the retired key still load."""
+    from pipelines.training.loop import FAIL_ONCE_ENV, fail_once_epoch
+
+    assert "debug_fail_once_at_epoch" not in read_yaml(None)
+    with pytest.raises(ValueError, match="unknown config key 'debug_fail_once_at_epoch'"):
+        load_config(None, ["debug_fail_once_at_epoch=1"])
+    assert TrainConfig.from_dict({"width": 0.5, "debug_fail_once_at_epoch": None}).width == 0.5
+    monkeypatch.delenv(FAIL_ONCE_ENV, raising=False)
+    assert fail_once_epoch(3) is None
+    monkeypatch.setenv(FAIL_ONCE_ENV, "2")
+    assert fail_once_epoch(3) == 2
+    for bad in ("3", "-1", "soon"):
+        monkeypatch.setenv(FAIL_ONCE_ENV, bad)
+        with pytest.raises(ValueError, match=FAIL_ONCE_ENV):
+            fail_once_epoch(3)

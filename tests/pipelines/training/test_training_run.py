@@ -1,7 +1,9 @@
 """End to end on a tiny dataset: 2-worker CPU DDP, MLflow in a temporary SQLite store.
 
 One module-scoped run (with an injected worker failure) feeds most tests; the resume
-test extends that same run and so comes last.
+test extends that same run and so comes last. The worker failure is injected with the test
+hook ``pipelines.training.loop.FAIL_ONCE_ENV`` (an environment variable the driver reads), not a
+config key.
 """
 
 from pathlib import Path
@@ -45,9 +47,13 @@ def trained(tiny_dataset, tracking_uri, workdir):
 
     from pipelines.training.memory import RayMemoryProbe
 
-    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "debug_fail_once_at_epoch=1"])
+    from pipelines.training.loop import FAIL_ONCE_ENV
+
+    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}"])
     probe = RayMemoryProbe(workdir / "memory.jsonl")
-    outcome = train(cfg, tiny_dataset, callbacks=(probe,))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FAIL_ONCE_ENV, "1")  # the last rank crashes once at epoch 1
+        outcome = train(cfg, tiny_dataset, callbacks=(probe,))
     outcome.memory = probe.samples()
     return outcome
 
@@ -92,12 +98,13 @@ def test_one_training_dataset_means_one_split_coordinator_for_the_whole_run(trai
     assert [sample.split_coordinators for sample in trained.memory] == [1, 1]
 
 
-def test_logs_params_epoch_metrics_and_overlays(trained):
+def test_logs_params_epoch_metrics_and_overlays(trained, tiny_dataset):
     from mlflow import MlflowClient
 
     client = MlflowClient()
     run = client.get_run(trained.mlflow_run_id)
     assert run.data.params["width"] == "0.125" and run.data.params["epochs"] == "2"
+    assert run.data.params["dataset_dir"] == str(tiny_dataset) and run.data.params["data.0.dir"] == str(tiny_dataset)
     for metric in ("train_loss", "val_loss", "val_mae", "val_weighted_f", "val_s_measure", "val_mean_e",
                    "val_image_auroc", "val_escape_rate", "val_overkill_rate", "val_image_threshold"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
@@ -129,18 +136,70 @@ def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_da
         assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
 
 
-def test_the_authors_normalisation_is_trained_with_and_saved_in_the_contract(tiny_dataset, tracking_uri, workdir):
-    from pipelines.evaluation.evaluate import evaluate
+@pytest.fixture(scope="module")
+def line_dataset(tiny_dataset, workdir):
+    """The tiny dataset's frames as a line saw them: logged by the endpoint, reviewed by operators
+    (defects confirmed with the model's mask or boxed, good parts passed), ingested from the log."""
+    import cv2
+    import numpy as np
+
+    from pipelines.data.reviewed_frames import ingest_decision_log
+    from tests.pipelines.data.decision_logs import Logged, write_log
+
+    synth = workdir / "data" / "synth"
+    entries = []
+    for index, path in enumerate(sorted((synth / "images").glob("*.png"))[:12]):
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        truth = cv2.imread(str(synth / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 0
+        rows, cols = np.nonzero(truth)
+        if not truth.any():
+            entries.append(Logged("OK", "OK", image=image, line="L7"))
+        elif index % 2:
+            box = {"x": int(cols.min()), "y": int(rows.min()), "width": int(np.ptp(cols)) + 1,
+                   "height": int(np.ptp(rows)) + 1}
+            entries.append(Logged("OK", "NG", regions=[box], image=image, line="L7"))
+        else:
+            entries.append(Logged("NG", "NG", image=image, model_mask=truth, line="L7"))
+    write_log(workdir / "line_log", entries)
+    return ingest_decision_log(workdir / "line_log", workdir / "line_data", val_fraction=0.2,
+                               test_fraction=0.2).dataset_dir
+
+
+def test_trains_on_base_and_line_data_with_the_authors_normalisation(tiny_dataset, line_dataset, tracking_uri,
+                                                                     workdir):
+    """Two datasets (--data base --data line): the union of their train splits trains, that of their
+    val splits validates, and the run records the mix; the contract keeps the authors' normalisation."""
+    from mlflow import MlflowClient
+
+    from pipelines.data.dataset import manifest_hash, mix_manifest_hash, read_manifest
     from pipelines.training import load_config, train
 
-    cfg = load_config(None, [*TINY, "epochs=1", "normalization=authors", "model_name=jaffnet-authors-norm",
-                             "experiment=authors-norm", f"storage_path={workdir / 'ray_results_authors'}"])
-    pub = train(cfg, tiny_dataset).publication
-    assert registry.load_model(pub.model_uri).contract.normalization == "authors"
-    evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
-    assert evaluation.contract["normalization"] == "authors"
-    for key, value in evaluation.metrics()["overall"].items():
-        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
+    cfg = load_config(None, [*TINY, "epochs=1", "normalization=authors", "model_name=jaffnet-mix",
+                             "experiment=mix", f"storage_path={workdir / 'ray_results_mix'}"])
+    outcome = train(cfg, [tiny_dataset, line_dataset])
+    pub = outcome.publication
+    loaded = registry.load_model(pub.model_uri)
+    assert loaded.contract.normalization == "authors"
+
+    mix = mix_manifest_hash([str(tiny_dataset), str(line_dataset)])
+    assert mix not in (manifest_hash(tiny_dataset), manifest_hash(line_dataset))
+    assert mix == mix_manifest_hash([str(line_dataset), str(tiny_dataset)])  # the same mix in any order
+    client = MlflowClient()
+    assert client.get_model_version("jaffnet-mix", pub.version).tags["dataset_manifest"] == mix
+    assert loaded.metadata["dataset_manifest"] == mix
+    assert loaded.metadata["calibration"]["calibration_set"]["dataset_manifest"] == mix
+    run = client.get_run(outcome.mlflow_run_id)
+    params = run.data.params
+    assert "dataset_dir" not in params  # one dataset's param (jaffnet export reads it)
+    for position, dataset in enumerate((tiny_dataset, line_dataset)):
+        assert params[f"data.{position}.dir"] == str(dataset)
+        assert params[f"data.{position}.manifest"] == manifest_hash(dataset)
+        for split, rows in read_manifest(dataset)["totals"].items():
+            assert params[f"data.{position}.rows.{split}"] == str(rows)
+        report = client.list_artifacts(run.info.run_id, f"report_val/data.{position}")
+        assert "frames.csv" in {a.path.rsplit("/", 1)[-1] for a in report}
+    assert params["augment.crop_p"] == "0.7"  # the augmentation is logged with the other params
+    assert any(key.startswith("val_class_L7_") for key in run.data.metrics)  # the line's val frames scored
 
 
 def test_injected_worker_failure_is_survived_without_losing_epochs(trained, workdir):
