@@ -12,7 +12,10 @@ def add_commands(subparsers, bench_subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="train JAFFNet with Ray Train DDP, log to MLflow, register the best model",
         description="Train on an ingested dataset. Config: the packaged defaults, then --config, then --set.")
-    train.add_argument("--data", help="ingested dataset (from `jaffnet ingest`): a folder or s3://bucket/prefix")
+    train.add_argument("--data", action="append", metavar="DATASET",
+                       help="ingested dataset (from `jaffnet ingest`): a folder or s3://bucket/prefix; repeat it to "
+                            "train on several (e.g. --data base --data line: the union of their train splits, "
+                            "validated on that of their val splits)")
     _add_config_arguments(train)
     train.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     train.add_argument("--resume", action="store_true",
@@ -63,7 +66,13 @@ def train_command(args) -> int:
         print(dump_config(cfg), end="")
         return 0
     if not args.data:
-        return _fail("--data DATASET is required (an ingested dataset directory)")
+        return _fail("--data DATASET is required (an ingested dataset directory; repeatable)")
+    from pipelines.data.dataset import dataset_list
+
+    try:
+        data = dataset_list(args.data)  # before Ray starts: a missing or repeated dataset fails now
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
     from pipelines.registry import configure_tracking
     from pipelines.runtime import init_ray
     from pipelines.training.reporting import print_training_summary
@@ -72,7 +81,7 @@ def train_command(args) -> int:
     configure_tracking(args.tracking_uri)
     init_ray()  # joins the cluster at RAY_ADDRESS (ray job submit) or starts a local one
     try:
-        outcome = train(cfg, args.data, run_name=args.run_name, resume=args.resume, promote=args.promote)
+        outcome = train(cfg, data, run_name=args.run_name, resume=args.resume, promote=args.promote)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     print_training_summary(outcome)

@@ -28,6 +28,12 @@ def test_bad_config_fails_before_any_ray_work(no_training, tmp_path, capsys, ove
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--set", "epochs=1"]) == 2
     assert "not an ingested dataset" in capsys.readouterr().err
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    (tmp_path / "ds" / "manifest.json").write_text("{}")
+    assert main(["train", "--data", str(tmp_path / "ds"), "--data", str(tmp_path / "nope")]) == 2
+    assert "nope is not an ingested dataset" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "ds"), "--data", str(tmp_path / "ds")]) == 2
+    assert "given twice" in capsys.readouterr().err
 
 
 def test_train_needs_data(capsys):
