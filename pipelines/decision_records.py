@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,11 @@ def read_png(data: bytes, colour: bool = True) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if colour else image
 
 
+def iso_time(seconds: float) -> str:
+    """A record's unix time as the API and every export write it: UTC, milliseconds, ``Z``."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def database_path(folder: str | Path) -> Path:
     return Path(folder) / DATABASE_FILE
 
@@ -176,10 +182,10 @@ class DecisionReader:
 
     def page(self, *, line: str | None = None, decision: str | None = None, since: float | None = None,
              until: float | None = None, before_seq: int | None = None, reviewed: bool | None = None,
-             disagrees: bool | None = None, limit: int = 50) -> list[StoredDecision]:
+             disagrees: bool | None = None, has_frame: bool | None = None, limit: int = 50) -> list[StoredDecision]:
         """Newest first; ``before_seq`` continues a page (the cursor). ``disagrees`` implies reviewed."""
         where, values = _filters(line=line, decision=decision, since=since, until=until, before_seq=before_seq,
-                                 reviewed=reviewed, disagrees=disagrees)
+                                 reviewed=reviewed, disagrees=disagrees, has_frame=has_frame)
         sql = f"SELECT {_COLUMNS} FROM {_JOINED}{where} ORDER BY d.seq DESC LIMIT ?"
         with closing(self._connect()) as connection:
             return [_stored(row) for row in connection.execute(sql, (*values, limit))]
@@ -253,7 +259,8 @@ _COLUMNS = ("d.seq, d.request_id, d.ts, d.line, d.station, d.part_id, d.model_na
             "r.escape_reported")
 _CLAUSES = {"line": "d.line = ?", "decision": "d.decision = ?", "since": "d.ts >= ?", "until": "d.ts < ?",
             "before_seq": "d.seq < ?", "part_id": "d.part_id = ?"}
-_FLAGS = {"reviewed": ("r.seq IS NOT NULL", "r.seq IS NULL"), "disagrees": ("r.agrees = 0", "r.agrees = 1")}
+_FLAGS = {"reviewed": ("r.seq IS NOT NULL", "r.seq IS NULL"), "disagrees": ("r.agrees = 0", "r.agrees = 1"),
+          "has_frame": ("d.has_frame = 1", "d.has_frame = 0")}
 
 
 def _filters(**conditions: Any) -> tuple[str, tuple]:

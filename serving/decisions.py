@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 
-from pipelines.decision_records import (REQUEST_ID_PATTERN, DecisionReader, StoredDecision, StoredReview, png_bytes,
-                                        read_png)
+from pipelines.decision_records import (REQUEST_ID_PATTERN, DecisionReader, StoredDecision, StoredReview, iso_time,
+                                        png_bytes, read_png)
 from serving.decision_log import DecisionLog, DecisionLogSettings, NotLogged, PendingDecision, retention
 from serving.errors import InspectionError
 from serving.metrics import InspectionMetrics
@@ -163,10 +163,6 @@ def _reader(request: Request) -> DecisionReader:
     return reader
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _timestamp(moment: datetime | None) -> float | None:
     if moment is None:
         return None
@@ -184,7 +180,7 @@ def _links(request: Request, stored: StoredDecision) -> dict:
 
 def _summary(request: Request, stored: StoredDecision) -> dict:
     reply = stored.reply
-    return {"request_id": stored.request_id, "time": _iso(stored.ts), "line": stored.line,
+    return {"request_id": stored.request_id, "time": iso_time(stored.ts), "line": stored.line,
             "station": stored.station, "part_id": stored.part_id, "model": stored.model,
             "decision": stored.decision, "image_score": stored.image_score,
             "image_threshold": reply["image_threshold"], "region_count": reply["region_count"],
@@ -195,7 +191,7 @@ def _summary(request: Request, stored: StoredDecision) -> dict:
 def review_out(review: StoredReview) -> dict:
     return {"source": review.source, "verdict": review.verdict, "agrees": review.agrees, "regions": review.regions,
             "note": review.note, "escape_reported": review.escape_reported,
-            "reviewer": {"key_id": review.reviewer_key_id, "role": review.reviewer_role}, "time": _iso(review.ts)}
+            "reviewer": {"key_id": review.reviewer_key_id, "role": review.reviewer_role}, "time": iso_time(review.ts)}
 
 
 def _detail(request: Request, stored: StoredDecision) -> dict:
@@ -218,12 +214,15 @@ async def list_decisions(
                                                     "without (the review queue)"),
     disagrees: bool | None = Query(None, description="true: reviewed, and the verdict is not the model's; "
                                                      "false: reviewed and agreeing"),
+    has_frame: bool | None = Query(None, description="true: only decisions that kept their frame (reviewable); "
+                                                     "false: only those that did not"),
 ) -> dict:
     reader = _reader(request)
     # one more row than asked: is there a next page?
     rows = await _read(functools.partial(reader.page, line=line, decision=decision, since=_timestamp(since),
                                    until=_timestamp(until), before_seq=int(cursor) if cursor else None,
-                                   reviewed=reviewed, disagrees=disagrees, limit=limit + 1))
+                                   reviewed=reviewed, disagrees=disagrees, has_frame=has_frame,
+                                   limit=limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [_summary(request, row) for row in rows],
@@ -238,7 +237,7 @@ async def decision_counts(request: Request, window_s: int = Query(3600, ge=60, l
     lines: dict[str | None, dict] = {}
     for line, decision, count in await _read(reader.counts, since):
         lines.setdefault(line, {"line": line, "ok": 0, "ng": 0})[decision.lower()] = count
-    return {"since": _iso(since), "window_s": window_s, "lines": list(lines.values())}
+    return {"since": iso_time(since), "window_s": window_s, "lines": list(lines.values())}
 
 
 RequestId = Path(pattern=REQUEST_ID_PATTERN, description="the request_id of an /v1/inspect reply")

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.evaluation.calibration import CONFIDENCE, RateCount
 from pipelines.evaluation.line_reviews import frame_weight, in_review_sample
 from serving.access import principal_of
-from pipelines.decision_records import StoredDecision, StoredReview, write_review
-from serving.decisions import (_ERRORS, CLIENT_FIELD_PATTERN, RequestId, _iso, _read, _reader, _stored,
+from pipelines.decision_records import StoredDecision, StoredReview, iso_time, write_review
+from serving.decisions import (_ERRORS, CLIENT_FIELD_PATTERN, RequestId, _read, _reader, _stored,
                                _timestamp, review_out)
 from serving.errors import InspectionError
 from serving.schemas import ErrorReply, EscapeReply, LineQualityReply, ReviewOut
@@ -218,7 +218,7 @@ async def get_line_quality(
     for counted_line, decision, count in counts:
         if line is None or counted_line == line:
             decided.setdefault(counted_line, {"OK": 0, "NG": 0})[decision] = count
-    return {"since": _iso(start) if start is not None else None, "confidence": CONFIDENCE,
+    return {"since": iso_time(start) if start is not None else None, "confidence": CONFIDENCE,
             "lines": line_quality(decided, reviewed)}
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from pipelines.data.ingestion import (ROWS_PER_FILE, IngestResult, check_outcome
                                       prepare_output, publish_dataset, split_rows)
 from pipelines.data.publish import discard, temporary_sibling
 from pipelines.data.splits import check_fractions
-from pipelines.decision_records import DecisionReader, StoredDecision
+from pipelines.decision_records import DecisionReader, StoredDecision, iso_time
 
 SOURCE_FORMAT = "decision-log"
 NO_LINE = "no-line"  # the class of frames posted without a line
@@ -86,7 +85,8 @@ def ingest_decision_log(log: str | Path, out: str | Path, *, line: str | None = 
             pq.write_table(table, f"{data_path}/part-{part:05d}.parquet", filesystem=filesystem)
         arguments = {"src": str(log), "out": str(out), "format": SOURCE_FORMAT, "seed": seed,
                      "val_fraction": val_fraction, "test_fraction": test_fraction, "line": line,
-                     "since": _iso(since), "until": _iso(until)}
+                     "since": None if since is None else iso_time(since),
+                     "until": None if until is None else iso_time(until)}
         manifest = publish_dataset(
             tmp, out, SOURCE_FORMAT, arguments, rows, rejected_rows, start, num_unreviewed=unreviewed,
             provenance={"mask_sources": dict(Counter(row["mask_source"] for row in rows)),
@@ -122,7 +122,7 @@ def _row(stored: StoredDecision, frame: tuple[bytes, bytes] | None) -> dict:
         raise Unusable(f"stored frame unusable: {exc}") from None
     return {"id": stored.request_id, "source_format": SOURCE_FORMAT, "defect_class": stored.line or NO_LINE,
             **encoded_sample(image, mask), "verdict": review.verdict, "mask_source": source,
-            "decided_at": _iso(stored.ts), "reviewed_at": _iso(review.ts), "review_source": review.source,
+            "decided_at": iso_time(stored.ts), "reviewed_at": iso_time(review.ts), "review_source": review.source,
             "reviewer_key_id": review.reviewer_key_id, "model_name": stored.model["name"],
             "model_version": str(stored.model["version"]), "sample_rate": stored.sample_rate}
 
@@ -140,10 +140,6 @@ def _boxes_mask(regions: list[dict], shape: tuple[int, int]) -> np.ndarray:
             raise Unusable(f"box ({x},{y} {w}x{h}) does not fit in the {width}x{height} frame")
         mask[y:y + h, x:x + w] = 255
     return mask
-
-
-def _iso(moment: float | None) -> str | None:
-    return None if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
 def _schema():

@@ -25,11 +25,11 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.decision_records import iso_time
 from pipelines.evaluation.calibration import RateCount, rates
 
 if TYPE_CHECKING:
@@ -135,10 +135,6 @@ def judged_frames(rows: Iterable[tuple[StoredDecision, bytes]], loaded: Any, *, 
     for (stored, frame), probability in predict_frames(decoded, loaded.contract, predictor, batch_size=batch_size,
                                                        image_of=lambda item: item[1]):
         yield stored, frame, judge(probability, loaded.rule, max_regions)
-
-
-def iso_time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,10 @@ def test_frames_setting_keeps_none_ng_or_all(tmp_path):
         for body in (reply(0, "OK"), reply(1, "NG")):
             assert asyncio.run(recorder.record(body, pixels, mask)) == {"status": "logged"}
         recorder.close()
-        stored = DecisionReader(tmp_path / frames / "log").page()
-        assert {d.request_id for d in stored if d.has_frame} == expected
+        reader = DecisionReader(tmp_path / frames / "log")
+        assert {d.request_id for d in reader.page() if d.has_frame} == expected
+        assert {d.request_id for d in reader.page(has_frame=True)} == expected  # the review queue's filter
+        assert {d.request_id for d in reader.page(has_frame=False)} == {"req-0000", "req-0001"} - expected
 
 
 def test_a_broken_store_degrades_to_not_logged(tmp_path):

@@ -8,8 +8,6 @@ const SIGNED_IN = document.querySelector('meta[name="jaffnet-auth"]').content ==
 const POLL_MS = 2000;
 const QUALITY_POLL_MS = 15000; // it reads every review in range: slower than the counts
 const QUEUE_POLL_MS = 5000;
-const QUEUE_PAGE = 200;
-const QUEUE_PAGES = 5; // at most this many pages of unreviewed decisions are searched for kept frames
 const QUEUE_SIZE = 100;
 const GALLERY_SIZE = 12;
 const THUMB_SIDE = 480;
@@ -228,17 +226,10 @@ function queueVisible() {
 }
 
 async function fetchQueue() {
-  const items = [];
-  let cursor = null;
-  for (let page = 0; page < QUEUE_PAGES && items.length < QUEUE_SIZE; page += 1) {
-    const cursorQuery = cursor ? `&cursor=${cursor}` : "";
-    const answer = await getJSON(`/v1/decisions?reviewed=false&limit=${QUEUE_PAGE}${lineQuery("&")}${cursorQuery}`);
-    // a verdict must rest on the frame the model judged: decisions without one are not reviewable
-    items.push(...answer.items.filter((item) => item.links.frame_png && !queue.finished.has(item.request_id)));
-    cursor = answer.next_cursor;
-    if (!cursor) break;
-  }
-  return { items: items.slice(0, QUEUE_SIZE), more: Boolean(cursor) || items.length > QUEUE_SIZE };
+  // a verdict must rest on the frame the model judged: only decisions that kept one are reviewable
+  const answer = await getJSON(`/v1/decisions?reviewed=false&has_frame=true&limit=${QUEUE_SIZE}${lineQuery("&")}`);
+  const items = answer.items.filter((item) => !queue.finished.has(item.request_id));
+  return { items, more: Boolean(answer.next_cursor) };
 }
 
 function currentItem() {

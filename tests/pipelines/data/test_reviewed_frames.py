@@ -107,7 +107,7 @@ def test_the_command(log, tmp_path, capsys):
     assert "ingested 4 samples (decision-log)" in printed and "rejected 4 reviewed decisions:" in printed
     assert "request req-0003: an NG verdict (escape)" in printed
     assert "1 decisions in the selection were not reviewed" in printed
-    assert json.loads((out / "manifest.json").read_text())["arguments"]["since"] == "1970-01-01T00:00:00+00:00"
+    assert json.loads((out / "manifest.json").read_text())["arguments"]["since"] == "1970-01-01T00:00:00.000Z"
     assert main(["ingest", "--format", "folder", str(log), "--out", str(tmp_path / "x"), "--line", "L1"]) == 2
     assert "only with --format decision-log" in capsys.readouterr().err
     assert main(["ingest", "--format", "decision-log", str(tmp_path), "--out", str(tmp_path / "y")]) == 2

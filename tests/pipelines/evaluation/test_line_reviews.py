@@ -107,5 +107,5 @@ def test_weights_move_the_cut_to_catch_a_heavy_defective_frame():
 
 def test_a_log_selection_describes_itself():
     selection = LogSelection("/var/log/line", "L1", since=0.0)
-    assert selection.describe() == {"decision_log": "/var/log/line", "line": "L1", "since": "1970-01-01T00:00:00Z",
+    assert selection.describe() == {"decision_log": "/var/log/line", "line": "L1", "since": "1970-01-01T00:00:00.000Z",
                                     "until": "end"}

@@ -7,7 +7,7 @@ from jaffnet.contract import InputContract
 from jaffnet.decision import DecisionRule
 from jaffnet.io import weights_sha256
 from pipelines import registry
-from pipelines.evaluation.line_reviews import iso_time
+from pipelines.decision_records import iso_time
 from tests.pipelines.evaluation import reviewed_log
 from tests.pipelines.evaluation.reviewed_log import ENTRIES, NOW, REVIEWED, WEIGHTS
 

@@ -2,7 +2,6 @@
 settings train for minutes; docs/benchmarks/demo.md quotes that run)."""
 
 import mlflow
-import pytest
 
 from pipelines.training.demo import run_demo
 
