@@ -46,6 +46,12 @@ def add_commands(subparsers, bench_subparsers) -> None:
     serve.add_argument("--allowed-host", action="append", metavar="NAME",
                        help="a host name or address clients reach the service by (repeat; the Host header is "
                             "checked: DNS rebinding). Default: loopback names and --host")
+    serve.add_argument("--decision-log", metavar="DIR", help="the decision log's folder (default: the config's "
+                                                           "decision_log.folder, ./decision_log)")
+    serve.add_argument("--keep-frames", choices=("none", "ng", "ng+sample", "all"),
+                       help="which decisions keep their frame (default: the config's decision_log.frames, ng); "
+                            "ng+sample also keeps OK frames near the threshold and a random sample of the others, "
+                            "so operators can review OK decisions and escapes become visible")
     serve.add_argument("--expose-metrics", action="store_true",
                        help="let Ray's metrics export port listen on the network (default: loopback only)")
     serve.set_defaults(func=serve_command)
@@ -111,6 +117,20 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.set_defaults(func=bench_command)
 
 
+def application_settings(application: dict, args) -> dict:
+    """The config's application args with the command line's overrides."""
+    settings = dict(application.get("args") or {})
+    for key, value in (("model_uri", args.model), ("tracking_uri", args.tracking_uri), ("backend", args.backend),
+                       ("max_batch_size", args.max_batch_size)):
+        if value is not None:
+            settings[key] = value
+    log_overrides = {key: value for key, value in (("folder", args.decision_log), ("frames", args.keep_frames))
+                     if value is not None}
+    if log_overrides:
+        settings["decision_log"] = {**(settings.get("decision_log") or {}), **log_overrides}
+    return settings
+
+
 def serve_command(args) -> int:
     keep_ray_node_on_loopback(args.expose_metrics)
     from pydantic import ValidationError
@@ -124,11 +144,7 @@ def serve_command(args) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = dict(application.get("args") or {})
-    for key, value in (("model_uri", args.model), ("tracking_uri", args.tracking_uri), ("backend", args.backend),
-                       ("max_batch_size", args.max_batch_size)):
-        if value is not None:
-            settings[key] = value
+    settings = application_settings(application, args)
     http_options = http_options_for(config, args.host, args.port)
     try:
         settings["access"] = access_for(settings.get("access") or {}, http_options["host"], args.keys,

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cli.main import main
-from serving.commands import LOOPBACK_NODE_ENV, access_for, is_loopback_host
+from serving.commands import LOOPBACK_NODE_ENV, access_for, application_settings, is_loopback_host
 from serving.keys import read_keys_file
 
 
@@ -65,6 +65,23 @@ def test_the_access_settings_serve_runs_with():
     assert access_for({"keys_file": "k"}, "0.0.0.0", None, ["inspect.plant"])["allowed_hosts"][-1] == "inspect.plant"
     with pytest.raises(ValueError, match="without a keys file"):
         access_for({}, "0.0.0.0", None, ["inspect.plant"])
+
+
+def test_serve_overrides_the_configs_model_and_decision_log_settings():
+    from cli.main import build_parser
+    from serving.config import DEFAULT_CONFIG_PATH, application_section, read_serve_config
+
+    application = application_section(read_serve_config(DEFAULT_CONFIG_PATH))
+    parse = build_parser().parse_args
+    plain = application_settings(application, parse(["serve"]))
+    assert plain == application["args"]
+    settings = application_settings(application, parse(["serve", "--model", "models:/jaffnet/3", "--keep-frames",
+                                                         "ng+sample", "--decision-log", "/var/log/line"]))
+    assert settings["model_uri"] == "models:/jaffnet/3"
+    assert settings["decision_log"] == {**application["args"]["decision_log"], "frames": "ng+sample",
+                                        "folder": "/var/log/line"}
+    with pytest.raises(SystemExit):
+        parse(["serve", "--keep-frames", "some"])
 
 
 def test_a_local_ray_node_takes_the_loopback_address():
