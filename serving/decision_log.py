@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -44,8 +45,9 @@ class DecisionLogSettings(BaseModel):
         "ng", description="which decisions keep their frame and mask; ng+sample: every NG, the OK frames near the "
                           "threshold and a random ok_sample_rate of the other OK frames (so escapes can be seen)")
     ok_sample_rate: float = Field(0.02, gt=0, le=1, description="ng+sample: the fraction of other OK frames kept")
-    near_threshold_margin: float = Field(0.1, ge=0, le=1, description="ng+sample: OK frames whose image score is at "
-                                                                      "least image_threshold minus this are kept")
+    near_threshold_log_odds: float = Field(
+        2.0, ge=0, le=20, description="ng+sample: OK frames whose image score is within this many log-odds below "
+                                      "image_threshold are kept (2: odds within a factor e^2 = 7.4 of the cut's)")
     max_records: int = Field(100_000, ge=1, le=100_000_000)
     max_age_days: float = Field(30.0, gt=0, le=3650)
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="stored records and frames, oldest dropped")
@@ -88,6 +90,11 @@ class StoreObserver:
     def queue_depth(self, depth: int) -> None: ...
 
 
+def _log_odds(probability: float) -> float:
+    p = min(max(probability, 1e-12), 1 - 1e-12)  # scores of exactly 0 or 1 stay finite
+    return math.log(p / (1 - p))
+
+
 def retention(settings: DecisionLogSettings, reply: dict[str, Any], draw: Callable[[], float]) -> dict | None:
     """Why a decision keeps its frame and the probability it had of being kept (``{"reason",
     "sample_rate"}``), or None. ``draw``: a uniform [0, 1) number, for the random OK sample.
@@ -100,7 +107,9 @@ def retention(settings: DecisionLogSettings, reply: dict[str, Any], draw: Callab
     if decision == "NG" or frames != "ng+sample":
         return None
     # An OK close to the cut (or over it but below min_defect_area_px) is where escapes hide: keep them all.
-    if reply["image_score"] >= reply["image_threshold"] - settings.near_threshold_margin:
+    # Close in log-odds, not in score: calibrated cuts range from 1e-4 to 0.9, and a fixed score margin
+    # would keep every OK frame under a low cut (and too few under a high one).
+    if _log_odds(reply["image_score"]) >= _log_odds(reply["image_threshold"]) - settings.near_threshold_log_odds:
         return {"reason": "near_threshold", "sample_rate": 1.0}
     if draw() < settings.ok_sample_rate:
         return {"reason": "sample", "sample_rate": settings.ok_sample_rate}

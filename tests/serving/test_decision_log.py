@@ -212,12 +212,17 @@ def test_no_folder_means_no_log(tmp_path):
 def test_ng_sample_keeps_every_ng_the_ok_frames_near_the_cut_and_about_the_sampled_fraction(tmp_path):
     import random
 
-    sampled = settings(tmp_path, frames="ng+sample", ok_sample_rate=0.1, near_threshold_margin=0.1)
+    sampled = settings(tmp_path, frames="ng+sample", ok_sample_rate=0.1, near_threshold_log_odds=1.0)
     draw = random.Random(7).random
     assert retention(sampled, reply(0, "NG", score=0.9), draw) == {"reason": "ng", "sample_rate": 1.0}
-    for score in (0.41, 0.6):  # just below the 0.5 cut, or over it but OK by the area rule
+    for score in (0.41, 0.6):  # just below the 0.5 cut (log-odds -0.36 vs 0), or over it but OK by the area rule
         assert retention(sampled, reply(0, "OK", score=score), draw) == {"reason": "near_threshold",
                                                                          "sample_rate": 1.0}
+    # Under a low calibrated cut "near" scales with it: 3e-4 is within 1 log-odds of 2e-4, 1e-5 is not.
+    low_cut = {**reply(0, "OK"), "image_threshold": 2e-4}
+    assert retention(sampled, {**low_cut, "image_score": 3e-4}, draw)["reason"] == "near_threshold"
+    assert retention(sampled, {**low_cut, "image_score": 1e-5}, lambda: 0.99) is None
+    assert retention(sampled, {**low_cut, "image_score": 0.0}, lambda: 0.99) is None  # a score of 0 stays finite
     kept = [retention(sampled, reply(0, "OK", score=0.1), draw) for _ in range(5000)]
     chosen = [k for k in kept if k is not None]
     assert all(k == {"reason": "sample", "sample_rate": 0.1} for k in chosen)
