@@ -46,7 +46,7 @@ class Result:
 
     def summary(self) -> str:
         r = self.response
-        return (f"{self.path}  {r['decision']}  image_score={r['image_score']:.4f}/{r['image_threshold']:.3f}  "
+        return (f"{self.path}  {r['decision']}  image_score={r['image_score']:.4g}/{r['image_threshold']:.4g}  "
                 f"max_p={r['defect_score']:.4f}  pixel_threshold={r['threshold']:.3f}  "
                 f"area={r['defect_area_px']}px ({r['defect_area_ratio']:.4%})  regions={r['region_count']}  "
                 f"{r['timings_ms']['total']:.1f} ms  model={r['model']['name']}/{r['model']['version']}")
