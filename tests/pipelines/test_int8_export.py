@@ -3,6 +3,7 @@ own training split, the gate on its test split, the file set + report in --out a
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,61 @@ def register_tiny_model(dataset_dir, name: str = MODEL_NAME, experiment: str = "
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("int8-export")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def export_and_quantise_each_once(workdir):
+    """The real ONNX export and ``quantize_int8``, each run once per distinct input in this module.
+    Every export exports the model to ONNX and the tests walk the same float32 rungs of the same
+    model (seconds each, accuracy control more), so a repeat gets a copy of the files the first call
+    wrote. A key holds everything those files depend on: the weights and every argument, calibration
+    frames and accuracy control's held-out frames by content (not ``onnx_path``: an export of the
+    same weights, which the quantiser checks)."""
+    import hashlib
+
+    import jaffnet.inference
+    import jaffnet.inference.quantization as quantization
+    from jaffnet.inference.int8_files import MANIFEST_NAME
+    from jaffnet.inference.onnx_export import weights_fingerprint
+
+    def frames_digest(batches) -> str:
+        digest = hashlib.sha256()
+        for batch in batches:
+            digest.update(repr(batch.shape).encode() + np.ascontiguousarray(batch).tobytes())
+        return digest.hexdigest()
+
+    def once(write, *key_parts) -> Path:
+        """The folder ``write(folder)`` filled the first time these key parts were seen."""
+        folder = workdir / "memo" / hashlib.sha256(json.dumps([*key_parts], sort_keys=True).encode()).hexdigest()[:16]
+        if not folder.is_dir():
+            partial = folder.with_name(f"{folder.name}-partial")  # a failed call leaves no entry behind
+            shutil.rmtree(partial, ignore_errors=True)
+            write(partial)
+            partial.rename(folder)
+        return folder
+
+    real_export, real_quantize = jaffnet.inference.export_onnx, quantization.quantize_int8
+
+    def export_once(model, path, **options):
+        folder = once(lambda into: real_export(model, into / "model.onnx", **options),
+                      "onnx", weights_fingerprint(model), options)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(folder / "model.onnx", path))
+
+    def quantize_once(model, calibration_batches, out_dir, *, accuracy_control=None, onnx_path=None, **options):
+        calibration_batches = list(calibration_batches)  # may be a generator: read for the key and the quantiser
+        control = None if accuracy_control is None else (
+            frames_digest(accuracy_control.inputs), accuracy_control.pixel_threshold, accuracy_control.min_mask_iou)
+        folder = once(lambda into: real_quantize(model, calibration_batches, into, accuracy_control=accuracy_control,
+                                                 onnx_path=onnx_path, **options),
+                      "int8", weights_fingerprint(model), frames_digest(calibration_batches), control, options)
+        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+        return Path(out_dir) / MANIFEST_NAME
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jaffnet.inference, "export_onnx", export_once)
+        patch.setattr(quantization, "quantize_int8", quantize_once)
+        yield
 
 
 @pytest.fixture(scope="module")
