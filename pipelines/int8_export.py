@@ -1,10 +1,12 @@
 """``jaffnet export --format int8``: calibrate on the model's own training frames, gate, publish.
 
-1. **Which data.** A registered version records the dataset it was trained on: the run
-   param ``dataset_dir`` and the manifest hash (version tag ``dataset_manifest``, also in
-   the run's tags and the model's metadata). Calibration and the gate read that dataset;
-   ``--data`` points elsewhere (a moved copy) only if its manifest hash is the recorded
-   one, so a model is never calibrated or judged on someone else's frames.
+1. **Which data.** A registered version records the data it was trained on: the run param
+   ``dataset_dir`` (one dataset) or ``data.<i>.dir`` (each dataset of a mix), and the
+   manifest hash (version tag ``dataset_manifest``, also in the run's tags and the model's
+   metadata; for a mix, one hash of all its datasets). Calibration and the gate read those
+   datasets, a mix's splits as training saw them (the union, ids prefixed per dataset);
+   ``--data`` points elsewhere (moved copies, every dataset of a mix) only if they hash to
+   the recorded manifest, so a model is never calibrated or judged on someone else's frames.
 2. **Calibration.** Up to N frames of the TRAIN split, spread evenly over it, turned into
    model inputs through the model's input contract exactly as serving does
    (``jaffnet.frames.plan_frame`` + ``model_inputs``): a tiled model calibrates on tiles.
@@ -44,7 +46,8 @@ from pipelines.registry import INT8_ARTIFACT_PATH, INT8_REPORT_FILE, MANIFEST_TA
 
 REJECTED_ARTIFACT_PATH = "int8_rejected"  # the report of a failed gate (a passed one: INT8_ARTIFACT_PATH)
 GATE_TAG = "int8_gate"  # version tag: passed | failed
-DATASET_PARAM = "dataset_dir"  # the run param training logs
+DATASET_PARAM = "dataset_dir"  # the run param of a single-dataset training run
+MIX_DIR_PARAM, MIX_MANIFEST_PARAM = "data.{}.dir", "data.{}.manifest"  # each dataset of a run (all runs log them)
 DEFAULT_CALIBRATION_FRAMES = 300
 CALIBRATION_SPLIT, SELECTION_SPLIT, GATE_SPLIT = "train", "val", "test"
 
@@ -73,8 +76,8 @@ class ExportRefused(ValueError):
 
 @dataclass(frozen=True)
 class ModelData:
-    dataset_dir: str
-    manifest: str
+    dataset_dirs: tuple[str, ...]  # one dataset, or each of a mix (training's order)
+    manifest: str  # the recorded hash: of the dataset, or of the mix
     source: str  # how it was found, for the report
 
 
@@ -108,58 +111,100 @@ def recorded_manifest(loaded: LoadedModel) -> str | None:
     return loaded.metadata.get(MANIFEST_TAG) or None
 
 
-def model_data(loaded: LoadedModel, data: str | Path | None = None) -> ModelData:
-    """The dataset ``loaded`` was trained on (see the module docstring); ``data`` overrides
-    the recorded location but must hold the recorded manifest. Raises ExportRefused."""
+def model_data(loaded: LoadedModel, data: str | Path | Sequence[str | Path] | None = None) -> ModelData:
+    """The dataset(s) ``loaded`` was trained on (see the module docstring); ``data`` (the dataset,
+    or every dataset of a mix) overrides the recorded locations but must hash to the recorded
+    manifest. Raises ExportRefused."""
     from pipelines import storage
-    from pipelines.data.dataset import manifest_hash
+    from pipelines.data.dataset import manifest_hash, mix_manifest_hash
 
     expected = recorded_manifest(loaded)
     if expected is None:
         raise ExportRefused(f"{loaded.source} records no dataset manifest ({MANIFEST_TAG}): its training data "
                             "cannot be identified, so it cannot be calibrated or gated on it")
+    trained_on = _training_datasets(loaded.run_id) if loaded.run_id else []
     if data is not None:
-        location, source = storage.resolve(data), "--data"
+        locations = [storage.resolve(location) for location in ([data] if isinstance(data, (str, Path)) else data)]
+        source = "--data"
     else:
-        run_id = loaded.run_id
-        location = _run_param(run_id, DATASET_PARAM) if run_id else None
-        if not location:
-            raise ExportRefused(f"{loaded.source} records no {DATASET_PARAM} (a local model directory, or a run "
-                                f"without the param): pass --data with its training dataset (manifest {expected})")
-        source = f"run {run_id} param {DATASET_PARAM}"
+        if not trained_on:
+            raise ExportRefused(f"{loaded.source} records no {DATASET_PARAM} or {MIX_DIR_PARAM.format(0)} (a local "
+                                "model directory, or a run without the params): pass --data with its training "
+                                f"dataset (manifest {expected})")
+        locations = [dataset.location for dataset in trained_on]
+        source = f"run {loaded.run_id} param {', '.join(dataset.param for dataset in trained_on)}"
+    several = len(locations) > 1 or len(trained_on) > 1
     try:
-        found = manifest_hash(location)
+        found = mix_manifest_hash(locations)
+        manifests = {location: manifest_hash(location) for location in locations}
     except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
-        hint = "" if data is not None else "; pass --data with a copy of it"
-        raise ExportRefused(f"cannot read the training dataset {location} ({source}): {exc}{hint}") from exc
+        hint = "" if data is not None else f"; pass --data with {'copies of them' if several else 'a copy of it'}"
+        raise ExportRefused(f"cannot read the training data {', '.join(locations)} ({source}): {exc}{hint}") from exc
     if found != expected:
-        raise ExportRefused(f"dataset {location} ({source}) has manifest {found}, but {loaded.source} was trained "
-                            f"on manifest {expected}: refusing to calibrate or gate on other data"
-                            + ("" if data is not None else "; pass --data with the training dataset"))
-    return ModelData(location, expected, source)
+        given = (f"dataset {locations[0]} ({source}) has manifest {found}" if len(locations) == 1 else
+                 f"datasets {', '.join(f'{loc} (manifest {manifests[loc]})' for loc in locations)} ({source}) "
+                 f"hash to manifest {found} together")
+        hint = "" if data is not None else \
+            f"; pass --data with {'every dataset of the mix' if several else 'the training dataset'}"
+        raise ExportRefused(f"{given}, but {loaded.source} was trained on manifest {expected}"
+                            f"{_mix_difference(manifests, trained_on)}: refusing to calibrate or gate on other data"
+                            f"{hint}")
+    return ModelData(tuple(locations), expected, source)
 
 
-def _run_param(run_id: str, key: str) -> str | None:
+@dataclass(frozen=True)
+class _TrainingDataset:
+    param: str  # the run param that records it
+    location: str
+    manifest: str | None  # its own manifest hash, when the run recorded it
+
+
+def _training_datasets(run_id: str) -> list[_TrainingDataset]:
+    """Each dataset the run trained on, from its params: ``data.<i>.*``, else (runs from before
+    mixes) ``dataset_dir``."""
     from mlflow import MlflowClient
 
-    return MlflowClient().get_run(run_id).data.params.get(key)
+    params = MlflowClient().get_run(run_id).data.params
+    datasets = []
+    while (param := MIX_DIR_PARAM.format(len(datasets))) in params:
+        datasets.append(_TrainingDataset(param, params[param], params.get(MIX_MANIFEST_PARAM.format(len(datasets)))))
+    if not datasets and params.get(DATASET_PARAM):
+        datasets.append(_TrainingDataset(DATASET_PARAM, params[DATASET_PARAM], None))
+    return datasets
+
+
+def _mix_difference(given: dict[str, str], trained_on: Sequence[_TrainingDataset]) -> str:
+    """For a mix whose run recorded each dataset's manifest: which of its datasets were not given
+    and which given ones are not in it; empty otherwise."""
+    recorded = {dataset.manifest: dataset for dataset in trained_on if dataset.manifest}
+    if len(trained_on) < 2 or len(recorded) < len(trained_on):
+        return ""
+    missing = [f"{dataset.location} (manifest {manifest})" for manifest, dataset in recorded.items()
+               if manifest not in given.values()]
+    foreign = [location for location, manifest in given.items() if manifest not in recorded]
+    return (f", a mix of {len(trained_on)} datasets"
+            + (f"; not given: {', '.join(missing)}" if missing else "")
+            + (f"; not in the mix: {', '.join(foreign)}" if foreign else ""))
 
 
 # ----------------------------------------------------------------------------- calibration
 
 
-def calibration_samples(dataset_dir: str | Path, count: int, split: str = CALIBRATION_SPLIT) -> list[Any]:
-    """Up to ``count`` frames of ``split``, evenly spread over its (stable) order, so a split
-    stored class by class still calibrates on every class."""
-    from pipelines.data.dataset import iter_encoded_batches, iter_samples
+def calibration_samples(dataset_dirs: Sequence[str | Path], count: int, split: str = CALIBRATION_SPLIT) -> list[Any]:
+    """Up to ``count`` frames of ``split`` (of a mix: the union of its datasets' splits, ids as
+    ``iter_samples`` gives them), evenly spread over its (stable) order, so a split stored class
+    by class, or dataset by dataset, still calibrates on every class and dataset."""
+    from pipelines.data.dataset import iter_encoded_batches, iter_samples, mix_sample_id
 
     if count < 1:
         raise ValueError(f"calibration needs at least one frame, got {count}")
-    ids = [str(i) for batch in iter_encoded_batches(dataset_dir, split) for i in batch["id"]]
+    ids = [mix_sample_id(position, str(i), len(dataset_dirs)) for position, location in enumerate(dataset_dirs)
+           for batch in iter_encoded_batches(location, split) for i in batch["id"]]
     if not ids:
-        raise ExportRefused(f"the {split} split of {dataset_dir} holds no frames to calibrate on")
+        raise ExportRefused(f"the {split} split of {', '.join(map(str, dataset_dirs))} holds no frames to "
+                            "calibrate on")
     chosen = {ids[i] for i in np.unique(np.linspace(0, len(ids) - 1, min(count, len(ids))).round().astype(int))}
-    return list(iter_samples(dataset_dir, split, keep=chosen.__contains__))
+    return list(iter_samples(dataset_dirs, split, keep=chosen.__contains__))
 
 
 def calibration_batches(samples: Sequence[Any], contract: InputContract, batch_size: int = 8) -> Iterator[np.ndarray]:
@@ -180,7 +225,7 @@ def calibration_batches(samples: Sequence[Any], contract: InputContract, batch_s
 # ----------------------------------------------------------------------------- export
 
 
-def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | None = None,
+def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | Sequence[str | Path] | None = None,
                 calibration_frames: int = DEFAULT_CALIBRATION_FRAMES, threads: int | None = None,
                 limits: GateLimits = GateLimits(), log_to_run: bool = True, batch_size: int = 8,
                 fp32_modules: Sequence[str] | None = None) -> Int8Export:
@@ -206,11 +251,11 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
     run_id = loaded.run_id
     started = time.perf_counter()
 
-    calibration = calibration_samples(dataset.dataset_dir, calibration_frames)
+    calibration = calibration_samples(dataset.dataset_dirs, calibration_frames)
     calibration_count = len(calibration)
     calibration_inputs = sum(len(plan_frame(contract, s.image.shape[0], s.image.shape[1])) for s in calibration)
     ladder = FP32_LADDER if fp32_modules is None else (Rung(tuple(fp32_modules)),)
-    selection_samples = list(iter_samples(dataset.dataset_dir, SELECTION_SPLIT)) if len(ladder) > 1 else []
+    selection_samples = list(iter_samples(dataset.dataset_dirs, SELECTION_SPLIT)) if len(ladder) > 1 else []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
     try:
@@ -256,13 +301,13 @@ def export_int8(loaded: LoadedModel, out_dir: str | Path, *, data: str | Path | 
         quantised_s = time.perf_counter() - started
         del calibration
 
-        samples = list(iter_samples(dataset.dataset_dir, GATE_SPLIT))
+        samples = list(iter_samples(dataset.dataset_dirs, GATE_SPLIT))
         gate_started = time.perf_counter()
         report = run_gate(samples, contract, rule, reference, candidate, limits=limits, split=GATE_SPLIT,
                           batch_size=batch_size)
         report.extra.update(
             model=loaded.source, name=loaded.name, version=loaded.version, run_id=run_id,
-            dataset_dir=dataset.dataset_dir, dataset_manifest=dataset.manifest, dataset_source=dataset.source,
+            dataset_dirs=list(dataset.dataset_dirs), dataset_manifest=dataset.manifest, dataset_source=dataset.source,
             calibration_split=CALIBRATION_SPLIT, calibration_frames=calibration_count,
             calibration_inputs=calibration_inputs, fp32_modules=list(rung.fp32_modules),
             accuracy_control=rung.accuracy_control, fp32_restored=restored, fp32_selection=selection,

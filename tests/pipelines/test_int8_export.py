@@ -2,6 +2,7 @@
 own training split, the gate on its test split, the file set + report in --out and in its run."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,11 @@ SIZE = 64
 MODEL_NAME = "int8-test"
 
 
-def register_tiny_model(dataset_dir, name: str = MODEL_NAME, experiment: str = "int8-test") -> str:
-    """A random width-0.25 model at 64 px registered as training publishes one: the dataset
-    recorded as run param ``dataset_dir`` and as ``dataset_manifest`` (version and run tag,
-    metadata), a rule calibrated on its own validation maps. Returns ``models:/NAME@champion``."""
+def register_tiny_model(datasets, name: str = MODEL_NAME, experiment: str = "int8-test") -> str:
+    """A random width-0.25 model at 64 px registered as training publishes one trained on
+    ``datasets`` (one, or a mix): their params as training logs them (``dataset_params``) and
+    the (mix's) manifest hash as ``dataset_manifest`` (version and run tag, metadata), a rule
+    calibrated on its own validation maps. Returns ``models:/NAME@champion``."""
     import mlflow
     import torch
 
@@ -28,21 +30,23 @@ def register_tiny_model(dataset_dir, name: str = MODEL_NAME, experiment: str = "
     from jaffnet.inference import build_predictor
     from jaffnet.model import JAFFNet
     from pipelines import registry
-    from pipelines.data.dataset import iter_samples, manifest_hash
+    from pipelines.data.dataset import iter_samples, mix_manifest_hash
     from pipelines.evaluation.scoring import score_predictions
+    from pipelines.training.tracking import dataset_params
 
+    dataset_dirs = [str(location) for location in datasets]
     torch.manual_seed(0)
     model = JAFFNet(width=0.25).eval()
     contract = InputContract(image_size=SIZE)
-    samples = list(iter_samples(dataset_dir, "val"))
+    samples = list(iter_samples(dataset_dirs, "val"))
     maps = {str(s.id): p for s, p in predict_frames(samples, contract, build_predictor(model, "eager"))}
     rule = score_predictions(maps, samples, per_class=False).rule
-    manifest = manifest_hash(dataset_dir)
+    manifest = mix_manifest_hash(dataset_dirs)
     metadata = {"image_size": SIZE, "threshold": rule.pixel_threshold, "input_contract": contract.to_dict(),
                 "decision_rule": rule.to_dict(), "dataset_manifest": manifest}
     mlflow.set_experiment(experiment)
     with mlflow.start_run():
-        mlflow.log_param("dataset_dir", str(dataset_dir))
+        mlflow.log_params(dataset_params(dataset_dirs))
         mlflow.set_tag(registry.MANIFEST_TAG, manifest)
         info = registry.log_model(model, metadata)
     registry.register(info.model_uri, name, tags={registry.MANIFEST_TAG: manifest},
@@ -126,7 +130,7 @@ def registered(workdir, dataset):
         import mlflow
 
         mlflow.create_experiment("int8-test", artifact_location=str(workdir / "mlruns"))
-        yield uri, register_tiny_model(dataset)
+        yield uri, register_tiny_model([dataset])
 
 
 def _export(registered, out, *extra):
@@ -230,7 +234,7 @@ def test_data_must_be_the_models_own_training_data(registered, dataset, workdir,
     copy = workdir / "data-copy"
     shutil.copytree(dataset, copy)
     loaded = load_model(registered[1])
-    assert model_data(loaded, copy).dataset_dir == str(copy)  # a moved copy is the same data
+    assert model_data(loaded, copy).dataset_dirs == (str(copy),)  # a moved copy is the same data
 
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["content_hash"] = "0" * len(manifest["content_hash"])
@@ -238,6 +242,40 @@ def test_data_must_be_the_models_own_training_data(registered, dataset, workdir,
     assert _export(registered, workdir / "never", "--data", str(copy)) == 2
     assert "refusing to calibrate or gate on other data" in capsys.readouterr().err
     assert not (workdir / "never").exists()
+
+
+def test_a_model_trained_on_a_mix_is_calibrated_and_gated_on_the_union_of_its_datasets(registered, dataset,
+                                                                                       workdir, ray_session, capsys):
+    from pipelines.data.dataset import read_manifest
+    from pipelines.int8_export import ExportRefused, calibration_samples, model_data
+    from pipelines.registry import load_model
+    from tests.datasets import make_tiny_dataset
+
+    line = make_tiny_dataset(workdir / "line", count=12, size=SIZE, seed=1)
+    mix = [str(dataset), str(line)]
+    uri, _ = registered
+    model = register_tiny_model(mix, name="int8-mix")
+    # One scheme given: the float32 ladder, the same whatever the data, has its own tests.
+    assert _export((uri, model), workdir / "int8-mix", "--fp32-modules", "encoder.stem") == 0
+    report = json.loads((workdir / "int8-mix" / "gate_report.json").read_text())
+    assert report["passed"] and report["extra"]["dataset_dirs"] == mix
+    assert report["extra"]["dataset_source"].endswith("param data.0.dir, data.1.dir")
+    assert report["count"] == sum(read_manifest(location)["totals"]["test"] for location in mix)
+    assert {sample.id.split(":")[0] for sample in calibration_samples(mix, 8)} == {"0", "1"}  # spread over both
+
+    loaded = load_model(model)
+    moved = workdir / "line-copy"
+    shutil.copytree(line, moved)
+    assert model_data(loaded, [moved, dataset]).dataset_dirs == (str(moved), str(dataset))  # any order, moved
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["content_hash"] = "0" * len(manifest["content_hash"])  # now other data
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportRefused, match=rf"a mix of 2 datasets; not given: {re.escape(str(line))} .*; not in "
+                                            rf"the mix: {re.escape(str(moved))}: refusing to calibrate"):
+        model_data(loaded, [dataset, moved])
+    capsys.readouterr()
+    assert _export((uri, model), workdir / "never-mix", "--data", str(dataset)) == 2
+    assert "not given: " in capsys.readouterr().err and not (workdir / "never-mix").exists()
 
 
 def test_a_foreign_non_empty_folder_is_refused(registered, workdir, capsys):
