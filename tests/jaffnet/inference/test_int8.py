@@ -48,6 +48,28 @@ def eager(model):
     return build_predictor(model, "eager")
 
 
+@pytest.fixture
+def stand_in_quantiser(file_set, monkeypatch):
+    """``quantize_int8`` as the int8 backend calls it (quantising on the fly, as the bench does)
+    replaced by a copy of the module's file set, stamped with the fingerprint of the weights it
+    was asked to quantise so the backend loads it; returns the calls' arguments. For tests of what
+    reaches the quantiser: the real quantisation is the ``file_set`` fixture's (the same function)."""
+    import jaffnet.inference.int8_backend as int8_backend
+
+    calls = []
+
+    def quantize(model_, batches, out_dir, *, metadata=None, image_size=256, fp32_modules=None):
+        calls.append({"frames": sum(len(b) for b in batches), "image_size": image_size, "fp32_modules": fp32_modules})
+        for path in file_set.parent.iterdir():
+            shutil.copy(path, out_dir)
+        manifest = read_int8_manifest(out_dir) | {"weights_sha256": weights_fingerprint(model_)}
+        (Path(out_dir) / MANIFEST_NAME).write_text(json.dumps(manifest))
+        return Path(out_dir) / MANIFEST_NAME
+
+    monkeypatch.setattr(int8_backend, "quantize_int8", quantize)
+    return calls
+
+
 @pytest.mark.parametrize("shape", [(4, SIZE, SIZE), (2, 96, 64)])
 def test_int8_probabilities_stay_close_to_fp32(int8, eager, shape):
     batch = synthetic_frames(shape[0], shape[1], seed=5) if shape[1] == shape[2] else random_batch(*shape)
@@ -206,7 +228,7 @@ def test_the_shipped_full_width_scheme_names_modules_of_the_full_size_model():
     assert check_fp32_modules(JAFFNet(), layers) == tuple(layers)
 
 
-def test_bench_model_times_int8_with_the_float32_layers_of_an_export(file_set, tmp_path, capsys):
+def test_bench_model_times_int8_with_the_float32_layers_of_an_export(file_set, stand_in_quantiser, tmp_path, capsys):
     from cli.main import main
 
     manifest = json.loads(Path(file_set).read_text())
@@ -220,6 +242,7 @@ def test_bench_model_times_int8_with_the_float32_layers_of_an_export(file_set, t
                  "--int8-scheme", str(scheme.parent), "--json", str(out)]) == 0
     assert "float32 layers of" in capsys.readouterr().out.replace("\n", " ") and \
         {r["backend"] for r in json.loads(out.read_text())["inference"]} == {"eager", "int8"}
+    assert [list(call["fp32_modules"]) for call in stand_in_quantiser] == [["encoder.stem", "encoder.layer1.0.conv1"]]
 
     del manifest["float32"]["restored_modules"]  # an export from before module paths were recorded
     scheme.write_text(json.dumps(manifest))
@@ -242,29 +265,20 @@ def test_unknown_fp32_modules_are_refused(model, tmp_path, modules, error):
         quantize_int8(model, [synthetic_frames(1, SIZE)], tmp_path, image_size=SIZE, fp32_modules=modules)
 
 
-def test_quantising_on_the_fly_and_the_bench_calibrating_on_synthetic_frames(model, file_set, monkeypatch):
+def test_quantising_on_the_fly_and_the_bench_calibrating_on_synthetic_frames(model, file_set, stand_in_quantiser):
     """The wiring of ``build_predictor(model, "int8", calibration_batches=...)`` and of the bench,
     which calibrates random-weight models on synthetic frames; the real quantisation is the
     fixture's (the same function), so it is not repeated here."""
-    import jaffnet.inference.int8_backend as int8_backend
     from jaffnet.inference.bench import build_predictors
 
-    seen = {}
-
-    def fake_quantize(model_, batches, out_dir, *, metadata=None, image_size=256, fp32_modules=None):
-        seen.update(frames=sum(len(b) for b in batches), image_size=image_size, fp32_modules=fp32_modules)
-        for path in file_set.parent.iterdir():
-            shutil.copy(path, out_dir)
-        return Path(out_dir) / MANIFEST_NAME
-
-    monkeypatch.setattr(int8_backend, "quantize_int8", fake_quantize)
     predictors, skipped = build_predictors(model, ["int8"], threads=1, image_size=SIZE, calibration_frames=3)
-    assert skipped == {} and seen == {"frames": 3, "image_size": SIZE, "fp32_modules": ("encoder.stem",)}
+    assert skipped == {} and stand_in_quantiser == [{"frames": 3, "image_size": SIZE,
+                                                     "fp32_modules": ("encoder.stem",)}]
     assert predictors["int8"].note.endswith(", synthetic 64x64")
     assert predictors["int8"](random_batch(1, SIZE, SIZE)).shape == (1, SIZE, SIZE)
     build_predictor(model, "int8", calibration_batches=[synthetic_frames(2, SIZE)], image_size=SIZE,
                     fp32_modules=["encoder"])
-    assert seen["fp32_modules"] == ["encoder"]
+    assert stand_in_quantiser[-1]["fp32_modules"] == ["encoder"]
     with pytest.raises(ValueError, match="not both"):
         build_predictor(model, "int8", quantized_path=str(file_set), fp32_modules=["encoder"])
 
