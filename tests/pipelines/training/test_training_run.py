@@ -1,8 +1,10 @@
 """End to end on a tiny dataset: 2-worker CPU DDP, MLflow in a temporary SQLite store.
 
-One module-scoped run (with an injected worker failure) feeds most tests; the resume
-test extends that same run and so comes last. The worker failure is injected with the test
-hook ``pipelines.training.loop.FAIL_ONCE_ENV`` (an environment variable the driver reads), not a
+Each Ray Train run costs seconds of worker start-up, so the module trains three times in all:
+one module-scoped run (with a weight average and an injected worker failure) feeds most tests,
+and the resume test extends that same run and so comes last; one tile-mode run on a mix of two
+datasets feeds the tile and the mix tests. The worker failure is injected with the test hook
+``pipelines.training.loop.FAIL_ONCE_ENV`` (an environment variable the driver reads), not a
 config key.
 """
 
@@ -17,6 +19,8 @@ from pipelines.training.checkpointing import TRAINING_STATE_FILE
 MODEL_NAME = "jaffnet-test"
 TINY = ["width=0.125", "image_size=32", "epochs=2", "batch_size=2", "num_workers=2", "cpus_per_worker=0.5",
         "torch_threads=1", "num_overlays=2", "experiment=train-test", f"model_name={MODEL_NAME}"]
+# The module's main run also keeps a weight average: what it validates and publishes is the average.
+TRAINED = [*TINY, "ema_decay=0.9"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def trained(tiny_dataset, tracking_uri, workdir):
 
     from pipelines.training.loop import FAIL_ONCE_ENV
 
-    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}"])
+    cfg = load_config(None, [*TRAINED, f"storage_path={workdir / 'ray_results'}"])
     probe = RayMemoryProbe(workdir / "memory.jsonl")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(FAIL_ONCE_ENV, "1")  # the last rank crashes once at epoch 1
@@ -122,20 +126,6 @@ def loaded_contract_and_rule(tags: dict) -> tuple[str, float]:
     return tags["input_mode"], float(tags["image_threshold"])
 
 
-def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiny_dataset, tracking_uri, workdir):
-    """64-px frames, 32-px native tiles: training crops, validation and evaluation agree."""
-    from pipelines.evaluation.evaluate import evaluate
-    from pipelines.training import load_config, train
-
-    cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "model_name=jaffnet-tiles", "experiment=tiles",
-                             "grad_clip_norm=1.0", "bce_pos_weight=3", f"storage_path={workdir / 'ray_results_tiles'}"])
-    pub = train(cfg, tiny_dataset).publication
-    evaluation = evaluate(pub.model_uri, tiny_dataset, "val")
-    assert evaluation.contract["mode"] == "tile" and evaluation.contract["image_size"] == 32
-    for key, value in evaluation.metrics()["overall"].items():
-        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
-
-
 @pytest.fixture(scope="module")
 def line_dataset(tiny_dataset, workdir):
     """The tiny dataset's frames as a line saw them: logged by the endpoint, reviewed by operators
@@ -165,18 +155,37 @@ def line_dataset(tiny_dataset, workdir):
                                test_fraction=0.2).dataset_dir
 
 
-def test_trains_on_base_and_line_data_with_the_authors_normalisation(tiny_dataset, line_dataset, tracking_uri,
-                                                                     workdir):
+@pytest.fixture(scope="module")
+def tiled_mix(tiny_dataset, line_dataset, tracking_uri, workdir):
+    """One run for two features (a Ray Train run costs seconds of worker start-up): 32-px native
+    tiles of the 64-px frames, trained on base + line data with the authors' normalisation."""
+    from pipelines.training import load_config, train
+
+    cfg = load_config(None, [*TINY, "epochs=1", "input_mode=tile", "normalization=authors", "grad_clip_norm=1.0",
+                             "bce_pos_weight=3", "model_name=jaffnet-mix", "experiment=mix",
+                             f"storage_path={workdir / 'ray_results_mix'}"])
+    return train(cfg, [tiny_dataset, line_dataset])
+
+
+def test_tile_mode_trains_validates_and_evaluates_through_the_same_tiles(tiled_mix, tiny_dataset, line_dataset):
+    """64-px frames, 32-px native tiles: training crops, validation and evaluation agree."""
+    from pipelines.evaluation.evaluate import evaluate
+
+    pub = tiled_mix.publication
+    evaluation = evaluate(pub.model_uri, [tiny_dataset, line_dataset], "val")  # the val splits it validated on
+    assert evaluation.contract["mode"] == "tile" and evaluation.contract["image_size"] == 32
+    for key, value in evaluation.metrics()["overall"].items():
+        assert value == pytest.approx(pub.metrics[f"val_{key}"], abs=1e-6), key
+
+
+def test_trains_on_base_and_line_data_with_the_authors_normalisation(tiled_mix, tiny_dataset, line_dataset):
     """Two datasets (--data base --data line): the union of their train splits trains, that of their
     val splits validates, and the run records the mix; the contract keeps the authors' normalisation."""
     from mlflow import MlflowClient
 
     from pipelines.data.dataset import manifest_hash, mix_manifest_hash, read_manifest
-    from pipelines.training import load_config, train
 
-    cfg = load_config(None, [*TINY, "epochs=1", "normalization=authors", "model_name=jaffnet-mix",
-                             "experiment=mix", f"storage_path={workdir / 'ray_results_mix'}"])
-    outcome = train(cfg, [tiny_dataset, line_dataset])
+    outcome = tiled_mix
     pub = outcome.publication
     loaded = registry.load_model(pub.model_uri)
     assert loaded.contract.normalization == "authors"
@@ -216,6 +225,8 @@ def test_the_checkpoint_records_how_it_was_trained(trained):
 
 
 def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset, tracking_uri):
+    """The registered version scores on val exactly what training logged; the run keeps a weight
+    average, so this is also what shows that the average is what validation scored."""
     from pipelines.evaluation.evaluate import evaluate
 
     pub = trained.publication
@@ -227,44 +238,45 @@ def test_evaluate_reproduces_the_logged_validation_metrics(trained, tiny_dataset
     assert test.count > 0 and "MAE" in test.table()
 
 
+def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(trained):
+    """ema_decay (the main run's): the average is validated and published; the checkpoint keeps the
+    trained weights beside it, and a restarted run continues both (the injected failure restarted
+    this run from its epoch-0 checkpoint, average included; the resume test continues it again).
+    That validation scored the published weights: test_evaluate_reproduces_the_logged_validation_metrics."""
+    from ray.train import Checkpoint
+
+    from jaffnet.io import load_pretrained
+
+    pub = trained.publication
+    assert trained.result.metrics["resumed_at_epoch"] == 1  # restored from a checkpoint mid-run
+    published = registry.load_model(pub.model_uri).model.state_dict()
+    best = Checkpoint(pub.checkpoint_path)  # the checkpoint the registered version was published from
+    with best.as_directory() as directory:
+        average = load_pretrained(directory).state_dict()
+    trained_weights = _training_state(best)["trained_weights"]
+    assert published.keys() == average.keys() == trained_weights.keys()
+    assert all(torch.equal(published[k], average[k]) for k in average)  # the registry got the average
+    assert any(not torch.equal(trained_weights[k], average[k]) for k in average if average[k].is_floating_point())
+
+
 def test_resume_continues_epochs_and_optimizer_state(trained, tiny_dataset, tracking_uri, workdir):
+    """Runs last: it extends the module's run (a third epoch, weight average included)."""
     from mlflow import MlflowClient
 
     from pipelines.training import load_config, train
 
     steps_after_two = _adam_steps(_training_state(trained.result.checkpoint))
-    cfg = load_config(None, [*TINY, f"storage_path={workdir / 'ray_results'}", "epochs=3"])
+    cfg = load_config(None, [*TRAINED, f"storage_path={workdir / 'ray_results'}", "epochs=3"])
     resumed = train(cfg, tiny_dataset, resume=True)
     assert resumed.run_name == trained.run_name and resumed.mlflow_run_id == trained.mlflow_run_id
     assert resumed.result.metrics["epoch"] == 2 and resumed.result.metrics["resumed_at_epoch"] == 2
     state = _training_state(resumed.result.checkpoint)
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
     assert _adam_steps(state) == steps_after_two * 3 // 2  # Adam's step count carried on
+    assert "trained_weights" in state  # the average went on beside the trained weights
     history = MlflowClient().get_metric_history(resumed.mlflow_run_id, "val_mae")
     assert [m.step for m in history] == [0, 1, 2]
     assert int(resumed.publication.version) == int(trained.publication.version) + 1
     champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version
     assert str(champion) == (resumed.publication.version if resumed.publication.promoted
                              else trained.publication.version)
-
-
-def test_a_weight_average_is_what_validation_scores_and_the_registry_gets(tiny_dataset, tracking_uri, workdir):
-    """ema_decay: the average is validated and published; the checkpoint keeps the trained
-    weights beside it, and a resumed run continues both."""
-    from jaffnet.io import load_pretrained
-    from pipelines.evaluation.evaluate import evaluate
-    from pipelines.training import load_config, train
-
-    settings = [*TINY, "ema_decay=0.9", "model_name=jaffnet-ema", "experiment=ema",
-                f"storage_path={workdir / 'ray_results_ema'}"]
-    train(load_config(None, [*settings, "epochs=1"]), tiny_dataset)
-    outcome = train(load_config(None, [*settings, "epochs=2"]), tiny_dataset, resume=True)
-    assert outcome.result.metrics["resumed_at_epoch"] == 1  # restored, average included
-    evaluation = evaluate(outcome.publication.model_uri, tiny_dataset, "val")
-    for key, value in evaluation.metrics()["overall"].items():
-        assert value == pytest.approx(outcome.publication.metrics[f"val_{key}"], abs=1e-6), key
-    trained_weights = _training_state(outcome.result.checkpoint)["trained_weights"]
-    with outcome.result.checkpoint.as_directory() as directory:
-        average = load_pretrained(directory).state_dict()
-    assert trained_weights.keys() == average.keys()
-    assert any(not torch.equal(trained_weights[k], average[k]) for k in average if average[k].is_floating_point())
