@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from jaffnet.digests import file_sha256
 from jaffnet.model import JAFFNet
 
 CONFIG_FILE = "config.json"
@@ -154,15 +155,6 @@ def load_encoder_weights(model: JAFFNet, weights: str | Path) -> dict[str, str]:
     stages = torch.nn.ModuleDict({name.rstrip("."): getattr(model.encoder, name.rstrip(".")) for name in _ENCODER_STAGES})
     load_state_strict(stages, stage_state, source=source)
     return provenance
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 4 MiB blocks (provenance and file-set manifests)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

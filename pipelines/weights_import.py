@@ -16,7 +16,8 @@ from pathlib import Path
 from jaffnet.authors_weights import AUTHORS_CODE, load_authors_weights
 from jaffnet.contract import CONTRACT_KEY, InputContract, contract_tags
 from jaffnet.decision import RULE_KEY, DecisionRule
-from jaffnet.io import WeightsError, file_sha256, read_state_dict
+from jaffnet.digests import file_sha256
+from jaffnet.io import WeightsError, read_state_dict
 from pipelines import registry
 
 ORIGINS = ("authors",)

@@ -54,7 +54,7 @@ def fetch_imagenet_state(depth: int) -> tuple[dict, PretrainedFile]:
     """
     import torch
 
-    from jaffnet.io import file_sha256
+    from jaffnet.digests import file_sha256
 
     file = imagenet_file(depth)
     if not file.path.is_file():

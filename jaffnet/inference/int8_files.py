@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from jaffnet.io import file_sha256
+from jaffnet.digests import file_sha256
 
 MANIFEST_NAME = "jaffnet_int8.json"
 MODEL_FILES = ("model.xml", "model.bin")
