@@ -220,6 +220,7 @@ def bench_model_command(args) -> int:
     import torch
 
     from jaffnet.inference import bench
+    from pipelines.training import bench as training_bench
     from jaffnet.model import JAFFNet
 
     started = time.perf_counter()
@@ -280,12 +281,12 @@ def bench_model_command(args) -> int:
         if train_batch:
             print(f"\n== training on {device} (one process, forward + HybridLoss + backward + AdamW step)", flush=True)
             try:
-                training = [bench.bench_training(model.config, size, train_batch, iters=iters, warmup=args.warmup,
-                                                 device=device, precision=precision)
+                training = [training_bench.bench_training(model.config, size, train_batch, iters=iters,
+                                                          warmup=args.warmup, device=device, precision=precision)
                             for size in sizes for precision in plan["train_precisions"]]
             except ValueError as exc:
                 return _fail(str(exc))
-            print(bench.format_training(training), flush=True)
+            print(training_bench.format_training(training), flush=True)
             report["training"] += bench.as_dicts(training)
 
     elapsed = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""Model benchmarks: inference backends against eager, training throughput, and the synthetic frames they run on.
+"""Inference benchmarks: backends against eager, the synthetic frames they run on, and the timing and
+table helpers the training benchmarks (``pipelines.training.bench``) share.
 
 Every speed-up is a ratio against eager PyTorch measured in the same process on the
 same inputs, because absolute times on shared machines drift between runs. Each row
@@ -20,8 +21,7 @@ import torch
 
 from jaffnet.inference.backends import backend_options, build_predictor
 from jaffnet.inference.predictor import Predictor
-from jaffnet.losses import HybridLoss
-from jaffnet.model import IN_CHANNELS, JAFFNet
+from jaffnet.model import JAFFNet
 from jaffnet.preprocess import normalize
 
 INT8_BENCH_CALIBRATION = 16  # synthetic frames the int8 backend is calibrated on in a bench
@@ -39,17 +39,6 @@ class InferenceResult:
     speedup: float | None  # wall-time ratio against eager on the same device, size and batch
     cpu_speedup: float | None  # the same by CPU time: steadier when other processes share the cores
     max_abs_diff: float | None  # largest |p - p_eager| on the same input
-
-
-@dataclass
-class TrainingResult:
-    device: str
-    precision: str
-    image_size: int
-    batch_size: int
-    step_ms: float  # median forward + backward + optimizer step (wall)
-    cpu_ms: float  # the same in process CPU time
-    images_per_s: float
 
 
 @dataclass
@@ -103,7 +92,7 @@ def bench_inference(predictors: dict[str, Predictor], image_sizes: Sequence[int]
             timings = [Timings([], []) for _ in ordered]
             for _ in range(iters):
                 for predictor, timing in zip(ordered, timings):
-                    once = time_call(lambda: predictor(batch), iters=1, warmup=0, sync=_synchronizer(predictor.device))
+                    once = time_call(lambda: predictor(batch), iters=1, warmup=0, sync=synchronizer(predictor.device))
                     timing.wall += once.wall
                     timing.cpu += once.cpu
             medians = [(statistics.median(t.wall), statistics.median(t.cpu)) for t in timings]
@@ -120,36 +109,7 @@ def bench_inference(predictors: dict[str, Predictor], image_sizes: Sequence[int]
     return results
 
 
-def bench_training(config: dict, image_size: int, batch_size: int, iters: int, warmup: int = 1,
-                   device: str = "cpu", precision: str = "fp32") -> TrainingResult:
-    """Images/s of one process training a fresh model: forward, HybridLoss, backward, AdamW step."""
-    if batch_size < 2:
-        raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
-    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = JAFFNet(**config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
-    loss_fn = HybridLoss()
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
-    masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
-    images, masks = images.to(device), masks.to(device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outputs = model(images)
-        loss = loss_fn(outputs, masks)  # HybridLoss computes in float32
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    timings = time_call(step, iters, warmup, sync=_synchronizer(device))
-    wall, cpu = statistics.median(timings.wall), statistics.median(timings.cpu)
-    return TrainingResult(device, precision, image_size, batch_size, wall * 1e3, cpu * 1e3, batch_size / wall)
-
-
-def _synchronizer(device: str) -> Callable[[], None]:
+def synchronizer(device: str) -> Callable[[], None]:
     if torch.device(device).type == "cuda":
         return torch.cuda.synchronize
     return lambda: None
@@ -245,26 +205,19 @@ def format_inference(results: Sequence[InferenceResult]) -> str:
     rows = [[r.device, r.backend, str(r.image_size), str(r.batch_size), f"{r.latency_ms:.1f}", f"{r.images_per_s:.2f}",
              _ratio(r.speedup), f"{r.cpu_ms:.1f}", _ratio(r.cpu_speedup),
              f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"] for r in results]
-    return _table(header, rows)
-
-
-def format_training(results: Sequence[TrainingResult]) -> str:
-    header = ["device", "precision", "size", "batch", "step ms", "cpu ms", "images/s"]
-    rows = [[r.device, r.precision, str(r.image_size), str(r.batch_size), f"{r.step_ms:.1f}", f"{r.cpu_ms:.1f}",
-             f"{r.images_per_s:.2f}"] for r in results]
-    return _table(header, rows)
+    return format_table(header, rows)
 
 
 def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
 
 
-def as_dicts(results: Sequence[InferenceResult | TrainingResult]) -> list[dict]:
+def as_dicts(results: Sequence) -> list[dict]:
     return [asdict(r) for r in results]

@@ -67,10 +67,10 @@ def _ray_epochs(dataset_dir: Path, image_size: int, batch_size: int, num_cpus: f
 
 def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
     """Images/s the demo's workers consume: one-thread train steps of the demo model
-    (``jaffnet.inference.bench.bench_training``), times the number of workers."""
+    (``pipelines.training.bench.bench_training``), times the number of workers."""
     import torch
 
-    from jaffnet.inference.bench import bench_training
+    from pipelines.training.bench import bench_training
     from pipelines.training.config import DEMO_CONFIG, load_config
 
     demo = load_config(DEMO_CONFIG)

@@ -1,19 +1,79 @@
-"""``jaffnet bench train``: does a long training run keep its memory flat?
+"""Training benchmarks: one process's training-step throughput (:func:`bench_training`, in
+``jaffnet bench model`` and ``jaffnet bench data``), and ``jaffnet bench train``: does a long
+training run keep its memory flat?
 
-A tiny run (width 0.125, 32 px, synthetic data) for ``--epochs`` epochs with
+``bench_train``: a tiny run (width 0.125, 32 px, synthetic data) for ``--epochs`` epochs with
 ``RayMemoryProbe``: prints the summed RSS of the Ray processes and the number of Ray Data
 split coordinators at epoch 5 and at the last epoch, and the growth between them.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 TINY = ["width=0.125", "image_size=32", "batch_size=4", "num_workers=2", "cpus_per_worker=0.5", "torch_threads=1",
         "num_overlays=0", "experiment=bench-train", "model_name=bench-train", "best_metric=val_mae"]
 GROWTH_LIMIT = 0.10
+
+
+@dataclass
+class TrainingResult:
+    device: str
+    precision: str
+    image_size: int
+    batch_size: int
+    step_ms: float  # median forward + backward + optimizer step (wall)
+    cpu_ms: float  # the same in process CPU time
+    images_per_s: float
+
+
+def bench_training(config: dict, image_size: int, batch_size: int, iters: int, warmup: int = 1,
+                   device: str = "cpu", precision: str = "fp32") -> TrainingResult:
+    """Images/s of one process training a fresh model: forward, HybridLoss, backward, AdamW step."""
+    import torch
+
+    from jaffnet.inference.bench import synchronizer, time_call
+    from jaffnet.losses import HybridLoss
+    from jaffnet.model import IN_CHANNELS, JAFFNet
+
+    if batch_size < 2:
+        raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
+    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = JAFFNet(**config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
+    loss_fn = HybridLoss()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
+    masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
+    images, masks = images.to(device), masks.to(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs = model(images)
+        loss = loss_fn(outputs, masks)  # HybridLoss computes in float32
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    timings = time_call(step, iters, warmup, sync=synchronizer(device))
+    wall, cpu = statistics.median(timings.wall), statistics.median(timings.cpu)
+    return TrainingResult(device, precision, image_size, batch_size, wall * 1e3, cpu * 1e3, batch_size / wall)
+
+
+def format_training(results: Sequence[TrainingResult]) -> str:
+    from jaffnet.inference.bench import format_table
+
+    header = ["device", "precision", "size", "batch", "step ms", "cpu ms", "images/s"]
+    rows = [[r.device, r.precision, str(r.image_size), str(r.batch_size), f"{r.step_ms:.1f}", f"{r.cpu_ms:.1f}",
+             f"{r.images_per_s:.2f}"] for r in results]
+    return format_table(header, rows)
 
 
 def bench_train(epochs: int = 40, count: int = 64) -> int:

@@ -4,7 +4,7 @@ import pytest
 
 from cli.main import main
 from jaffnet.inference import build_predictor
-from jaffnet.inference.bench import bench_inference, bench_training, format_inference, time_call
+from jaffnet.inference.bench import bench_inference, format_inference, time_call
 
 
 def test_bench_inference_reports_speedups_against_eager(model):
@@ -19,13 +19,6 @@ def test_bench_inference_reports_speedups_against_eager(model):
     assert fused.cpu_speedup == pytest.approx(eager.cpu_ms / fused.cpu_ms)
     assert fused.max_abs_diff < 1e-3
     assert "fused" in format_inference(results)
-
-
-def test_bench_training_times_full_steps():
-    result = bench_training({"width": 0.125}, image_size=32, batch_size=2, iters=1)
-    assert result.images_per_s > 0 and result.step_ms > 0 and result.batch_size == 2
-    with pytest.raises(ValueError, match=">= 2"):
-        bench_training({"width": 0.125}, image_size=32, batch_size=1, iters=1)
 
 
 def test_time_call_counts_iterations():

@@ -49,7 +49,7 @@ def test_bench_data_prints_both_rates(ray_session, capsys):
 def test_bench_data_times_the_demo_configs_trainer(monkeypatch):
     from types import SimpleNamespace
 
-    import jaffnet.inference.bench
+    import pipelines.training.bench
     from pipelines.data.bench import demo_trainer_rate
     from pipelines.training.config import DEMO_CONFIG, load_config
 
@@ -59,7 +59,7 @@ def test_bench_data_times_the_demo_configs_trainer(monkeypatch):
         calls.append((model, image_size, batch_size))
         return SimpleNamespace(images_per_s=10.0)
 
-    monkeypatch.setattr(jaffnet.inference.bench, "bench_training", fake_bench_training)
+    monkeypatch.setattr(pipelines.training.bench, "bench_training", fake_bench_training)
     demo = load_config(DEMO_CONFIG)
     assert demo_trainer_rate(64) == 10.0 * demo.num_workers
     (model, image_size, batch_size), = calls
