@@ -34,6 +34,7 @@ def deploy_logged_app(name: str, route_prefix: str, log: dict, access: dict | No
 
 
 TIGHT = {"requests_per_s": 4, "image_reads_per_min": 2}  # the /broken app's limits per key (429 test)
+SAMPLE_RATE = 0.25  # the /sampled app keeps NG frames and this share of the other OK frames
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,10 @@ def service(ray_session, tmp_path_factory, api_keys):
     try:
         deploy_logged_app("logged", "/", logged, keys)
         deploy_logged_app("broken", "/broken", {"folder": str(blocker / "log")}, {**keys, **TIGHT})
+        deploy_logged_app("sampled", "/sampled", {"folder": str(directory / "sampled"), "frames": "ng+sample",
+                                                  "ok_sample_rate": SAMPLE_RATE}, keys)
         yield {"url": f"http://127.0.0.1:{port}", "folder": directory / "log", "log": logged, "keys": api_keys,
-               "access": keys}
+               "access": keys, "sampled": directory / "sampled"}
     finally:
         serve.shutdown()
 
@@ -547,3 +550,22 @@ def test_a_defect_found_later_marks_the_decision_that_passed_the_part_as_an_esca
                               ({"part_id": "Q-2", "found": "yesterday"}, 422, "invalid_body")):
         answer = report(bad)
         assert answer.status_code == status and answer.json()["error"]["code"] == code, (bad, answer.text)
+
+
+def test_ng_sample_keeps_every_ng_frame_and_about_the_configured_share_of_ok_frames(service):
+    from pipelines.decision_records import DecisionReader
+
+    url, posts = service["url"] + "/sampled", 120
+    for index in range(posts):  # the stand-in scores a plain frame 0: far from the cut, so only the coin keeps it
+        line = ("L1", "L2")[index % 2]  # two keys: each stays under its request rate
+        answer = post(url, textured(24, 32, seed=index), service["keys"].header(f"line-{line}"))
+        assert answer.status_code == 200 and answer.json()["decision"] == "OK", answer.text
+    for index in range(4):
+        assert post(url, defect_frame(index), service["keys"].header("line-L1")).json()["decision"] == "NG"
+    stored = DecisionReader(service["sampled"]).page(limit=200)
+    kept = [row for row in stored if row.has_frame]
+    assert {(row.decision, row.reply["kept"]["reason"], row.sample_rate) for row in kept} == {
+        ("OK", "sample", SAMPLE_RATE), ("NG", "ng", 1.0)}
+    assert sum(row.decision == "NG" for row in kept) == 4
+    sampled = sum(row.decision == "OK" for row in kept)
+    assert 15 <= sampled <= 45, sampled  # 30 expected (120 x 0.25), sd 4.7: a wider miss is not chance
