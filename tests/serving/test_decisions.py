@@ -427,9 +427,10 @@ def test_a_canary_key_never_appears_in_replies_logs_the_decision_log_or_the_audi
     assert not leaked, leaked
 
 
-def test_the_attack_drivers_keyed_phases_refuse_without_touching_the_model(service):
-    from serving.attack import _unauthenticated_flood, hostile
+def test_the_attack_drivers_keyed_phases_refuse_without_touching_the_model(service, posted):
+    # `posted`: the flood counts the log's decisions, so the log must exist (it does once one is logged)
     from pipelines.decision_records import DecisionReader
+    from serving.attack import _unauthenticated_flood, hostile
     from serving.hostile import hostile_requests
 
     cases = [case for case in hostile_requests(LIMITS["max_body_bytes"]) if case.overrides_thresholds]
