@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import py_sod_metrics as sod
 
 # name -> column header, in the order the paper's tables use.
 METRIC_COLUMNS = {
@@ -63,6 +62,11 @@ class SaliencyMetrics:
         if prob.size and (prob.min() < 0 or prob.max() > 1):
             raise ValueError("prediction must hold probabilities in [0, 1]")
         gt = mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)
+        # Imported here, not at the top: pysodmetrics pulls in scikit-learn (1.5-2 s a process), and
+        # every process that only reads a training config (a Tune trial's driver, Ray Train's
+        # controller) imports this module for the metric names.
+        import py_sod_metrics as sod
+
         mae, wfm, sm, em = sod.MAE(), sod.WeightedFmeasure(), sod.Smeasure(), sod.Emeasure()
         fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
         for metric in (mae, wfm, sm, em, fm):
