@@ -133,19 +133,19 @@ def model_data(loaded: LoadedModel, data: str | Path | Sequence[str | Path] | No
                                 f"dataset (manifest {expected})")
         locations = [dataset.location for dataset in trained_on]
         source = f"run {loaded.run_id} param {', '.join(dataset.param for dataset in trained_on)}"
-    several = len(locations) > 1 or len(trained_on) > 1
+    # What to do when the recorded locations are unreadable or hold other data now.
+    hint = "" if data is not None else ("; pass --data with a copy of the training dataset" if len(trained_on) == 1
+                                        else "; pass copies of every dataset of the mix as data= to "
+                                             "pipelines.int8_export.export_int8 (the command's --data takes one)")
     try:
         found = mix_manifest_hash(locations)
         manifests = {location: manifest_hash(location) for location in locations}
     except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
-        hint = "" if data is not None else f"; pass --data with {'copies of them' if several else 'a copy of it'}"
         raise ExportRefused(f"cannot read the training data {', '.join(locations)} ({source}): {exc}{hint}") from exc
     if found != expected:
         given = (f"dataset {locations[0]} ({source}) has manifest {found}" if len(locations) == 1 else
                  f"datasets {', '.join(f'{loc} (manifest {manifests[loc]})' for loc in locations)} ({source}) "
                  f"hash to manifest {found} together")
-        hint = "" if data is not None else \
-            f"; pass --data with {'every dataset of the mix' if several else 'the training dataset'}"
         raise ExportRefused(f"{given}, but {loaded.source} was trained on manifest {expected}"
                             f"{_mix_difference(manifests, trained_on)}: refusing to calibrate or gate on other data"
                             f"{hint}")
