@@ -135,8 +135,7 @@ def model_data(loaded: LoadedModel, data: str | Path | Sequence[str | Path] | No
         source = f"run {loaded.run_id} param {', '.join(dataset.param for dataset in trained_on)}"
     # What to do when the recorded locations are unreadable or hold other data now.
     hint = "" if data is not None else ("; pass --data with a copy of the training dataset" if len(trained_on) == 1
-                                        else "; pass copies of every dataset of the mix as data= to "
-                                             "pipelines.int8_export.export_int8 (the command's --data takes one)")
+                                        else "; pass --data once for a copy of each dataset of the mix")
     try:
         found = mix_manifest_hash(locations)
         manifests = {location: manifest_hash(location) for location in locations}

@@ -85,9 +85,9 @@ def _add_export(subparsers) -> None:
                         help="onnx: the file to write, e.g. jaffnet.onnx; int8: a new or empty folder")
     export.add_argument("--calibration-frames", type=positive_int, metavar="N",
                         help="int8: training-split frames to calibrate on (default 300)")
-    export.add_argument("--data", metavar="DATASET",
-                        help="int8: the model's training dataset, if not where its run recorded it (its manifest "
-                             "hash must match the one recorded with the model)")
+    export.add_argument("--data", metavar="DATASET", action="append",
+                        help="int8: the model's training dataset, if not where its run recorded it (repeat for each "
+                             "dataset of a mix; together they must hash to the manifest recorded with the model)")
     export.add_argument("--threads", type=positive_int, help="int8: CPU threads for the gate's predictors")
     export.add_argument("--fp32-modules", type=_module_list, metavar="PATH[,PATH]",
                         help="int8: modules kept float32 (default: only encoder.stem if that passes the gate on "

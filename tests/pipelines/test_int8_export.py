@@ -276,6 +276,11 @@ def test_a_model_trained_on_a_mix_is_calibrated_and_gated_on_the_union_of_its_da
     capsys.readouterr()
     assert _export((uri, model), workdir / "never-mix", "--data", str(dataset)) == 2
     assert "not given: " in capsys.readouterr().err and not (workdir / "never-mix").exists()
+    # The command takes every dataset of the mix, in any order (--data repeated).
+    assert _export((uri, model), workdir / "int8-mix-given", "--data", str(line), "--data", str(dataset),
+                   "--fp32-modules", "encoder.stem") == 0
+    assert json.loads((workdir / "int8-mix-given" / "gate_report.json").read_text())["extra"]["dataset_source"] \
+        == "--data"
 
 
 def test_a_foreign_non_empty_folder_is_refused(registered, workdir, capsys):
