@@ -319,17 +319,25 @@ def test_a_disconnected_clients_remaining_tiles_are_not_computed(service):
 
     model = serve.get_deployment_handle("SlowModel", app_name="slow")
 
-    def computed() -> int:
-        return model.info.remote().result(timeout_s=60)["computed"]
+    def settled() -> int:
+        """The count once the model has been idle for 1 s (5 inputs' time), within 15 s: a queue still
+        being worked through moves it every 0.2 s."""
+        count, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 15
+        while time.monotonic() < deadline:
+            latest = model.info.remote().result(timeout_s=60)["computed"]
+            if latest != count:
+                count, quiet_since = latest, time.monotonic()
+            elif time.monotonic() - quiet_since >= 1.0:
+                break
+            time.sleep(0.2)
+        return count
 
-    time.sleep(12)  # let the previous test's queue drain
-    before = computed()
+    before = settled()  # the previous test's queue drained
     frame = encode(textured(64, 2000), "PNG")  # 42 tiles: 8 s of model time
     with pytest.raises(requests.exceptions.Timeout):
         requests.post(service["url"] + "/slow/v1/inspect", data=frame, headers={"Content-Type": "image/png"},
                       timeout=1.5)
-    time.sleep(10)  # long enough for all 42 to have run had they stayed queued
-    done = computed() - before
+    done = settled() - before  # had the 42 stayed queued, the count would have moved on for 8 s
     assert 0 < done < 20, done
 
 
