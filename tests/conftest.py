@@ -1,4 +1,6 @@
 import os
+import socket
+import time
 
 import pytest
 import torch
@@ -29,6 +31,39 @@ def ray_session():
     start_test_ray()
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_SERVE_URLS: dict[str, str] = {}  # Ray node id -> the URL of the Serve instance running on it
+
+
+@pytest.fixture(scope="module")
+def serve_url(ray_session):
+    """The suite's Serve instance (controller and HTTP proxy on a free loopback port): started on first use
+    and kept while Ray runs, because starting and shutting one down costs seconds per module here. A module
+    deploys its own apps (its own names and route prefixes); they are deleted when the module ends. A Ray
+    restart (the S3 tests) takes Serve with it, and the next module starts another."""
+    from ray import serve
+
+    node = ray_session.get_runtime_context().get_node_id()
+    if node not in _SERVE_URLS:
+        _SERVE_URLS.clear()
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        _SERVE_URLS[node] = f"http://127.0.0.1:{port}"
+    try:
+        yield _SERVE_URLS[node]
+    finally:
+        for name in list(serve.status().applications):
+            serve.delete(name, _blocking=False)  # the apps' replicas stop side by side, not one after another
+        deadline = time.monotonic() + 60
+        while serve.status().applications and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def pytest_collection_modifyitems(config, items):

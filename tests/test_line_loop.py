@@ -24,14 +24,13 @@ import requests
 
 from tests.serving.conftest import temporary_tracking, write_api_keys
 from tests.serving.images import encode
-from tests.serving.test_service import _free_port
 
 MODEL = "jaffnet-line"
 ESCAPE_TARGET = 0.2
 
 
 @pytest.fixture(scope="module")
-def line(ray_session, tmp_path_factory):
+def line(serve_url, tmp_path_factory):
     from ray import serve
 
     from pipelines.data.dataset import iter_samples
@@ -45,13 +44,11 @@ def line(ray_session, tmp_path_factory):
     with temporary_tracking(workdir) as tracking:
         uri = register_tiny_model([base], name=MODEL, experiment="line-loop")
         keys = write_api_keys(workdir)
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = serve_url
         settings = {"model_uri": uri, "tracking_uri": tracking, "access": {"keys_file": str(keys.file)},
                     "decision_log": {"folder": str(workdir / "log"), "frames": "ng+sample", "ok_sample_rate": 1.0}}
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.1}},
                  "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
             serve.run(build_application(settings, small), name="line", route_prefix="/")
             frames = []
@@ -70,7 +67,7 @@ def line(ray_session, tmp_path_factory):
                 assert answer.status_code == 200, answer.text
             quality = requests.get(f"{url}/v1/line-quality", headers=keys.header("operator"), timeout=30).json()
         finally:
-            serve.shutdown()
+            serve.delete("line")  # the log is what the tests read
         yield {"workdir": workdir, "base": base, "uri": uri, "tracking": tracking, "log": workdir / "log",
                "frames": frames, "quality": quality}
 

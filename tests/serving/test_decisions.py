@@ -17,7 +17,6 @@ import requests
 
 from tests.serving.images import encode, textured
 from tests.serving.stand_ins import bright_spot_model
-from tests.serving.test_service import _free_port
 
 LIMITS = {"max_body_bytes": 1024 * 1024, "max_pixels": 500_000, "max_inputs_per_frame": 64, "min_frame_side": 8}
 
@@ -38,24 +37,17 @@ SAMPLE_RATE = 0.25  # the /sampled app keeps NG frames and this share of the oth
 
 
 @pytest.fixture(scope="module")
-def service(ray_session, tmp_path_factory, api_keys):
-    from ray import serve
-
+def service(serve_url, tmp_path_factory, api_keys):
     directory = tmp_path_factory.mktemp("decision-log")
     blocker = directory / "a-file"
     blocker.write_text("the broken app's log folder would have to be inside this file")
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     logged, keys = {"folder": str(directory / "log"), "frames": "ng"}, {"keys_file": str(api_keys.file)}
-    try:
-        deploy_logged_app("logged", "/", logged, keys)
-        deploy_logged_app("broken", "/broken", {"folder": str(blocker / "log")}, {**keys, **TIGHT})
-        deploy_logged_app("sampled", "/sampled", {"folder": str(directory / "sampled"), "frames": "ng+sample",
-                                                  "ok_sample_rate": SAMPLE_RATE}, keys)
-        yield {"url": f"http://127.0.0.1:{port}", "folder": directory / "log", "log": logged, "keys": api_keys,
-               "access": keys, "sampled": directory / "sampled"}
-    finally:
-        serve.shutdown()
+    deploy_logged_app("logged", "/", logged, keys)
+    deploy_logged_app("broken", "/broken", {"folder": str(blocker / "log")}, {**keys, **TIGHT})
+    deploy_logged_app("sampled", "/sampled", {"folder": str(directory / "sampled"), "frames": "ng+sample",
+                                              "ok_sample_rate": SAMPLE_RATE}, keys)
+    return {"url": serve_url, "folder": directory / "log", "log": logged, "keys": api_keys, "access": keys,
+            "sampled": directory / "sampled"}
 
 
 def defect_frame(seed: int, height: int = 60, width: int = 90) -> np.ndarray:

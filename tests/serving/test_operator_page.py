@@ -19,28 +19,20 @@ import requests
 
 from tests.serving.test_decisions import deploy_logged_app, defect_frame, post
 from tests.serving.images import textured
-from tests.serving.test_service import _free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @pytest.fixture(scope="module")
-def service(ray_session, tmp_path_factory, api_keys):
-    from ray import serve
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+def service(serve_url, tmp_path_factory, api_keys):
     access = {"keys_file": str(api_keys.file)}
-    try:
-        deploy_logged_app("page", "/", {"folder": str(tmp_path_factory.mktemp("page-log") / "log")}, access)
-        # keeps every OK frame too (a sample rate of 1), so the review queue holds both kinds
-        station_log = {"folder": str(tmp_path_factory.mktemp("station-log") / "log"), "frames": "ng+sample",
-                       "ok_sample_rate": 1.0}
-        deploy_logged_app("station", "/station", station_log, access)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    deploy_logged_app("page", "/", {"folder": str(tmp_path_factory.mktemp("page-log") / "log")}, access)
+    # keeps every OK frame too (a sample rate of 1), so the review queue holds both kinds
+    station_log = {"folder": str(tmp_path_factory.mktemp("station-log") / "log"), "frames": "ng+sample",
+                   "ok_sample_rate": 1.0}
+    deploy_logged_app("station", "/station", station_log, access)
+    return serve_url
 
 
 def test_the_page_and_its_assets_come_from_the_service_alone(service, api_keys):

@@ -12,7 +12,6 @@ nearer the threshold may go either way: it is reported, not compared (see
 ``tests/serving/test_acceptance.py`` for that case).
 """
 
-import socket
 
 import cv2
 import numpy as np
@@ -24,12 +23,6 @@ from tests.serving.images import textured
 S = 64
 SIZES = {"at_s": (S, S), "twice_s": (2 * S, 2 * S), "non_square": (80, 150)}
 TOLERANCE = 1e-4  # saliency metrics; exact float32 transport measured ~1e-9
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_source(root):
@@ -68,7 +61,7 @@ def _calibrated_metadata(model, contract, dataset):
 
 
 @pytest.fixture(scope="module")
-def deployed(ray_session, tmp_path_factory):
+def deployed(serve_url, tmp_path_factory):
     import mlflow
     import torch
     from ray import serve
@@ -96,18 +89,13 @@ def deployed(ray_session, tmp_path_factory):
             version = registry.register(info.model_uri, f"parity-{mode}")
             uris[mode] = f"models:/parity-{mode}/{version.version}"
 
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
                  "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
         for mode, uri in uris.items():
             settings = {"model_uri": uri, "tracking_uri": tracking_uri, "max_batch_size": 4,
                         "batch_wait_timeout_s": 0.01}
             serve.run(build_application(settings, small), name=f"parity-{mode}", route_prefix=f"/{mode}")
-        try:
-            yield {"dataset": dataset, "uris": uris, "url": f"http://127.0.0.1:{port}", "tracking": tracking_uri}
-        finally:
-            serve.shutdown()
+        yield {"dataset": dataset, "uris": uris, "url": serve_url, "tracking": tracking_uri}
 
 
 @pytest.mark.parametrize("mode", ["resize", "tile"])

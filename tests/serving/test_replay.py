@@ -14,7 +14,6 @@ from jaffnet.decision import DecisionRule
 from pipelines.decision_records import DecisionReader
 from serving.replay import replay, replay_reviewed
 from tests.serving.images import encode, textured
-from tests.serving.test_service import _free_port
 
 SIZE = 64
 SHAPES = [(64, 64), (80, 120), (50, 70), (96, 64)]
@@ -31,7 +30,7 @@ def save_model(directory, model, rule: DecisionRule | None = None):
 
 
 @pytest.fixture(scope="module")
-def logged(ray_session, tmp_path_factory):
+def logged(serve_url, tmp_path_factory):
     from ray import serve
 
     from jaffnet import JAFFNet
@@ -40,8 +39,6 @@ def logged(ray_session, tmp_path_factory):
     directory = tmp_path_factory.mktemp("replay")
     model = JAFFNet(width=0.125).eval()
     served = save_model(directory / "champion", model)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = {"model_uri": served, "decision_log": {"folder": str(directory / "log"), "frames": "all"}}
     small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.1}},
              "ModelDeployment": {"ray_actor_options": {"num_cpus": 0.5}}}
@@ -52,13 +49,13 @@ def logged(ray_session, tmp_path_factory):
             height, width = SHAPES[index % len(SHAPES)]
             frame = textured(height, width, seed=index)
             frame[5:15, 5:15] = 40 + 18 * index  # frames differ in more than noise
-            answer = requests.post(f"http://127.0.0.1:{port}/v1/inspect", data=encode(frame),
+            answer = requests.post(f"{serve_url}/v1/inspect", data=encode(frame),
                                    headers={"Content-Type": "image/png"}, params={"line": f"L{index % 2 + 1}"},
                                    timeout=120)
             assert answer.status_code == 200 and answer.json()["decision_log"]["status"] == "logged", answer.text
             replies.append(answer.json())
     finally:
-        serve.shutdown()
+        serve.delete("replay")  # the log is what the tests read
     yield {"folder": directory / "log", "model": model, "served": served, "replies": replies,
            "directory": directory}
 

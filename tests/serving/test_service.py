@@ -9,7 +9,6 @@ Two applications share one Serve instance:
 
 import asyncio
 import base64
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,12 +30,6 @@ RESPONSE_KEYS = {"request_id", "model", "decision", "reason", "image_score", "im
                  "defect_score", "threshold", "defect_area_px", "defect_area_ratio", "largest_region_px",
                  "region_count", "regions", "image", "input", "tiles", "max_batch_size_seen", "timings_ms",
                  "decision_log", "client_request_id"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _slow_model():
@@ -64,7 +57,7 @@ def _slow_model():
 
 
 @pytest.fixture(scope="module")
-def service(ray_session, tmp_path_factory):
+def service(serve_url, tmp_path_factory):
     import mlflow
     from ray import serve
 
@@ -81,8 +74,6 @@ def service(ray_session, tmp_path_factory):
                                       {"threshold": 0.5, "image_size": TILE, "metrics": {"mae": 0.25}})
         version = registry.register(info.model_uri, "jaffnet-serving-test", aliases=("champion",))
 
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         settings = {"model_uri": "models:/jaffnet-serving-test@champion", "tracking_uri": tracking_uri,
                     "max_batch_size": 8, "batch_wait_timeout_s": 0.05, **LIMITS, **BATCHING}
         small = {"InspectionAPI": {"ray_actor_options": {"num_cpus": 0.25}},
@@ -102,10 +93,7 @@ def service(ray_session, tmp_path_factory):
             model = slow.options(ray_actor_options={"num_cpus": 0.1}, **options).bind(0.2)
             serve.run(InspectionAPI.options(ray_actor_options={"num_cpus": 0.1}).bind(model, settings),
                       name=name, route_prefix=f"/{name}")
-        try:
-            yield {"url": f"http://127.0.0.1:{port}", "version": str(version.version), "run_id": run.info.run_id}
-        finally:
-            serve.shutdown()
+        yield {"url": serve_url, "version": str(version.version), "run_id": run.info.run_id}
 
 
 def _post(url, body, content_type="application/octet-stream", **params):
