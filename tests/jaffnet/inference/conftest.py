@@ -39,5 +39,22 @@ def model() -> JAFFNet:
     return perturbed_model()
 
 
+ONNX_IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``perturbed_model()`` exported to ONNX through the CLI, once for the test_onnx and test_int8 modules:
+    the export of the full-size model takes 15-30 s here."""
+    from cli.main import main
+    from jaffnet.io import save_pretrained
+
+    root = tmp_path_factory.mktemp("onnx")
+    save_pretrained(perturbed_model(), root / "saved", metadata={"image_size": ONNX_IMAGE_SIZE, "threshold": 0.4})
+    out = root / "jaffnet.onnx"
+    assert main(["export", "--model", str(root / "saved"), "--format", "onnx", "--out", str(out)]) == 0
+    return out
+
+
 def random_batch(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, height, width), dtype=np.float32)

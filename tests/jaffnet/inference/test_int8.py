@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from jaffnet.inference import build_predictor, error_bound, export_onnx
+from jaffnet.inference import build_predictor, error_bound
 from jaffnet.inference.bench import synthetic_frames
 from jaffnet.inference.int8_files import MANIFEST_NAME, MODEL_FILES, float32_layers, read_int8_manifest
 from jaffnet.inference.quantization import AccuracyControl, quantize_int8, runtime_available
 from jaffnet.inference.onnx_export import weights_fingerprint
-from tests.jaffnet.inference.conftest import TOLERANCE, perturbed_model, random_batch
+from tests.jaffnet.inference.conftest import ONNX_IMAGE_SIZE, TOLERANCE, perturbed_model, random_batch
 
 pytestmark = [pytest.mark.slow,  # real INT8 quantisations (tens of seconds)
               pytest.mark.skipif(not runtime_available(),
                                 reason="OpenVINO/NNCF cannot be imported (pip install 'jaffnet[openvino]')")]
-SIZE = 64
+SIZE = ONNX_IMAGE_SIZE
 METADATA = {"input_contract": {"mode": "resize", "image_size": SIZE}, "source": "test"}
 
 
 @pytest.fixture(scope="module")
-def onnx_file(model, tmp_path_factory):
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", image_size=SIZE)
+def onnx_file(exported):
+    return exported  # the model's weights exported at SIZE, shared with test_onnx
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One ONNX export (through the CLI) shared by every test here: exporting takes 15-30 s."""
+"""The ONNX export (through the CLI; the ``exported`` fixture, shared with test_int8: exporting takes 15-30 s)."""
 
 import json
 
@@ -7,19 +7,9 @@ import pytest
 
 from cli.main import main
 from jaffnet.inference import build_predictor, error_bound, read_onnx_metadata
-from jaffnet.io import save_pretrained
 from tests.jaffnet.inference.conftest import perturbed_model, random_batch
 
 pytestmark = pytest.mark.slow  # exports the full-size model to ONNX (~17 s)
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
-    save_pretrained(model, root / "saved", metadata={"image_size": 64, "threshold": 0.4})
-    out = root / "jaffnet.onnx"
-    assert main(["export", "--model", str(root / "saved"), "--format", "onnx", "--out", str(out)]) == 0
-    return out
 
 
 def test_export_writes_a_file_that_names_its_model(model, exported, capsys):
