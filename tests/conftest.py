@@ -19,6 +19,10 @@ def start_test_ray() -> None:
     holding every CPU would leave none for Ray Data, which then waits forever."""
     import ray
 
+    # Ray Train's controller notices a finished worker group at its next health check (every 2 s by
+    # default): at the suite's tiny sizes that wait is a tenth of a run. Set before Ray starts, so the
+    # controllers (started by its workers) inherit it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
