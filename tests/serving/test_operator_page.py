@@ -79,6 +79,7 @@ def _browser():
 def test_an_operator_signs_in_sees_the_ng_gallery_and_opens_a_detail_view(service, api_keys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as conditions
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser = _browser()
@@ -94,7 +95,7 @@ def test_an_operator_signs_in_sees_the_ng_gallery_and_opens_a_detail_view(servic
                 ng_ids.append(body["request_id"])
         assert len(ng_ids) == 2
 
-        wait = WebDriverWait(browser, 30)
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
         _sign_in(browser, wait, service + "/", api_keys.tokens["operator"])
         cookies = browser.get_cookies()
         assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [("jaffnet_session", True, "Strict")]
@@ -178,6 +179,7 @@ def test_an_operator_works_through_the_review_queue_with_the_keyboard(service, a
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     station = service + "/station"
@@ -192,7 +194,7 @@ def test_an_operator_works_through_the_review_queue_with_the_keyboard(service, a
 
     browser = _browser()
     try:
-        wait = WebDriverWait(browser, 30)
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
         _sign_in(browser, wait, station + "/", api_keys.tokens["operator"])
         browser.find_element(By.ID, "show-queue").click()
         keys = ActionChains(browser)
@@ -242,10 +244,12 @@ def test_an_operator_works_through_the_review_queue_with_the_keyboard(service, a
         assert all(abs(box[side] - spot[side]) <= 1 for side in spot), box  # frame pixels, within a pixel
 
         browser.find_element(By.ID, "show-monitor").click()  # the panel reloads when the monitor shows
-        quality_row = '#quality tbody tr[data-line="L1"] td'
-        wait.until(lambda b: [cell.text for cell in b.find_elements(By.CSS_SELECTOR, quality_row)][:5] ==
-                   ["L1", "3", "1 / 2", "1", "0"])
-        cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, quality_row)]
+        # Read in one script call: the panel re-renders on its own timer, so elements found one call
+        # earlier can be gone (stale) by the next.
+        quality_row = """return [...document.querySelectorAll('#quality tbody tr[data-line="L1"] td')]
+                         .map((cell) => cell.innerText.trim());"""
+        wait.until(lambda b: b.execute_script(quality_row)[:5] == ["L1", "3", "1 / 2", "1", "0"])
+        cells = browser.execute_script(quality_row)
         # the flipped OK frame is the one defective part passed, of three (rates with 95 % upper bounds)
         assert cells[5].startswith("33.3 % (≤ ") and "(≤ " in cells[6], cells
         severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
