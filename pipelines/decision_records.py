@@ -222,9 +222,10 @@ class DecisionReader:
         with closing(self._connect()) as connection:
             return connection.execute(f"SELECT COUNT(*) FROM {_JOINED}{where}", values).fetchone()[0]
 
-    def reviewed(self, *, line: str | None = None, since: float | None = None) -> list[StoredDecision]:
+    def reviewed(self, *, line: str | None = None, since: float | None = None,
+                 until: float | None = None) -> list[StoredDecision]:
         """Every reviewed decision (and reported escape) in range, oldest first."""
-        where, values = _filters(line=line, since=since, reviewed=True)
+        where, values = _filters(line=line, since=since, until=until, reviewed=True)
         with closing(self._connect()) as connection:
             return [_stored(row) for row in
                     connection.execute(f"SELECT {_COLUMNS} FROM {_JOINED}{where} ORDER BY d.seq", values)]

@@ -62,7 +62,7 @@ def ingest_decision_log(log: str | Path, out: str | Path, *, line: str | None = 
         raise FileNotFoundError(f"no decision log in {log} (expected {reader.path.name})")
     out = prepare_output(out, overwrite, sources=(log,))
     start = time.perf_counter()
-    reviewed = [d for d in reader.reviewed(line=line, since=since) if until is None or d.ts < until]
+    reviewed = reader.reviewed(line=line, since=since, until=until)
     unreviewed = reader.total(line=line, since=since, until=until) - len(reviewed)
 
     rows, rejected_rows = [], []
