@@ -88,7 +88,9 @@ def bench_data(dataset_dir: str | Path | None = None, *, count: int = 128, image
     """Benchmark on ``dataset_dir``'s train split, or on ``count`` fresh synthetic frames."""
     from pipelines.data.ingestion import ingest
     from pipelines.data.synth import synthesize
+    from pipelines.runtime import configure_data_context
 
+    configure_data_context()  # the reader training uses (Ray Data's default one costs seconds per read here)
     config = AugmentConfig()
     with tempfile.TemporaryDirectory(prefix="jaffnet-bench-data-") as tmp:
         if dataset_dir is None:

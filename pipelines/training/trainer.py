@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import storage
+from pipelines.runtime import configure_data_context
 from pipelines.training.config import TrainConfig
 from pipelines.training.loop import TRAIN_DATASET, fail_once_epoch, train_loop_per_worker
 
@@ -24,22 +25,6 @@ def local_run_dir(cfg: TrainConfig, run_name: str) -> str | None:
     """The run's folder when checkpoints live on a local/shared filesystem, else None (the
     marker file of the injected-failure test hook is a local file)."""
     return None if storage.is_uri(cfg.storage_path) else run_dir(cfg, run_name)
-
-
-def configure_data_context() -> None:
-    """Ray Data settings for training and evaluation.
-
-    - Parquet datasource V1: V2 (the 2.60 default) starts 32 footer-reader actors for
-      every read (15-20 s on a 2-core machine, against 0.3 s with V1).
-    - No progress bars and no "Starting execution" / plan lines: one set per epoch drowns
-      the epoch lines (they stay in Ray Data's log files).
-    """
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.use_datasource_v2 = False
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
 
 
 def build_datasets(cfg: TrainConfig, dataset_dirs: Sequence[str], epoch_clock: str) -> dict[str, Any]:

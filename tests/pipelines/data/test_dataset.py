@@ -12,7 +12,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def tiny(ray_session, tmp_path_factory):
-    from pipelines.training.trainer import configure_data_context
+    from pipelines.runtime import configure_data_context
 
     # Read as training and evaluation read: Ray Data's default Parquet reader (datasource V2)
     # costs 2-3 s of reader actors per read here, V1 0.2 s, and these tests read a few dozen times.
