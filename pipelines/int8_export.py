@@ -116,7 +116,7 @@ def model_data(loaded: LoadedModel, data: str | Path | Sequence[str | Path] | No
     or every dataset of a mix) overrides the recorded locations but must hash to the recorded
     manifest. Raises ExportRefused."""
     from pipelines import storage
-    from pipelines.data.dataset import manifest_hash, mix_manifest_hash
+    from pipelines.data.dataset import manifest_hash, mix_manifest_hash, one_or_more
 
     expected = recorded_manifest(loaded)
     if expected is None:
@@ -124,7 +124,7 @@ def model_data(loaded: LoadedModel, data: str | Path | Sequence[str | Path] | No
                             "cannot be identified, so it cannot be calibrated or gated on it")
     trained_on = _training_datasets(loaded.run_id) if loaded.run_id else []
     if data is not None:
-        locations = [storage.resolve(location) for location in ([data] if isinstance(data, (str, Path)) else data)]
+        locations = [storage.resolve(location) for location in one_or_more(data)]
         source = "--data"
     else:
         if not trained_on:

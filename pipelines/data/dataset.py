@@ -63,7 +63,7 @@ def manifest_hash(dataset_dir: str | Path) -> str:
 def dataset_list(data: str | Path | Sequence[str | Path]) -> list[str]:
     """One dataset or several (``--data base --data line``) as resolved locations, each checked to be
     an ingested dataset and given once."""
-    dirs = [storage.resolve(location) for location in _several(data)]
+    dirs = [storage.resolve(location) for location in one_or_more(data)]
     if not dirs:
         raise ValueError("no dataset given")
     repeated = sorted({d for d in dirs if dirs.count(d) > 1})
@@ -74,7 +74,8 @@ def dataset_list(data: str | Path | Sequence[str | Path]) -> list[str]:
     return dirs
 
 
-def _several(data: str | Path | Sequence[str | Path]) -> list[str | Path]:
+def one_or_more(data: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """One dataset location, or several, as a list."""
     return [data] if isinstance(data, (str, Path)) else list(data)
 
 
@@ -150,7 +151,7 @@ def read_split(dataset_dir: str | Path | Sequence[str | Path], split: str, *, ro
     from ray.data.expressions import col
 
     _check_split(split)
-    dirs = _several(dataset_dir)
+    dirs = one_or_more(dataset_dir)
     parts = []
     for location in dirs:
         # An explicit filesystem (local or object store) skips Ray's own detection. Column
@@ -215,7 +216,7 @@ def iter_samples(dataset_dir: str | Path | Sequence[str | Path], split: str,
     """Decoded originals of one split, without Ray, in a stable order; with ``keep``, only
     the ids it accepts are decoded (e.g. one validation rank's share). Several datasets: the
     split of each in turn, ids as :func:`mix_sample_id` makes them."""
-    dirs = _several(dataset_dir)
+    dirs = one_or_more(dataset_dir)
     for position, location in enumerate(dirs):
         for batch in iter_encoded_batches(location, split):
             for i, stored_id in enumerate(batch["id"]):
