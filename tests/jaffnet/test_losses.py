@@ -49,3 +49,32 @@ def test_bad_arguments():
         HybridLoss(w_iou=-1)
     with pytest.raises(ValueError, match="shape"):
         HybridLoss()(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 64, 64))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64, 64), (2, 1, 48, 80), (1, 1, 11, 11)])
+def test_ssim_equals_pytorch_msssim(shape):
+    from pytorch_msssim import ssim as reference
+
+    from jaffnet.losses import ssim
+
+    torch.manual_seed(0)
+    x, y = torch.rand(shape, dtype=torch.float64), (torch.rand(shape, dtype=torch.float64) > 0.9).double()
+    expected = reference(x, y, data_range=1.0, size_average=True, win_size=11, win_sigma=1.5)
+    assert ssim(x, y).item() == pytest.approx(expected.item(), abs=1e-6)  # its window is float32
+    assert ssim(y, y).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_needs_a_window_sized_map():
+    from jaffnet.losses import ssim
+
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(torch.zeros(1, 1, 10, 32), torch.zeros(1, 1, 10, 32))
+
+
+def test_side_outputs_stacked_equal_the_sum_of_each():
+    target = _target()
+    torch.manual_seed(1)
+    maps = [torch.randn_like(target) for _ in range(5)]
+    loss = HybridLoss(bce_pos_weight=3.0)
+    one_by_one = sum(loss(logits, target) for logits in maps)
+    assert loss(maps, target).item() == pytest.approx(one_by_one.item(), rel=1e-5)
