@@ -35,7 +35,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     demo = subparsers.add_parser(
         "demo", help="end to end on 2 CPU cores: synth -> ingest -> train -> register -> evaluate")
     demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
-    demo.add_argument("--count", type=int, default=None, help="synthetic images (default 640)")
+    demo.add_argument("--count", type=int, default=None, help="synthetic images (default 640; 1280 with --difficulty hard)")
     demo.add_argument("--difficulty", choices=("easy", "hard"), default="easy",
                       help="easy (default): no faint defects; hard: a quarter of the defects at 0.3x contrast, "
                            "trained with demo_hard.yaml's keys over demo.yaml's")

@@ -24,7 +24,7 @@ DEMO_SEED = 0
 # No faint defects: the demo's eighth-width model at 64 px cannot learn those within its
 # few minutes; `jaffnet synth` defaults to the hard setting.
 DEMO_DIFFICULTY = "easy"
-HARD_DEMO_COUNT = 640  # `jaffnet demo --difficulty hard`
+HARD_DEMO_COUNT = 1280  # `jaffnet demo --difficulty hard`
 
 
 def _step(message: str, started: float) -> None:
