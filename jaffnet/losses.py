@@ -32,10 +32,9 @@ def _gaussian_band(size: int, like: Tensor) -> Tensor:
     offsets = torch.arange(SSIM_WINDOW, dtype=torch.float64) - SSIM_WINDOW // 2
     window = torch.exp(-offsets ** 2 / (2 * SSIM_SIGMA ** 2))
     window = window / window.sum()
-    out = size - SSIM_WINDOW + 1
-    band = torch.zeros(size, out, dtype=torch.float64)
-    for j in range(out):
-        band[j:j + SSIM_WINDOW, j] = window
+    tap = torch.arange(size)[:, None] - torch.arange(size - SSIM_WINDOW + 1)[None, :]  # row - column
+    inside = (tap >= 0) & (tap < SSIM_WINDOW)
+    band = torch.where(inside, window[tap.clamp(0, SSIM_WINDOW - 1)], torch.zeros((), dtype=torch.float64))
     return band.to(device=like.device, dtype=like.dtype)
 
 
