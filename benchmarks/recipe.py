@@ -1,7 +1,7 @@
 """Training-recipe switches measured on hard synthetic data: each variant's test metrics
 against the all-background baseline, over several runs (run-to-run spread is large).
 
-    python benchmarks/recipe.py --out /tmp/recipe --runs 2 [--variants base,pos_weight,...]
+    python benchmarks/recipe.py --out /tmp/recipe --runs 2 [--variants base,pos_weight,...] [--count 640]
 
 Each run is ``jaffnet demo --difficulty hard`` with the variant's keys (``--set``) and its
 own seed; results go to OUT/results.jsonl (one line per run) and a table is printed.
@@ -18,10 +18,13 @@ import statistics
 import subprocess
 from pathlib import Path
 
+# Over the demo's configuration for the difficulty, which has some switches on: each variant sets all
+# three (a later --set of the same key wins).
+_OFF = ["bce_pos_weight=1", "warmup_epochs=0", "grad_clip_norm=null"]
 VARIANTS = {
-    "base": [],
-    "pos_weight": ["bce_pos_weight=5"],
-    "warmup_clip": ["warmup_epochs=2", "grad_clip_norm=1.0"],
+    "base": _OFF,
+    "pos_weight": [*_OFF, "bce_pos_weight=5"],
+    "warmup_clip": [*_OFF, "warmup_epochs=2", "grad_clip_norm=1.0"],
     "all": ["bce_pos_weight=5", "warmup_epochs=2", "grad_clip_norm=1.0"],
 }
 
@@ -50,6 +53,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--difficulty", default="hard", choices=("easy", "hard"))
+    parser.add_argument("--count", type=int, help="synthetic frames (default: the demo's for the difficulty)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="keys for every variant")
     args = parser.parse_args()
 
@@ -62,7 +66,8 @@ def main() -> int:
         for name in args.variants.split(","):
             folder = out / f"{name}-{run}"
             result = run_demo(folder, overrides=[*VARIANTS[name], *args.overrides, f"seed={run}"],
-                              tracking_uri=f"sqlite:///{out / 'mlflow.db'}", difficulty=args.difficulty)
+                              tracking_uri=f"sqlite:///{out / 'mlflow.db'}", difficulty=args.difficulty,
+                              count=args.count)
             row = {"variant": name, "run": run, "cpu": cpu_name(), **result}
             with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
