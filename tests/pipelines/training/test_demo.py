@@ -5,7 +5,8 @@ import mlflow
 
 from pipelines.training.demo import run_demo
 
-TOY = ["width=0.125", "image_size=32", "epochs=1", "batch_size=2", "cpus_per_worker=0.25", "num_overlays=1"]
+TOY = ["width=0.125", "image_size=32", "epochs=1", "warmup_epochs=0", "batch_size=2", "cpus_per_worker=0.25",
+       "num_overlays=1"]  # warmup must be shorter than the run
 
 
 def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_path, monkeypatch, capsys):
