@@ -45,6 +45,8 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     The separable Gaussian runs as two matrix products with banded matrices instead of
     depthwise convolutions: on CPU oneDNN's backward pass of those took 8x longer (a third
     of a whole training step of the 64-px demo model)."""
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape != y.shape:
+        raise ValueError(f"SSIM takes two (N, 1, H, W) maps, got {tuple(x.shape)} and {tuple(y.shape)}")
     height, width = x.shape[-2:]
     if min(height, width) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs maps of at least {SSIM_WINDOW}x{SSIM_WINDOW} px, got {height}x{width}")
@@ -97,8 +99,7 @@ class HybridLoss(nn.Module):
         maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
         if all(logits.shape == target.shape for logits in maps):
             # Every term is a mean over equal-sized maps, so the sum over the side outputs is the
-            # number of maps times the terms of them stacked into one batch: one SSIM pass instead
-            # of five (a third of a CPU training step at 64 px went to the per-map calls).
+            # number of maps times the terms of them stacked into one batch: one pass, not five.
             terms = self.terms(torch.cat(maps), target.repeat(len(maps), 1, 1, 1))
             return len(maps) * self._weighted(terms)
         total = target.new_zeros((), dtype=torch.float32)

@@ -64,11 +64,13 @@ def test_ssim_equals_pytorch_msssim(shape):
     assert ssim(y, y).item() == pytest.approx(1.0, abs=1e-12)
 
 
-def test_ssim_needs_a_window_sized_map():
+def test_ssim_rejects_maps_it_cannot_score():
     from jaffnet.losses import ssim
 
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.zeros(1, 1, 10, 32), torch.zeros(1, 1, 10, 32))
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\) maps"):
+        ssim(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
 
 
 def test_side_outputs_stacked_equal_the_sum_of_each():
