@@ -42,6 +42,9 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     from pipelines.runtime import init_ray
     from pipelines.training.run import train
 
+    out = Path(out_dir).resolve()
+    configs = [config_path] if config_path else [DEMO_CONFIG] + ([HARD_DEMO_CONFIG] if difficulty == "hard" else [])
+    cfg = load_config(configs, [f"storage_path={out / 'ray_results'}", *overrides])  # a bad key fails before Ray starts
     # The demo is an entry point: it starts Ray and picks the tracking server; the library
     # functions below start nothing. Worker output stays on (the epoch lines stream to this
     # console), and so does the dashboard: Ray Train's placement-group cleaner polls the
@@ -49,9 +52,6 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     init_ray()
     configure_tracking(tracking_uri)
 
-    out = Path(out_dir).resolve()
-    configs = [config_path] if config_path else [DEMO_CONFIG] + ([HARD_DEMO_CONFIG] if difficulty == "hard" else [])
-    cfg = load_config(configs, [f"storage_path={out / 'ray_results'}", *overrides])
     count = count or (HARD_DEMO_COUNT if difficulty == "hard" else DEMO_COUNT)
     started = time.perf_counter()
 
