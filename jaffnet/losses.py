@@ -97,15 +97,10 @@ class HybridLoss(nn.Module):
 
     def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor) -> Tensor:
         maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-        if all(logits.shape == target.shape for logits in maps):
-            # Every term is a mean over equal-sized maps, so the sum over the side outputs is the
-            # number of maps times the terms of them stacked into one batch: one pass, not five.
-            terms = self.terms(torch.cat(maps), target.repeat(len(maps), 1, 1, 1))
-            return len(maps) * self._weighted(terms)
-        total = target.new_zeros((), dtype=torch.float32)
         for logits in maps:
-            total = total + self._weighted(self.terms(logits, target))
-        return total
-
-    def _weighted(self, terms: dict[str, Tensor]) -> Tensor:
-        return self.w_bce * terms["bce"] + self.w_ssim * terms["ssim"] + self.w_iou * terms["iou"]
+            if logits.shape != target.shape:
+                raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        # Every term is a mean over equal-sized maps, so the sum over the side outputs is the
+        # number of maps times the terms of them stacked into one batch: one pass, not five.
+        terms = self.terms(torch.cat(maps), target.repeat(len(maps), 1, 1, 1))
+        return len(maps) * (self.w_bce * terms["bce"] + self.w_ssim * terms["ssim"] + self.w_iou * terms["iou"])
