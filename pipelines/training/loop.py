@@ -99,6 +99,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
         train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp,
                                       after_step=None if average is None else lambda: average.update_parameters(model))
+        trained_at = time.perf_counter()
         _sync_buffers_from_rank0(validated)
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +117,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            **({} if at_escape is None else {"val_overkill_at_escape": at_escape}),
                            "val_threshold": scores.rule.pixel_threshold,
                            "val_image_threshold": scores.rule.image_threshold, "lr": lr,
-                           "epoch_time_s": time.perf_counter() - started, "resumed_at_epoch": resumed_at}
+                           "epoch_time_s": time.perf_counter() - started, "train_time_s": trained_at - started,
+                           "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
                 save_checkpoint(tmp, validated, cfg.to_dict(), optimizer, scheduler, scaler, state, scores.rule,
                                 trained=model if average is not None else None, setup=setup,
@@ -166,7 +168,7 @@ def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:
             f"val_loss {metrics['val_loss']:.4f}  MAE {metrics['val_mae']:.4f}  wF {metrics['val_weighted_f']:.4f}  "
             f"Sm {metrics['val_s_measure']:.4f}  mEm {metrics['val_mean_e']:.4f}  maxF {metrics['val_max_f']:.4f}  "
             f"escape {_rate(metrics.get('val_escape_rate'))}  overkill {_rate(metrics.get('val_overkill_rate'))}  "
-            f"thr {metrics['val_threshold']:.3f}/{metrics['val_image_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s)")
+            f"thr {metrics['val_threshold']:.3f}/{metrics['val_image_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s, training {metrics['train_time_s']:.1f}s)")
 
 
 def _rate(value: float | None) -> str:
