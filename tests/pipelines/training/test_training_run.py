@@ -217,6 +217,7 @@ def test_injected_worker_failure_is_survived_without_losing_epochs(trained, work
     assert final["epoch"] == 1 and final["resumed_at_epoch"] == 1  # restarted at epoch 1, not 0
     state = _training_state(trained.result.checkpoint)
     assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert all(0 < h["train_time_s"] < h["epoch_time_s"] for h in state["history"])  # training, then validation
 
 
 def test_the_checkpoint_records_how_it_was_trained(trained):
