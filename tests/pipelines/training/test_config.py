@@ -151,6 +151,9 @@ def test_config_files_merge_in_turn_and_the_hard_demo_keys_apply_over_the_demo()
     hard = load_config([DEMO_CONFIG, HARD_DEMO_CONFIG])
     assert hard.experiment == "jaffnet-demo-hard" != demo.experiment
     assert hard.width == demo.width == 0.125  # demo.yaml's keys stay unless the hard file sets them
+    # A section merges key by key: each file sets the scale-crop, train.yaml's other augment keys stay.
+    assert (demo.augment.crop_p, hard.augment.crop_p) == (0.0, 0.7)
+    assert demo.augment.model_copy(update={"crop_p": 0.7}) == hard.augment == load_config().augment
 
 
 def test_augmentation_is_a_section_of_the_training_config(tmp_path):
