@@ -168,7 +168,8 @@ def format_epoch_line(metrics: dict[str, float], epochs: int) -> str:
             f"val_loss {metrics['val_loss']:.4f}  MAE {metrics['val_mae']:.4f}  wF {metrics['val_weighted_f']:.4f}  "
             f"Sm {metrics['val_s_measure']:.4f}  mEm {metrics['val_mean_e']:.4f}  maxF {metrics['val_max_f']:.4f}  "
             f"escape {_rate(metrics.get('val_escape_rate'))}  overkill {_rate(metrics.get('val_overkill_rate'))}  "
-            f"thr {metrics['val_threshold']:.3f}/{metrics['val_image_threshold']:.3f}  ({metrics['epoch_time_s']:.1f}s, training {metrics['train_time_s']:.1f}s)")
+            f"thr {metrics['val_threshold']:.3f}/{metrics['val_image_threshold']:.3f}  "
+            f"({metrics['epoch_time_s']:.1f}s, training {metrics['train_time_s']:.1f}s)")
 
 
 def _rate(value: float | None) -> str:
