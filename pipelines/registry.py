@@ -8,9 +8,11 @@ deprecated stages.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ def redact(text: str) -> str:
 def configure_tracking(tracking_uri: str | None = None) -> str:
     import mlflow
 
+    # A model's artifacts are two small files: a progress bar per load only clutters job logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -99,7 +103,7 @@ def log_model(model: JAFFNet, metadata: dict[str, Any], name: str = "model"):
     """Log the model into the active MLflow run; returns MLflow's ``ModelInfo``."""
     import mlflow
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _without_signature_warning():
         save_pretrained(model, Path(tmp) / _ARTIFACT_KEY, metadata=metadata)
         return mlflow.pyfunc.log_model(
             name=name,
@@ -107,6 +111,24 @@ def log_model(model: JAFFNet, metadata: dict[str, Any], name: str = "model"):
             artifacts={_ARTIFACT_KEY: str(Path(tmp) / _ARTIFACT_KEY)},
             pip_requirements=["jaffnet", "torch", "safetensors"],
         )
+
+
+class _SignatureWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature")
+
+
+@contextmanager
+def _without_signature_warning():
+    """MLflow warns on every log that an ndarray type hint gives it no signature. The input
+    contract stored with the weights (``jaffnet.contract``) is the model's signature, and a
+    TensorSpec one makes MLflow validate and convert the input itself."""
+    logger, log_filter = logging.getLogger("mlflow.pyfunc"), _SignatureWarningFilter()
+    logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(log_filter)
 
 
 def register(model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: dict[str, str] | None = None,
