@@ -25,6 +25,8 @@ METRIC_COLUMNS = {
 # Image-level OK/NG metrics at the model's operating point (``ImageLevelMetrics``).
 IMAGE_COLUMNS = {
     "image_auroc": "AUROC",
+    "image_auroc_low": "low95",  # the AUROC's 95 % confidence interval (image_auroc_interval)
+    "image_auroc_high": "high95",
     "overkill_rate": "overkill",
     "escape_rate": "escape",
     "true_ng": "TP(NG)",
@@ -114,6 +116,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values``, ties sharing their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return ranks
+
+
 def image_auroc(scores: np.ndarray, defective: np.ndarray) -> float | None:
     """Area under the ROC curve of image scores for "has a defect" (ties count half);
     None when the frames are all of one kind."""
@@ -121,16 +134,44 @@ def image_auroc(scores: np.ndarray, defective: np.ndarray) -> float | None:
     positives, negatives = int(defective.sum()), int((~defective).sum())
     if positives == 0 or negatives == 0:
         return None
-    ranks = np.empty(len(scores))
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    # average ranks over ties (Mann-Whitney U)
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2
-    u = ranks[defective].sum() - positives * (positives + 1) / 2
+    u = _midranks(scores)[defective].sum() - positives * (positives + 1) / 2  # Mann-Whitney U
     return float(u / (positives * negatives))
+
+
+def image_auroc_interval(scores: np.ndarray, defective: np.ndarray,
+                         confidence: float = 0.95) -> tuple[float, float] | None:
+    """Two-sided ``confidence`` interval of :func:`image_auroc` over frames like these
+    (DeLong et al. 1988 variance, normal on the logit scale so it stays inside (0, 1)).
+
+    With a few dozen good frames one of them outscoring the defects moves the AUROC by
+    several points: the interval says how far a second test split could land. When no pair
+    is misranked (AUROC 0 or 1) DeLong's variance is 0, so the variance is Hanley and
+    McNeil's (1982) at half a misranked pair instead. None when the frames are all of one kind.
+    """
+    from statistics import NormalDist
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    scores, defective = np.asarray(scores, np.float64), np.asarray(defective, bool)
+    positives, negatives = int(defective.sum()), int((~defective).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = _midranks(scores)
+    # per frame, the share of the other kind it is ranked above (DeLong's structural components)
+    above_good = (ranks[defective] - _midranks(scores[defective])) / negatives
+    below_defective = 1 - (ranks[~defective] - _midranks(scores[~defective])) / positives
+    auroc = float(above_good.mean())
+    variance = ((above_good.var(ddof=1) if positives > 1 else 0.0) / positives
+                + (below_defective.var(ddof=1) if negatives > 1 else 0.0) / negatives)
+    pairs = positives * negatives
+    centre = min(max(auroc, 0.5 / pairs), 1 - 0.5 / pairs)
+    if variance <= 0:
+        a = max(centre, 1 - centre)  # their formula is for AUROC > 0.5; the variance is symmetric
+        q1, q2 = a / (2 - a), 2 * a ** 2 / (1 + a)
+        variance = (a * (1 - a) + (positives - 1) * (q1 - a ** 2) + (negatives - 1) * (q2 - a ** 2)) / pairs
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    logit, spread = np.log(centre / (1 - centre)), z * np.sqrt(variance) / (centre * (1 - centre))
+    return float(1 / (1 + np.exp(-(logit - spread)))), float(1 / (1 + np.exp(-(logit + spread))))
 
 
 class ImageLevelMetrics:
@@ -167,6 +208,8 @@ class ImageLevelMetrics:
         auroc = image_auroc(np.asarray(self.scores), defective)
         if auroc is not None:
             result["image_auroc"] = auroc
+            result["image_auroc_low"], result["image_auroc_high"] = image_auroc_interval(np.asarray(self.scores),
+                                                                                         defective)
         return result
 
 

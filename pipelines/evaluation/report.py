@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaffnet.decision import DecisionRule
+from jaffnet.metrics import image_auroc_interval
 from pipelines.evaluation.calibration import CONFIDENCE, RateCount, overkill_at_escape
 from pipelines.evaluation.evaluate import FRAME_COLUMNS, Evaluation
 
@@ -282,7 +283,8 @@ def _plot_curves(plt, evaluation: Evaluation, rule: DecisionRule, scores: np.nda
     area_label = f"image score, with the area rule (region >= {rule.min_defect_area_px} px)"
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    ax.plot(curve["fpr"], curve["tpr"], label=f"image score (AUROC {curve['auc']:.4f})")
+    low, high = image_auroc_interval(scores, defective)
+    ax.plot(curve["fpr"], curve["tpr"], label=f"image score (AUROC {curve['auc']:.4f}, 95 % CI {low:.3f}-{high:.3f})")
     if with_area is not None:
         # no AUC: frames under the area stay OK at every cut, so this curve stops short of (1, 1)
         ax.plot(with_area["fpr"], with_area["tpr"], linestyle="--", label=area_label)

@@ -90,5 +90,43 @@ def test_image_level_metrics_and_auroc():
     assert result["image_auroc"] == pytest.approx(5 / 6)
     assert image_auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5  # ties count half
     assert image_auroc(np.array([0.1]), np.array([True])) is None
+    assert result["image_auroc_low"] < result["image_auroc"] < result["image_auroc_high"] < 1
     table = format_table({"overall": result}, columns=IMAGE_COLUMNS)
-    assert "AUROC" in table and "0.8333" in table and " 1 " in table
+    assert "AUROC" in table and "0.8333" in table and " 1 " in table and "low95" in table
+
+
+@pytest.mark.parametrize("defective, good, shift", [(164, 28, 1.2), (81, 15, 1.8), (30, 30, 0.5)])
+def test_auroc_interval_covers_the_true_auroc_as_often_as_it_claims(defective, good, shift):
+    from statistics import NormalDist
+
+    from jaffnet.metrics import image_auroc, image_auroc_interval
+
+    # scores N(shift, 1) for defective frames and N(0, 1) for good ones: the true AUROC is known
+    true_auroc = NormalDist().cdf(shift / np.sqrt(2))
+    labels = np.r_[np.ones(defective, bool), np.zeros(good, bool)]
+    rng = np.random.default_rng(7)
+    covered, trials = 0, 400
+    for _ in range(trials):
+        scores = np.r_[rng.normal(shift, 1, defective), rng.normal(0, 1, good)]
+        low, high = image_auroc_interval(scores, labels)
+        assert low < image_auroc(scores, labels) < high
+        covered += low <= true_auroc <= high
+    assert 0.91 <= covered / trials <= 0.985
+
+
+def test_auroc_interval_edges():
+    from jaffnet.metrics import image_auroc_interval
+
+    labels = np.r_[np.ones(20, bool), np.zeros(5, bool)]
+    separated = np.r_[np.linspace(0.6, 1.0, 20), np.linspace(0.0, 0.4, 5)]
+    low, high = image_auroc_interval(separated, labels)
+    # nothing misranked, yet 5 good frames cannot prove an AUROC of 1
+    assert 0.5 < low < 0.95 and high > 0.999
+    assert image_auroc_interval(1 - separated, labels)[1] < 0.5  # all misranked: near 0
+    narrow = image_auroc_interval(separated, labels, confidence=0.5)
+    assert low < narrow[0] < narrow[1] <= high
+    tied = image_auroc_interval(np.array([0.5, 0.5]), np.array([True, False]))
+    assert tied[0] < 0.5 < tied[1]
+    assert image_auroc_interval(np.array([0.1, 0.2]), np.array([True, True])) is None
+    with pytest.raises(ValueError, match="confidence"):
+        image_auroc_interval(separated, labels, confidence=95)

@@ -110,7 +110,8 @@ def test_logs_params_epoch_metrics_and_overlays(trained, tiny_dataset):
     assert run.data.params["width"] == "0.125" and run.data.params["epochs"] == "2"
     assert run.data.params["dataset_dir"] == str(tiny_dataset) and run.data.params["data.0.dir"] == str(tiny_dataset)
     for metric in ("train_loss", "val_loss", "val_mae", "val_weighted_f", "val_s_measure", "val_mean_e",
-                   "val_image_auroc", "val_escape_rate", "val_overkill_rate", "val_image_threshold"):
+                   "val_image_auroc", "val_image_auroc_low", "val_image_auroc_high", "val_escape_rate",
+                   "val_overkill_rate", "val_image_threshold"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
     per_class = [key for key in run.data.metrics if key.startswith("val_class_")]
     assert any(key.endswith("_escape_rate") for key in per_class)  # image-level rates per defect class
