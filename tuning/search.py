@@ -239,10 +239,11 @@ def _finish(plan: SearchPlan, grid) -> SearchOutcome:
     table = collect_trials(grid, cfg.best_metric, cfg.best_mode, cfg.epochs,
                            unfinished=unfinished_trials(plan.experiment_path),
                            expected_trials=plan.trial_count)
-    merge_train_reports(table, _train_reports(plan, table), cfg.epochs)
+    reports = _train_reports(plan, table)
+    merge_train_reports(table, reports, cfg.epochs)
     finished = table.complete
     outcome = SearchOutcome(plan, table)
-    _tag_trial_runs(plan, table)
+    _complete_trial_runs(plan, table, reports)
     mlflow.log_text(table.format() + "\n", "trials.txt")
     mlflow.log_dict([row.to_dict() for row in table.rows], "trials.json")
     mlflow.log_text(table.format_configurations() + "\n", "configurations.txt")
@@ -293,15 +294,17 @@ def unfinished_trials(experiment_path: str | Path) -> set[str]:
     return {trial.trial_id for trial in analysis.trials if trial.status not in ("TERMINATED", "ERROR")}
 
 
-def _tag_trial_runs(plan: SearchPlan, table: TrialTable) -> None:
+def _complete_trial_runs(plan: SearchPlan, table: TrialTable, reports: dict[str, list[dict[str, Any]]]) -> None:
+    """Each nested run gets the trial's final status and the epochs Tune did not pass on."""
     from mlflow import MlflowClient
 
-    from tuning.tracking import STATUS_TAG, trial_runs
+    from tuning.tracking import STATUS_TAG, log_unseen_epochs, trial_runs
 
     client = MlflowClient(plan.tracking_uri)
     runs = trial_runs(client, plan.mlflow_experiment_id, plan.parent_run_id)
     for row in table.rows:
         if row.trial_id in runs:
+            log_unseen_epochs(client, runs[row.trial_id].info.run_id, reports.get(row.trial_id, []))
             client.set_tag(runs[row.trial_id].info.run_id, STATUS_TAG, row.status)
             client.set_tag(runs[row.trial_id].info.run_id, "tune.epochs_run", str(row.epochs_run))
 

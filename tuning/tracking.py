@@ -110,6 +110,21 @@ class TrialRuns(Callback):
         self.client.set_terminated(run_id, mlflow_status)
 
 
+def log_unseen_epochs(client, run_id: str, reports: list[dict[str, Any]], step_metric: str = "epoch") -> int:
+    """Log into a trial's nested run the epochs its Ray Train run reported but Tune never passed
+    on (finished after Ctrl+C or after the scheduler's stop); returns how many. ``reports``:
+    the Train run's kept reports (``tuning.trials.merge_train_reports`` counts the same ones)."""
+    from mlflow.entities import Metric
+
+    logged = {metric.step for metric in client.get_metric_history(run_id, step_metric)}
+    unseen = {int(report[step_metric]): report for report in reports
+              if step_metric in report and int(report[step_metric]) not in logged}
+    for step, report in sorted(unseen.items()):
+        timestamp = int(report.get("timestamp", 0) * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, timestamp, step) for k, v in training_metrics(report).items()])
+    return len(unseen)
+
+
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
     runs = client.search_runs(
         [experiment_id],
