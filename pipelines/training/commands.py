@@ -35,7 +35,11 @@ def add_commands(subparsers, bench_subparsers) -> None:
     demo = subparsers.add_parser(
         "demo", help="end to end on 2 CPU cores: synth -> ingest -> train -> register -> evaluate")
     demo.add_argument("--out", default="demo_out", help="working folder for the dataset and checkpoints")
-    demo.add_argument("--count", type=int, default=None, help="synthetic images (default 640; 1280 with --difficulty hard)")
+    demo.add_argument("--count", type=int, default=None,
+                      help="synthetic images split 70/15/15 (default 640; 1280 with --difficulty hard)")
+    demo.add_argument("--extra-test-frames", type=int, default=None,
+                      help="more synthetic images for the test split only (default 1024): its AUROC and rates "
+                           "need hundreds of frames to be told apart from luck")
     demo.add_argument("--difficulty", choices=("easy", "hard"), default="easy",
                       help="easy (default): no faint defects; hard: a quarter of the defects at 0.3x contrast, "
                            "trained with demo_hard.yaml's keys over demo.yaml's")
@@ -92,8 +96,9 @@ def demo_command(args) -> int:
     from pipelines.training.demo import run_demo
 
     try:
+        extra = {} if args.extra_test_frames is None else {"extra_test_frames": args.extra_test_frames}
         run_demo(args.out, count=args.count, config_path=args.config, overrides=args.overrides,
-                 tracking_uri=args.tracking_uri, difficulty=args.difficulty)
+                 tracking_uri=args.tracking_uri, difficulty=args.difficulty, **extra)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         return _fail(str(exc))
     return 0

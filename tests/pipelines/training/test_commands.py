@@ -39,3 +39,12 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
 def test_train_needs_data(capsys):
     assert main(["train"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments", [["--extra-test-frames", "-1"], ["--count", "-5"]])
+def test_demo_frame_counts_are_checked_before_any_ray_work(monkeypatch, tmp_path, capsys, arguments):
+    import pipelines.runtime as runtime
+
+    monkeypatch.setattr(runtime, "init_ray", lambda *a, **k: pytest.fail("Ray must not start"))
+    assert main(["demo", "--out", str(tmp_path / "out"), *arguments]) == 2
+    assert "extra_test_frames >= 0" in capsys.readouterr().err

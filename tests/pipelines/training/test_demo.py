@@ -1,6 +1,8 @@
 """`jaffnet demo`, the README's `make demo`, end to end at a toy size (its real
 settings train for minutes; docs/benchmarks/demo.md quotes that run)."""
 
+import json
+
 import mlflow
 
 from pipelines.training.demo import run_demo
@@ -12,7 +14,7 @@ TOY = ["width=0.125", "image_size=32", "epochs=1", "warmup_epochs=0", "batch_siz
 def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # MLflow artifacts go under ./mlruns
     try:
-        result = run_demo(tmp_path / "demo_out", count=40, overrides=TOY,
+        result = run_demo(tmp_path / "demo_out", count=40, overrides=TOY, extra_test_frames=20,
                           tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     finally:
         mlflow.set_tracking_uri(None)
@@ -23,4 +25,7 @@ def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_p
         assert set(row) >= {"mae", "weighted_f", "s_measure", "mean_e", "max_f"}
     # All-background scores by construction: no false positives, so MAE is the defect area.
     assert result["baseline"]["max_f"] < 0.1 and result["baseline"]["weighted_f"] < 0.05
-    assert (tmp_path / "demo_out" / "dataset" / "manifest.json").is_file()
+    manifest = json.loads((tmp_path / "demo_out" / "dataset" / "manifest.json").read_text())
+    # 40 frames split 70/15/15, and the 20 extra ones to the test split only
+    assert manifest["totals"] == {"train": 28, "val": 6, "test": 26}
+    assert "test (26 images" in out
