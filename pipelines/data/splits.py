@@ -42,6 +42,17 @@ def _stratified(items: list[tuple[str, str]], fractions: dict[str, float],
     return assigned
 
 
+def fractions_with_extra_test(count: int, extra_test: int, val_fraction: float = 0.15,
+                              test_fraction: float = 0.15) -> tuple[float, float]:
+    """The val and test fractions of ``count + extra_test`` samples that split ``count`` of
+    them as ``val_fraction``/``test_fraction`` say and give the ``extra_test`` others to test:
+    more test frames from the same source, the same frames to train and validate on."""
+    if count < 1 or extra_test < 0:
+        raise ValueError(f"count must be >= 1 and extra test samples >= 0, got {count} and {extra_test}")
+    total = count + extra_test
+    return val_fraction * count / total, (test_fraction * count + extra_test) / total
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction}, "

@@ -42,6 +42,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     ``difficulty`` hard: a quarter of the defects faint, with the hard demo's keys
     (``demo_hard.yaml`` over ``demo.yaml``) unless ``config_path`` is given."""
     from pipelines.data.ingestion import ingest
+    from pipelines.data.splits import fractions_with_extra_test
     from pipelines.data.synth import synthesize
     from pipelines.runtime import init_ray
     from pipelines.training.run import train
@@ -50,8 +51,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
     configs = [config_path] if config_path else [DEMO_CONFIG] + ([HARD_DEMO_CONFIG] if difficulty == "hard" else [])
     cfg = load_config(configs, [f"storage_path={out / 'ray_results'}", *overrides])  # a bad key fails before Ray starts
     count = count or (HARD_DEMO_COUNT if difficulty == "hard" else DEMO_COUNT)
-    if count < 1 or extra_test_frames < 0:
-        raise ValueError(f"count must be >= 1 and extra_test_frames >= 0, got {count} and {extra_test_frames}")
+    val_fraction, test_fraction = fractions_with_extra_test(count, extra_test_frames)
     # The demo is an entry point: it starts Ray and picks the tracking server; the library
     # functions below start nothing. Worker output stays on (the epoch lines stream to this
     # console), and so does the dashboard: Ray Train's placement-group cleaner polls the
@@ -68,8 +68,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, count: int | None = None, conf
                overwrite=True)
     _step("ingesting them into a Parquet dataset with Ray Data", started)
     dataset = ingest(out / "synth", out / "dataset", "folder", seed=DEMO_SEED, overwrite=True,
-                     val_fraction=0.15 * count / total, test_fraction=(0.15 * count + extra_test_frames) / total,
-                     ).dataset_dir
+                     val_fraction=val_fraction, test_fraction=test_fraction).dataset_dir
 
     _step(f"training JAFFNet (width {cfg.width}, {cfg.image_size}px, {cfg.epochs} epochs) on "
           f"{cfg.num_workers} Ray Train workers", started)

@@ -43,3 +43,16 @@ def test_official_split_is_respected():
 def test_bad_fractions(val, test):
     with pytest.raises(ValueError, match="fractions"):
         assign_splits([], val_fraction=val, test_fraction=test, seed=0)
+
+
+def test_extra_test_samples_leave_the_train_and_val_counts_of_the_rest():
+    from pipelines.data.splits import fractions_with_extra_test
+
+    items = samples({"a": 300, "b": 340, "none": 1024 // 6 * 6})  # the demo's 640 + 1024 frames, rounded
+    base = assign_splits(samples({"a": 300, "b": 340}), val_fraction=0.15, test_fraction=0.15, seed=0)
+    val_fraction, test_fraction = fractions_with_extra_test(640, len(items) - 640)
+    counts = Counter(assign_splits(items, val_fraction=val_fraction, test_fraction=test_fraction, seed=0).values())
+    assert counts["train"] == Counter(base.values())["train"] == 448
+    assert counts["val"] == 96 and counts["test"] == len(items) - 448 - 96
+    with pytest.raises(ValueError, match="extra test samples"):
+        fractions_with_extra_test(640, -1)

@@ -47,4 +47,4 @@ def test_demo_frame_counts_are_checked_before_any_ray_work(monkeypatch, tmp_path
 
     monkeypatch.setattr(runtime, "init_ray", lambda *a, **k: pytest.fail("Ray must not start"))
     assert main(["demo", "--out", str(tmp_path / "out"), *arguments]) == 2
-    assert "extra_test_frames >= 0" in capsys.readouterr().err
+    assert "extra test samples >= 0" in capsys.readouterr().err
