@@ -18,7 +18,7 @@ from pipelines.evaluation.evaluate import all_background_baseline, evaluate
 from pipelines.evaluation.report import write_report
 from pipelines.training.reporting import mlflow_ui_hint, print_training_summary
 
-DEMO_COUNT = 640  # synthetic frames (70/15/15 split by the data pipeline: 96 validation, 96 test)
+DEMO_COUNT = 640  # synthetic frames split 70/15/15 by the data pipeline: 448 train, 96 validation, 96 test
 # More frames from the same generator for the test split only: ~15 % of frames are good, so on 96
 # test frames the image AUROC's 95 % interval is 0.06-0.09 wide, on ~1100 0.02-0.04 (docs/benchmarks/recipe.md).
 EXTRA_TEST_FRAMES = 1024
