@@ -1,8 +1,9 @@
 """The one frame -> probability-map path: a frame of any size through a model's input contract.
 
 ``plan_frame(contract, height, width)`` gives a plan whose ``split`` turns the frame into
-model-size inputs (one resized image, or native tiles) and whose ``merge`` turns their
-probabilities into one map at the frame's own size. ``predict_frames`` drives it with
+model-size inputs (one resized image, or native tiles; each also mirrored when the contract
+asks for ``flip_views``) and whose ``merge`` turns their probabilities into one map at the
+frame's own size. ``predict_frames`` drives it with
 any batch predictor. Training validation, calibration, ``jaffnet evaluate`` and the
 Serve endpoint (which sends the inputs to its batched model deployment between
 ``split`` and ``merge``) all go through these functions, nothing else.
@@ -82,16 +83,63 @@ class TilePlan:
         return np.clip(self.grid.stitch(list(probabilities), self.stitch), 0.0, 1.0)
 
 
-FramePlan = ResizePlan | TilePlan
+# Each view, in FLIP_VIEWS order: (transposed?, image axes mirrored): as is, left-right, up-down,
+# both; then the same four of the transpose (model inputs are square, so all eight are inputs).
+_VIEWS: tuple[tuple[bool, tuple[int, ...]], ...] = tuple(
+    (transposed, axes) for transposed in (False, True) for axes in ((), (1,), (0,), (0, 1)))
+
+
+def _to_view(array: np.ndarray, view: tuple[bool, tuple[int, ...]]) -> np.ndarray:
+    transposed, axes = view
+    array = np.flip(array, axes) if axes else array
+    return np.ascontiguousarray(np.swapaxes(array, 0, 1) if transposed else array)
+
+
+def _from_view(array: np.ndarray, view: tuple[bool, tuple[int, ...]]) -> np.ndarray:
+    transposed, axes = view
+    array = np.swapaxes(array, 0, 1) if transposed else array
+    return np.ascontiguousarray(np.flip(array, axes) if axes else array)
+
+
+@dataclass(frozen=True)
+class MirroredPlan:
+    """``views`` mirrored copies of every input of ``base``; ``merge`` mirrors each map back and
+    averages them per input before ``base`` assembles the frame's map."""
+    base: ResizePlan | TilePlan
+    views: int
+
+    def __len__(self) -> int:
+        return self.views * len(self.base)
+
+    def _mirrored(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [_to_view(array, view) for view in _VIEWS[:self.views] for array in arrays]
+
+    def split(self, frame: np.ndarray) -> list[np.ndarray]:
+        return self._mirrored(self.base.split(frame))
+
+    def split_mask(self, mask: np.ndarray) -> list[np.ndarray]:
+        return self._mirrored(self.base.split_mask(mask))
+
+    def merge(self, probabilities: Sequence[np.ndarray]) -> np.ndarray:
+        count = len(self.base)
+        if len(probabilities) != len(self):
+            raise ValueError(f"expected {len(self)} probability maps, got {len(probabilities)}")
+        views = [[_from_view(np.asarray(p, dtype=np.float32), view) for p in probabilities[i * count:(i + 1) * count]]
+                 for i, view in enumerate(_VIEWS[:self.views])]
+        return self.base.merge([np.mean(per_input, axis=0) for per_input in zip(*views)])
+
+
+FramePlan = ResizePlan | TilePlan | MirroredPlan
 
 
 def plan_frame(contract: InputContract, height: int, width: int) -> FramePlan:
     if height < 1 or width < 1:
         raise ValueError(f"a frame needs at least one pixel, got {width}x{height}")
     if contract.mode == "resize":
-        return ResizePlan(height, width, contract.image_size)
-    grid = TileGrid.plan(height, width, contract.image_size, contract.tile_overlap_px)
-    return TilePlan(grid, contract.stitch)
+        base: ResizePlan | TilePlan = ResizePlan(height, width, contract.image_size)
+    else:
+        base = TilePlan(TileGrid.plan(height, width, contract.image_size, contract.tile_overlap_px), contract.stitch)
+    return base if contract.flip_views == 1 else MirroredPlan(base, contract.flip_views)
 
 
 def model_inputs(images: Sequence[np.ndarray], normalization: str) -> np.ndarray:

@@ -21,8 +21,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core.core_schema import ValidationInfo
 
 from jaffnet.architecture import check_encoder_depth, check_width, validate_dilation_rates
-from jaffnet.contract import (InputContract, check_image_size, check_input_mode, check_normalization,
-                              check_tile_overlap)
+from jaffnet.contract import (InputContract, check_flip_views, check_image_size, check_input_mode,
+                              check_normalization, check_tile_overlap)
 from jaffnet.encoders.pretrained import IMAGENET, imagenet_file
 from jaffnet.metrics import LOWER_IS_BETTER, METRIC_COLUMNS
 from pipelines import storage
@@ -85,6 +85,8 @@ class TrainConfig(BaseModel):
     input_mode: Annotated[str, AfterValidator(lambda mode: check_input_mode(mode, "input_mode"))] = "resize"
     tile_overlap: Annotated[float, AfterValidator(check_tile_overlap)] = 0.25
     normalization: Annotated[str, AfterValidator(check_normalization)] = "imagenet"
+    # mirrored views averaged at inference (1, 2 or 4: jaffnet.contract); validation calibrates with them
+    flip_views: Annotated[int, AfterValidator(check_flip_views)] = 1
     # loss
     w_bce: Annotated[float, _AT_LEAST_0] = 1.0
     w_ssim: Annotated[float, _AT_LEAST_0] = 1.0
@@ -206,7 +208,7 @@ class TrainConfig(BaseModel):
 
     def input_contract(self) -> InputContract:
         return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap,
-                             normalization=self.normalization)
+                             normalization=self.normalization, flip_views=self.flip_views)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -27,10 +27,22 @@ def test_the_authors_normalisation_round_trips():
     ({"image_size": 64, "stitch": "median"}, "stitch"),
     ({"image_size": 64, "normalization": "bgr"}, r"normalization must be one of \('imagenet', 'authors'\), got 'bgr'"),
     ({"image_size": 64, "colour": "rgb"}, "unknown input contract keys"),
+    ({"image_size": 64, "flip_views": 3}, r"flip_views must be one of \(1, 2, 4, 8\), got 3"),
+    ({"image_size": 64, "flip_views": True}, "flip_views must be one of"),
 ])
 def test_bad_contracts_are_refused(values, error):
     with pytest.raises(ValueError, match=error):
         InputContract.from_dict(values)
+
+
+def test_mirrored_views_round_trip_and_default_to_none_for_older_models():
+    contract = InputContract(image_size=64, flip_views=4)
+    assert InputContract.from_dict(contract.to_dict()) == contract
+    assert contract_tags(contract)["input_flip_views"] == "4"
+    assert "mean of 4 mirrored views" in contract.describe()
+    saved_before_views = {"image_size": 64, "mode": "resize", "channels": 3, "normalization": "imagenet",
+                          "tile_overlap": 0.25, "stitch": "mean"}
+    assert contract_from_metadata({"input_contract": saved_before_views}).flip_views == 1
 
 
 def test_models_saved_before_contracts_are_resize_models():

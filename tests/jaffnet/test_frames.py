@@ -99,3 +99,52 @@ def test_predict_frames_feeds_the_model_its_contracts_normalisation():
         expected = ((rgb / rgb.max() - 0.4669) / 0.2437).transpose(2, 0, 1)  # the authors' data_loader
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
     assert not np.allclose(batch, model_inputs([resize_image(f, 64) for f in frames], "imagenet"), atol=0.1)
+
+
+def mirror_sensitive(batch: np.ndarray) -> np.ndarray:
+    """A stand-in model that is not mirror-symmetric: brightness plus a left-to-right ramp."""
+    return np.clip(0.5 * brightness(batch) + np.linspace(0, 0.5, batch.shape[-1], dtype=np.float32), 0, 1)
+
+
+@pytest.mark.parametrize("mode", ["resize", "tile"])
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_mirrored_views_are_the_mean_of_the_maps_mirrored_back(mode, views):
+    frame = textured(80, 150)
+    plain = InputContract(image_size=64, mode=mode)
+    mirrored = InputContract(image_size=64, mode=mode, flip_views=views)
+    plan = plan_frame(mirrored, 80, 150)
+    inputs = plan.split(frame)
+    assert len(inputs) == len(plan) == views * len(plan_frame(plain, 80, 150))
+    got = plan.merge(list(mirror_sensitive(model_inputs(inputs, "imagenet"))))
+    # the same thing by hand: each view's map of the frame, mirrored back, averaged
+    views_by_hand = [(t, ax) for t in (False, True) for ax in [(), (1,), (0,), (0, 1)]][:views]
+    by_hand = []
+    for transposed, ax in views_by_hand:
+        view_plan = plan_frame(plain, 80, 150)
+        swap = (lambda a: np.swapaxes(a, 0, 1)) if transposed else (lambda a: a)
+        mirrored_inputs = [swap(np.flip(x, ax)) for x in view_plan.split(frame)]
+        maps = [np.flip(swap(p), ax) for p in mirror_sensitive(model_inputs(mirrored_inputs, "imagenet"))]
+        by_hand.append(view_plan.merge(maps))
+    np.testing.assert_allclose(got, np.mean(by_hand, axis=0), atol=1e-6)
+    # a mirror-symmetric model gives the plain map; a ramp model does not
+    np.testing.assert_allclose(plan.merge(list(brightness(model_inputs(inputs, "imagenet")))),
+                               plan_frame(plain, 80, 150).merge(
+                                   list(brightness(model_inputs(plan_frame(plain, 80, 150).split(frame), "imagenet")))),
+                               atol=1e-6)
+    ramp_plain = plan_frame(plain, 80, 150).merge(
+        list(mirror_sensitive(model_inputs(plan_frame(plain, 80, 150).split(frame), "imagenet"))))
+    assert np.abs(got - ramp_plain).max() > 0.1
+
+
+def test_mirrored_masks_follow_their_inputs_and_a_short_merge_is_refused():
+    frame, mask = textured(64, 64), np.zeros((64, 64), np.uint8)
+    mask[5:10, 40:60] = 255
+    plan = plan_frame(InputContract(image_size=64, flip_views=4), 64, 64)
+    for axes, image, view_mask in zip([(), (1,), (0,), (0, 1)], plan.split(frame), plan.split_mask(mask)):
+        np.testing.assert_array_equal(image, np.flip(frame, axes))
+        np.testing.assert_array_equal(view_mask, np.flip(mask, axes))
+    views = plan.split_mask(mask)
+    assert [m[5:10, 40:60].all() for m in views] == [True, False, False, False]
+    assert views[1][5:10, 4:24].all() and views[2][54:59, 40:60].all() and views[3][54:59, 4:24].all()
+    with pytest.raises(ValueError, match="expected 4 probability maps, got 1"):
+        plan.merge([np.zeros((64, 64), np.float32)])

@@ -79,7 +79,9 @@ def deployed(serve_url, tmp_path_factory):
     model = JAFFNet(width=0.125).eval()
     with torch.no_grad():  # image scores spread over ~0.65-0.72 (gaps ~1e-3), far beyond float rounding
         model.heads.convs[-1].weight *= 20.0
-    contracts = {"resize": InputContract(S, "resize"), "tile": InputContract(S, "tile", tile_overlap=0.25)}
+    # the tile model also averages two mirrored views: the endpoint must mirror and merge them as evaluation does
+    contracts = {"resize": InputContract(S, "resize"),
+                 "tile": InputContract(S, "tile", tile_overlap=0.25, flip_views=2)}
     with temporary_tracking(root) as tracking_uri:
         experiment = mlflow.create_experiment("parity", artifact_location=str(root / "artifacts"))
         uris = {}
@@ -131,6 +133,6 @@ def test_evaluate_cli_against_the_endpoint(deployed, capsys):
 
     assert main(["evaluate", "--endpoint", f"{deployed['url']}/tile", "--data", str(deployed["dataset"])]) == 0
     out = capsys.readouterr().out
-    assert "overall" in out and "escape" in out and "tile: native 64px tiles" in out
+    assert "overall" in out and "escape" in out and "tile: native 64px tiles" in out and "2 mirrored views" in out
     assert main(["evaluate", "--endpoint", "http://127.0.0.1:9", "--data", str(deployed["dataset"])]) == 2
     assert "cannot read the model card" in capsys.readouterr().err

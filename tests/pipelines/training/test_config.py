@@ -144,6 +144,13 @@ def test_normalization_is_imagenet_by_default_and_travels_in_the_contract():
         load_config(None, ["normalization=bgr"])
 
 
+def test_mirrored_views_are_off_by_default_and_travel_in_the_contract():
+    assert load_config().flip_views == 1 == load_config().input_contract().flip_views
+    assert load_config(None, ["flip_views=4"]).input_contract().flip_views == 4
+    with pytest.raises(ValueError, match=r"config key 'flip_views' must be one of \(1, 2, 4, 8\), got 3"):
+        load_config(None, ["flip_views=3"])
+
+
 def test_config_files_merge_in_turn_and_the_hard_demo_keys_apply_over_the_demo():
     from pipelines.training.config import DEMO_CONFIG, HARD_DEMO_CONFIG
 
