@@ -7,7 +7,7 @@ defect-free frame predicted as clean background scores as clean.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -193,7 +193,10 @@ class ImageLevelMetrics:
         self.defective.append(bool(defective))
         self.rejected.append(bool(rejected))
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, good_scores: Sequence[float] = ()) -> dict[str, float]:
+        """``good_scores``: the image scores of a split's good frames, which a row holding only
+        defective frames (one defect class) is ranked against for its AUROC; counts and rates
+        stay the row's own."""
         defective, rejected = np.asarray(self.defective, bool), np.asarray(self.rejected, bool)
         result = {
             "true_ng": float(np.sum(defective & rejected)),
@@ -205,11 +208,14 @@ class ImageLevelMetrics:
             result["overkill_rate"] = result["overkill"] / float(np.sum(~defective))
         if defective.any():
             result["escape_rate"] = result["escapes"] / float(np.sum(defective))
-        auroc = image_auroc(np.asarray(self.scores), defective)
+        scores, labels = np.asarray(self.scores, np.float64), defective
+        if defective.size and defective.all() and len(good_scores):
+            scores = np.concatenate([scores, np.asarray(good_scores, np.float64)])
+            labels = np.concatenate([defective, np.zeros(len(good_scores), bool)])
+        auroc = image_auroc(scores, labels)
         if auroc is not None:
             result["image_auroc"] = auroc
-            result["image_auroc_low"], result["image_auroc_high"] = image_auroc_interval(np.asarray(self.scores),
-                                                                                         defective)
+            result["image_auroc_low"], result["image_auroc_high"] = image_auroc_interval(scores, labels)
         return result
 
 

@@ -55,11 +55,15 @@ class Evaluation:
                            + f" (pixel threshold {rule.pixel_threshold:.4f}"
                            + ("" if rule.calibrated else "; NOT calibrated: a model saved before image-level rules")
                            + ")")
-        return "\n".join([
-            format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images{how})"),
-            "",
-            format_table(self.image_rows, operating_point, columns=IMAGE_COLUMNS),
-        ])
+        lines = [format_table(self.rows, title or f"{self.model} on {self.split} ({self.count} images{how})"), "",
+                 format_table(self.image_rows, operating_point, columns=IMAGE_COLUMNS)]
+        ranked_against_good = [name for name, row in self.image_rows.items()
+                               if "image_auroc" in row and "overkill_rate" not in row]
+        if ranked_against_good:
+            overall = self.image_rows["overall"]
+            lines.append(f"AUROC of {', '.join(ranked_against_good)} (no good frames of their own): each class's "
+                         f"frames ranked against the split's {int(overall['overkill'] + overall['true_ok'])} good frames")
+        return "\n".join(lines)
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """Saliency and image-level metrics merged per row."""

@@ -210,9 +210,10 @@ class SplitAccumulator:
             for name in self._rows_of(record.defect_class):
                 image_level.setdefault(name, ImageLevelMetrics()).update(record.image_score, record.defective,
                                                                          record.decision == "NG")
+        good_scores = [r.image_score for r in frames.values() if not r.defective]
         order = sorted(name for name in self.saliency if name != OVERALL) + [OVERALL]
         return SplitScores(rows={name: self.saliency[name].compute() for name in order},
-                           image_rows={name: image_level[name].compute() for name in order},
+                           image_rows={name: image_level[name].compute(good_scores) for name in order},
                            rule=rule, count=len(frames), overlays=overlays or [], frames=frames,
                            calibration=calibration)
 

@@ -82,6 +82,8 @@ def test_scores_frame_size_maps_per_class_with_image_level_rows(tmp_path):
                        "overkill_rate": 0.0, "escape_rate": 0.0, "image_auroc": 1.0}
     assert low < 0.5 and high > 0.95  # three frames, none misranked, prove next to nothing
     assert "escape_rate" not in scores.image_rows["clean"] and "overkill_rate" not in scores.image_rows["scratch"]
+    # a class of defective frames only is ranked against the split's good frames; the good class has no AUROC
+    assert scores.image_rows["scratch"]["image_auroc"] == 1.0 and "image_auroc" not in scores.image_rows["clean"]
     assert [p.name for p in scores.overlays] == ["00_a.png", "01_b.png"]  # defect images only
     panel = cv2.imread(str(scores.overlays[0]))
     assert panel.shape == (40, 120, 3)  # image | truth | heat map
@@ -268,3 +270,24 @@ def test_a_frame_scored_on_two_ranks_is_an_error():
         part.add(samples[0].id, samples[0].defect_class, probs[samples[0].id], samples[0].mask)
     with pytest.raises(ValueError, match="scored twice"):
         first.merge(second)
+
+
+def test_each_defect_class_is_ranked_against_all_good_frames():
+    samples = [_square_sample(f"s{i}", "scratch") for i in range(3)] + \
+        [_square_sample(f"h{i}", "hole") for i in range(3)] + [_square_sample(f"g{i}", "clean") for i in range(4)]
+    # holes score above every good frame; scratches below two of them
+    peaks = {"s0": 0.30, "s1": 0.50, "s2": 0.70, "h0": 0.8, "h1": 0.85, "h2": 0.9,
+             "g0": 0.1, "g1": 0.2, "g2": 0.6, "g3": 0.75}
+    probs = {s.id: np.where(s.mask > 0, peaks[s.id], 0.0).astype(np.float32) if s.defect_class != "clean"
+             else np.full(s.mask.shape, peaks[s.id], np.float32) for s in samples}
+    rows = score_predictions(probs, samples).image_rows
+    assert rows["hole"]["image_auroc"] == 1.0
+    assert rows["scratch"]["image_auroc"] == pytest.approx((2 + 2 + 3) / 12)  # pairs won of 3 x 4
+    assert rows["scratch"]["image_auroc_low"] < rows["scratch"]["image_auroc"] < rows["scratch"]["image_auroc_high"]
+    assert rows["overall"]["image_auroc"] == pytest.approx((7 + 12) / 24)
+    assert rows["scratch"]["escapes"] + rows["scratch"]["true_ng"] == 3  # its counts stay its own
+
+    from pipelines.evaluation.evaluate import Evaluation
+    table = Evaluation.from_scores(score_predictions(probs, samples), None, "m", "test").table()
+    assert "AUROC of hole, scratch (no good frames of their own): each class's frames ranked against " \
+           "the split's 4 good frames" in table
