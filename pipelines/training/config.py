@@ -288,9 +288,23 @@ def read_yaml_file(path: str | Path, error: type[Exception] = ValueError, what: 
     return parse_yaml_mapping(path.read_text(), str(path), error)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2's floats without a dot or an exponent sign (``1e-4``,
+    ``3E5``), which YAML 1.1 reads as strings: ``--set lr=1e-4`` is a number, as anyone typing it means."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_yaml_mapping(text: str, source: str, error: type[Exception] = ValueError) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(text)
+        values = load_yaml(text)
     except yaml.YAMLError as exc:
         raise error(f"{source} is not valid YAML: {exc}") from exc
     if values is None:
@@ -310,7 +324,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in config_keys():
         raise ValueError(unknown_key_message(key))
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ValueError(f"config key {key!r}: cannot parse value {raw!r}: {exc}") from exc
     section, dot, inner = key.partition(".")

@@ -144,6 +144,17 @@ def test_normalization_is_imagenet_by_default_and_travels_in_the_contract():
         load_config(None, ["normalization=bgr"])
 
 
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string; anyone typing --set lr=1e-4 means the number
+    assert load_config(None, ["lr=1e-4"]).lr == 1e-4 and load_config(None, ["lr=2E-3"]).lr == 0.002
+    assert load_config(None, ["lr=1.5e-3"]).lr == 0.0015 and load_config(None, ["weight_decay=5e-5"]).weight_decay == 5e-5
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 3e-4\nepochs: 2\n")
+    assert load_config(path).lr == 3e-4 and load_config(path).epochs == 2
+    with pytest.raises(ValueError, match="config key 'lr' must be a number, got '1e-4x'"):
+        load_config(None, ["lr=1e-4x"])
+
+
 def test_mirrored_views_are_off_by_default_and_travel_in_the_contract():
     assert load_config().flip_views == 1 == load_config().input_contract().flip_views
     assert load_config(None, ["flip_views=4"]).input_contract().flip_views == 4
