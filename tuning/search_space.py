@@ -322,8 +322,7 @@ def _parse_parameter(key: Any, spec: Any, source: str) -> Parameter:
         return Parameter(key, distribution, tuple(tuple(v) if isinstance(v, list) else v for v in args))
     if (not isinstance(args, list) or len(args) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in args)):
-        raise SearchSpaceError(f"{where}: {distribution} needs [low, high] numbers, got {args!r} "
-                               "(write 1.0e-4, not 1e-4: YAML reads the latter as text)")
+        raise SearchSpaceError(f"{where}: {distribution} needs [low, high] numbers, got {args!r}")
     low, high = (float(v) for v in args)
     if not low < high or (distribution == "loguniform" and low <= 0):
         floor = "0 < " if distribution == "loguniform" else ""
