@@ -85,7 +85,7 @@ class TrainConfig(BaseModel):
     input_mode: Annotated[str, AfterValidator(lambda mode: check_input_mode(mode, "input_mode"))] = "resize"
     tile_overlap: Annotated[float, AfterValidator(check_tile_overlap)] = 0.25
     normalization: Annotated[str, AfterValidator(check_normalization)] = "imagenet"
-    # mirrored views averaged at inference (1, 2 or 4: jaffnet.contract); validation calibrates with them
+    # mirrored views averaged at inference (1, 2, 4 or 8: jaffnet.contract); validation calibrates with them
     flip_views: Annotated[int, AfterValidator(check_flip_views)] = 1
     # loss
     w_bce: Annotated[float, _AT_LEAST_0] = 1.0
@@ -298,13 +298,13 @@ _YamlLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def parse_yaml_mapping(text: str, source: str, error: type[Exception] = ValueError) -> dict[str, Any]:
     try:
-        values = load_yaml(text)
+        values = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise error(f"{source} is not valid YAML: {exc}") from exc
     if values is None:
@@ -324,7 +324,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in config_keys():
         raise ValueError(unknown_key_message(key))
     try:
-        value = load_yaml(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ValueError(f"config key {key!r}: cannot parse value {raw!r}: {exc}") from exc
     section, dot, inner = key.partition(".")
