@@ -96,9 +96,10 @@ def _to_view(array: np.ndarray, view: tuple[bool, tuple[int, ...]]) -> np.ndarra
 
 
 def _from_view(array: np.ndarray, view: tuple[bool, tuple[int, ...]]) -> np.ndarray:
+    """A view's map back in the input's orientation: a numpy view, not a copy (``merge``'s mean copies)."""
     transposed, axes = view
     array = np.swapaxes(array, 0, 1) if transposed else array
-    return np.ascontiguousarray(np.flip(array, axes) if axes else array)
+    return np.flip(array, axes) if axes else array
 
 
 @dataclass(frozen=True)
