@@ -12,6 +12,7 @@ rank then calls ``ray.train.report`` (a barrier) with the same metrics.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ import re
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,14 @@ import torch
 import torch.distributed as dist
 
 from jaffnet.frames import predict_frames
-from pipelines.data.dataset import training_arrays
-from pipelines.data.epochs import set_epoch
+from pipelines.data.dataset import Sample, iter_samples, training_arrays
 from pipelines.runtime import quiet_train_report_log
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
 from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
                                         build_weight_average)
 from pipelines.training.tensors import batch_tensor, probability_maps
-from pipelines.evaluation.scoring import OVERALL, SplitAccumulator, overlay_of
+from pipelines.evaluation.scoring import OVERALL, SplitAccumulator, SplitScores, overlay_of
 
 
 TRAIN_DATASET = "train"
@@ -59,6 +59,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     "run_dir": str | None, "fail_once_at_epoch": int | None}``."""
     import ray.train
     import ray.train.torch
+
+    from pipelines.data.epochs import set_epoch
 
     cfg = TrainConfig.from_dict(loop_config["config"])
     quiet_train_report_log(cfg.ray_log_level)
@@ -97,26 +99,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
-        train_loss = _train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp,
-                                      after_step=None if average is None else lambda: average.update_parameters(model))
+        train_loss = train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp,
+                                     after_step=None if average is None else lambda: average.update_parameters(model))
         trained_at = time.perf_counter()
         _sync_buffers_from_rank0(validated)
         metrics: dict[str, float] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             overlays = Path(tmp) / OVERLAY_DIR if rank == 0 else None
-            val_loss, scored, overlay_paths = _validate(validated, loop_config["dataset_dirs"], contract, loss_fn,
-                                                        cfg, device, rank, world, overlays)
+            mine = iter_samples(loop_config["dataset_dirs"], VAL_SPLIT,
+                                keep=lambda sample_id: owns_sample(sample_id, rank, world))
+            val_loss, scored, overlay_paths = validate(validated, mine, contract, loss_fn, cfg, device, overlays)
             scheduler.step()
             if rank == 0:
-                scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, objective=cfg.objective(),
-                                       fallback=True, calibration_set={"split": "val"}, overlays=overlay_paths)
-                at_escape = scores.overkill_at_escape(cfg.metric_escape_target)
-                metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                           **{f"val_{k}": v for k, v in scores.overall_metrics().items()},
-                           **per_class_image_metrics(scores.image_rows),
-                           **({} if at_escape is None else {"val_overkill_at_escape": at_escape}),
-                           "val_threshold": scores.rule.pixel_threshold,
-                           "val_image_threshold": scores.rule.image_threshold, "lr": lr,
+                scores, val_metrics = score_validation(scored, cfg, overlay_paths)
+                metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **val_metrics, "lr": lr,
                            "epoch_time_s": time.perf_counter() - started, "train_time_s": trained_at - started,
                            "resumed_at_epoch": resumed_at}
                 state.epoch, state.history = epoch, [*state.history, metrics]
@@ -144,6 +140,20 @@ def training_setup(device: torch.device, world: int, use_amp: bool) -> dict[str,
     NCCL for GPU workers, gloo for CPU ones) and precision produced the weights."""
     return {"device": device.type, "ddp_backend": dist.get_backend() if dist.is_initialized() else "none",
             "workers": world, "mixed_precision": use_amp}
+
+
+def score_validation(scored: SplitAccumulator, cfg: TrainConfig,
+                     overlays: list[Path] = ()) -> tuple[SplitScores, dict[str, float]]:
+    """Every rank's validation frames, merged, -> the rule calibrated on them and the ``val_*``
+    metrics an epoch reports (overall, per defect class, overkill at the escape target, thresholds)."""
+    scores = scored.finish(min_defect_area_px=cfg.min_defect_area_px, objective=cfg.objective(),
+                           fallback=True, calibration_set={"split": "val"}, overlays=list(overlays))
+    at_escape = scores.overkill_at_escape(cfg.metric_escape_target)
+    return scores, {**{f"val_{k}": v for k, v in scores.overall_metrics().items()},
+                    **per_class_image_metrics(scores.image_rows),
+                    **({} if at_escape is None else {"val_overkill_at_escape": at_escape}),
+                    "val_threshold": scores.rule.pixel_threshold,
+                    "val_image_threshold": scores.rule.image_threshold}
 
 
 PER_CLASS_IMAGE_METRICS = ("image_auroc", "overkill_rate", "escape_rate")
@@ -176,7 +186,7 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
+def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
                      after_step: Callable[[], None] | None = None) -> float:
     model.train()
     normalization = cfg.input_contract().normalization  # as validation and serving will feed the model
@@ -213,17 +223,15 @@ def owns_sample(sample_id: str, rank: int, world: int) -> bool:
 
 
 @torch.inference_mode()
-def _validate(model, dataset_dirs: list[str], contract, loss_fn, cfg: TrainConfig, device, rank: int, world: int,
-              overlay_dir: Path | None) -> tuple[float, SplitAccumulator | None, list[Path]]:
-    """This rank's hash share of the validation frames (of every dataset in the mix) through the
-    input contract, scored here.
+def validate(model, samples: Iterable[Sample], contract, loss_fn, cfg: TrainConfig, device,
+             overlay_dir: Path | None) -> tuple[float, SplitAccumulator | None, list[Path]]:
+    """``samples`` (this rank's hash share of the validation frames, see :func:`owns_sample`)
+    through the input contract, scored here.
 
     Runs the unwrapped model in float32 (no autocast), like ``evaluate``. Returns the mean
     loss over all ranks' model inputs, on rank 0 the merged accumulator of every rank (else
     None), and the overlays written to ``overlay_dir`` (rank 0's own frames).
     """
-    from pipelines.data.dataset import iter_samples
-
     model.eval()
     total, count = 0.0, 0
 
@@ -234,10 +242,9 @@ def _validate(model, dataset_dirs: list[str], contract, loss_fn, cfg: TrainConfi
         count += len(inputs)
         return probability_maps(outputs[0])
 
-    mine = iter_samples(dataset_dirs, VAL_SPLIT, keep=lambda sample_id: owns_sample(sample_id, rank, world))
     scored, overlays = SplitAccumulator(per_class=True), []
     kept: dict[str, np.ndarray] = {}  # maps stay on their rank, and only for the area rule
-    for sample, probability in predict_frames(mine, contract, predict, batch_size=cfg.batch_size,
+    for sample, probability in predict_frames(samples, contract, predict, batch_size=cfg.batch_size,
                                               mask_of=lambda sample: sample.mask):
         scored.add(str(sample.id), str(sample.defect_class), probability, sample.mask)
         if cfg.min_defect_area_px:
@@ -252,6 +259,7 @@ def _validate(model, dataset_dirs: list[str], contract, loss_fn, cfg: TrainConfi
         for part in _all_gather(scored.calibrator):
             pooled.calibrator.merge(part)
         scored.measure_regions(kept.__getitem__, pooled.pixel_threshold())
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     parts = _gather_to_rank0(scored, rank, world)
     if rank != 0:
         return total / count, None, []
@@ -327,4 +335,28 @@ def _maybe_inject_failure(fail_at: int | None, epoch: int, rank: int, world: int
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    if epoch > 0:
+        _wait_for_registered_epoch(Path(run_dir), epoch - 1)
     raise InjectedFailure(f"injected failure on rank {rank} at epoch {epoch} ({FAIL_ONCE_ENV})")
+
+
+# Ray Train's controller records every checkpoint it has registered in this file of the run folder.
+_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def _wait_for_registered_epoch(run_dir: Path, epoch: int, timeout_s: float = 60.0) -> None:
+    """Block until the controller has registered ``epoch``'s checkpoint (or ``timeout_s`` passed).
+
+    ``ray.train.report`` returns before the controller has polled the result: a failure raised
+    at once can reach it first, and the restarted group then starts from scratch (a flaky test).
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            snapshot = json.loads((run_dir / _CHECKPOINT_SNAPSHOT).read_text())
+            if any(entry.get("metrics", {}).get("epoch") == epoch for entry in snapshot.get("checkpoint_results", [])):
+                return
+        except (OSError, ValueError, AttributeError):
+            pass  # not written yet, or caught mid-write
+        time.sleep(0.1)
+    _progress.warning(f"epoch {epoch}'s checkpoint was not registered within {timeout_s:.0f} s; failing anyway")

@@ -210,3 +210,26 @@ def test_test_hooks_are_not_config_keys(monkeypatch):
         monkeypatch.setenv(FAIL_ONCE_ENV, bad)
         with pytest.raises(ValueError, match=FAIL_ONCE_ENV):
             fail_once_epoch(3)
+
+
+def test_the_injected_failure_waits_until_the_previous_epoch_is_registered(tmp_path):
+    """The hook raises only once Ray Train's controller has registered the last epoch's checkpoint:
+    raised at once, the error could reach the controller first, and the restart begin from scratch."""
+    import json
+    import threading
+    import time
+
+    from pipelines.training.loop import InjectedFailure, _maybe_inject_failure
+
+    def register_epoch_0() -> None:
+        time.sleep(0.4)
+        (tmp_path / "checkpoint_manager_snapshot.json").write_text(
+            json.dumps({"checkpoint_results": [{"checkpoint_dir_name": "c0", "metrics": {"epoch": 0}}]}))
+
+    _maybe_inject_failure(1, 1, rank=0, world=2, run_dir=str(tmp_path))  # only the last rank fails
+    threading.Thread(target=register_epoch_0).start()
+    started = time.monotonic()
+    with pytest.raises(InjectedFailure, match="epoch 1"):
+        _maybe_inject_failure(1, 1, rank=1, world=2, run_dir=str(tmp_path))
+    assert time.monotonic() - started >= 0.4
+    _maybe_inject_failure(1, 1, rank=1, world=2, run_dir=str(tmp_path))  # once: the restarted group carries on
