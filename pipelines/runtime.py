@@ -52,9 +52,26 @@ def init_ray(**kwargs: Any) -> None:
             env_vars = dict(runtime_env.get("env_vars") or {})
             env_vars.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             runtime_env["env_vars"] = env_vars
+            _drop_auth_default_notice()
         ray.init(runtime_env=runtime_env, **kwargs)
     quiet_ray_data_console()
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+# Ray 2.60 turns token authentication on for a new local instance and says so at every start, with
+# how to opt out. The default is what we want (docs/security.md): the notice is dropped, the setting kept.
+AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_DEFAULT_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+def _is_not_auth_default_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(AUTH_DEFAULT_NOTICE)
+
+
+def _drop_auth_default_notice() -> None:
+    logger = logging.getLogger(AUTH_SETUP_LOGGER)
+    if _is_not_auth_default_notice not in logger.filters:
+        logger.addFilter(_is_not_auth_default_notice)
 
 
 def quiet_train_report_log(level: str) -> None:

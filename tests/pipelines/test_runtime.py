@@ -44,3 +44,25 @@ def test_quiet_train_report_log_sets_the_level_of_rays_report_logger():
     runtime.quiet_train_report_log("WARNING")
     source = importlib.import_module(runtime.TRAIN_REPORT_LOG_SOURCE).__file__
     assert logging.getLogger(source).level == logging.WARNING
+
+
+def test_only_rays_auth_default_notice_is_dropped_and_the_default_kept():
+    """Ray's "token authentication is enabled" notice at every local start is noise for a newcomer; the
+    setting it announces (token auth on) is what we want, so only the notice goes, no other warning."""
+    import inspect
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as setup
+
+    assert setup.logger.name == runtime.AUTH_SETUP_LOGGER  # still where Ray 2.60 logs it
+    assert runtime.AUTH_DEFAULT_NOTICE in inspect.getsource(setup._warn_token_auth_enabled)
+    runtime._drop_auth_default_notice()
+    runtime._drop_auth_default_notice()  # once, however many starts
+    logger = logging.getLogger(runtime.AUTH_SETUP_LOGGER)
+    assert logger.filters.count(runtime._is_not_auth_default_notice) == 1
+
+    def record(message: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
+
+    assert not logger.filter(record(runtime.AUTH_DEFAULT_NOTICE + ". Set RAY_AUTH_MODE=disabled to opt out."))
+    assert logger.filter(record("Token authentication is disabled for this Ray cluster. Anyone with network access"))
