@@ -95,12 +95,11 @@ def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
     """Seconds per training step of the real model, loss and optimiser on random batches."""
     import torch
 
-    from pipelines.training.factory import build_loss, build_model, build_optimizer
+    from pipelines.training.factory import build_loss
+    from pipelines.training.loop import build_training
 
-    model, loss_fn = build_model(cfg).to(device), build_loss(cfg)
-    optimizer = build_optimizer(cfg, model)
-    use_amp = cfg.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    model, optimizer, _, scaler, use_amp = build_training(cfg, device)
+    loss_fn = build_loss(cfg)
     images = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
     masks = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size, device=device) > 0.9).float()
     started = 0.0
@@ -133,8 +132,8 @@ def _beats_background(model: dict[str, float], baseline: dict[str, float]) -> li
 def train(args: argparse.Namespace) -> int:
     import torch
 
-    from pipelines.training.factory import build_loss, build_model, build_optimizer, build_scheduler
-    from pipelines.training.loop import format_epoch_line, score_validation, train_one_epoch, validate
+    from pipelines.training.factory import build_loss, build_model
+    from pipelines.training.loop import build_training, format_epoch_line, score_validation, train_one_epoch, validate
 
     global _FRAMES
     started = time.perf_counter()
@@ -182,11 +181,7 @@ def train(args: argparse.Namespace) -> int:
         cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
         shard.cfg = cfg
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg).to(device)
-        optimizer = build_optimizer(cfg, model)
-        scheduler = build_scheduler(cfg, optimizer)
-        use_amp = cfg.mixed_precision and device.type == "cuda"
-        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
         curve = out / CURVE
         history = [{"epoch": -1, "val_loss": val_loss, **untrained, "lr": 0.0}]  # the untrained model
         curve.write_text(json.dumps(history[0]) + "\n")

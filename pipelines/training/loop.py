@@ -71,11 +71,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.torch_threads or max(1, math.floor(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
 
-    model = build_model(cfg).to(device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
-    use_amp = cfg.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
     average = build_weight_average(cfg, model)  # None without ema_decay
     validated = average.module if average is not None else model
     state = TrainingState()
@@ -133,6 +129,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 _progress.info(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved "
                                f"for {stale} epochs (patience {cfg.patience})")
             break
+
+
+def build_training(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any,
+                                                                   torch.amp.GradScaler, bool]:
+    """The model on ``device``, its optimiser, schedule and gradient scaler, and whether steps run
+    under float16 autocast (``mixed_precision`` on a GPU)."""
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(cfg, model)
+    use_amp = cfg.mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    return model, optimizer, build_scheduler(cfg, optimizer), scaler, use_amp
 
 
 def training_setup(device: torch.device, world: int, use_amp: bool) -> dict[str, Any]:
