@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 QUIET_HOOK = "pipelines.runtime.quiet_ray_data_console"
@@ -54,6 +55,7 @@ def init_ray(**kwargs: Any) -> None:
             runtime_env["env_vars"] = env_vars
             _drop_auth_default_notice()
         ray.init(runtime_env=runtime_env, **kwargs)
+        keep_auth_token_private()
     quiet_ray_data_console()
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
@@ -72,6 +74,24 @@ def _drop_auth_default_notice() -> None:
     logger = logging.getLogger(AUTH_SETUP_LOGGER)
     if _is_not_auth_default_notice not in logger.filters:
         logger.addFilter(_is_not_auth_default_notice)
+
+
+def keep_auth_token_private() -> Path | None:
+    """Make Ray's default token file (``~/.ray/auth_token``) readable by its owner alone.
+
+    Ray 2.60 writes it with the process umask, commonly world-readable (0644), and the token admits
+    anyone holding it to the cluster. Returns the file when its mode was tightened."""
+    from ray._private.authentication.authentication_token_setup import _get_default_token_path
+
+    token = _get_default_token_path()
+    try:
+        status = token.stat()
+        if status.st_uid != os.getuid() or not status.st_mode & 0o077:
+            return None
+        token.chmod(0o600)
+    except OSError:  # no file (token auth off, or a token from the environment), or not ours to change
+        return None
+    return token
 
 
 def quiet_train_report_log(level: str) -> None:

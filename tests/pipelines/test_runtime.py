@@ -66,3 +66,16 @@ def test_only_rays_auth_default_notice_is_dropped_and_the_default_kept():
 
     assert not logger.filter(record(runtime.AUTH_DEFAULT_NOTICE + ". Set RAY_AUTH_MODE=disabled to opt out."))
     assert logger.filter(record("Token authentication is disabled for this Ray cluster. Anyone with network access"))
+
+
+def test_rays_token_file_is_made_private_to_its_owner(tmp_path, monkeypatch):
+    """Ray writes ~/.ray/auth_token with the umask (0644 here): a local jaffnet start leaves it 0600."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert runtime.keep_auth_token_private() is None  # no token file: nothing to do
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("secret")
+    token.chmod(0o644)
+    assert runtime.keep_auth_token_private() == token
+    assert token.stat().st_mode & 0o777 == 0o600 and token.read_text() == "secret"
+    assert runtime.keep_auth_token_private() is None  # already private
