@@ -48,6 +48,13 @@ PLOTTED = ("mae", "weighted_f", "s_measure", "mean_e", "max_f")
 _FRAMES: list[Sample] = []  # the training frames, inherited by the augmentation processes (fork)
 
 
+def _one_thread() -> None:
+    """A pool process of many: OpenCV's own thread pool would oversubscribe the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _draw(args: tuple[int, int, int, str]) -> Sample:
     index, seed, size, difficulty = args
     drawn = draw_sample(size, np.random.default_rng([seed, index]), difficulty=difficulty)
@@ -146,7 +153,7 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
 
     context = multiprocessing.get_context("fork")  # the pool inherits _FRAMES; made before CUDA starts
-    with context.Pool(args.workers) as pool:
+    with context.Pool(args.workers, initializer=_one_thread) as pool:
         _FRAMES = draw_frames(args.frames, 0, args.seed, args.size, args.difficulty, pool)
         val = draw_frames(args.val_frames, args.frames, args.seed, args.size, args.difficulty, pool)
         test = draw_frames(args.test_frames, args.frames + args.val_frames, args.seed, args.size, args.difficulty,
@@ -155,7 +162,7 @@ def train(args: argparse.Namespace) -> int:
     print(f"drew {len(_FRAMES)} train, {len(val)} val, {len(test)} test frames ({args.size} px, "
           f"{args.difficulty}) in {drawn_s:.1f} s", flush=True)
 
-    with context.Pool(args.workers) as pool:
+    with context.Pool(args.workers, initializer=_one_thread) as pool:
         shard = InMemoryShard(pool, len(_FRAMES), cfg)
         steps = len(_FRAMES) // cfg.batch_size
         tick = time.perf_counter()
