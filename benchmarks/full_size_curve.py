@@ -136,11 +136,83 @@ def _beats_background(model: dict[str, float], baseline: dict[str, float]) -> li
             if (model[m] < baseline[m] if m in LOWER_IS_BETTER else model[m] > baseline[m])]
 
 
-def train(args: argparse.Namespace) -> int:
+def _plan_epochs(cfg: TrainConfig, shard: InMemoryShard, val: list[Sample], device, args: argparse.Namespace,
+                 started: float) -> tuple[int, dict[str, Any], dict[str, float]]:
+    """How many epochs fit the budget, from timed probes; also the untrained model's validation
+    metrics and the probes' timings."""
     import torch
 
     from pipelines.training.factory import build_loss, build_model
+    from pipelines.training.loop import score_validation, validate
+
+    step_s = _probe_seconds_per_step(cfg, device)
+    tick = time.perf_counter()
+    batches = sum(1 for _ in zip(range(8), shard.iter_batches(cfg.batch_size)))
+    augment_s = (time.perf_counter() - tick) / max(1, batches)
+    torch.manual_seed(cfg.seed)
+    tick = time.perf_counter()
+    val_loss, scored, _ = validate(build_model(cfg).to(device), val, cfg.input_contract(), build_loss(cfg), cfg,
+                                   device, None)
+    _, untrained = score_validation(scored, cfg)
+    validate_s = time.perf_counter() - tick
+    epoch_s = shard.count // cfg.batch_size * max(step_s, augment_s) + validate_s
+    left = args.minutes * 60 - (time.perf_counter() - started) - validate_s * args.test_frames / len(val)
+    epochs = max(1, min(args.max_epochs, int(left // (epoch_s * 1.1))))
+    print(f"{device}: {step_s * 1000:.0f} ms per training step of {cfg.batch_size} (augmentation "
+          f"{augment_s * 1000:.0f} ms per batch on {args.workers} processes), validation {validate_s:.1f} s "
+          f"-> {epochs} epochs of ~{epoch_s:.0f} s in the {args.minutes:g}-minute budget", flush=True)
+    return (epochs, {"epoch": -1, "val_loss": val_loss, **untrained, "lr": 0.0},
+            {"seconds_per_step": step_s, "augment_seconds_per_batch": augment_s, "validate_s": validate_s})
+
+
+def _fit(cfg: TrainConfig, shard: InMemoryShard, val: list[Sample], device, curve: Path,
+         history: list[dict[str, Any]]):
+    """Train ``cfg.epochs`` epochs, validating each; every epoch's metrics appended to ``curve`` at once.
+    Returns the model and the last epoch's validation scores (its calibrated rule)."""
+    import torch
+
+    from pipelines.training.factory import build_loss
     from pipelines.training.loop import build_training, format_epoch_line, score_validation, train_one_epoch, validate
+
+    torch.manual_seed(cfg.seed)
+    model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
+    loss_fn, contract = build_loss(cfg), cfg.input_contract()
+    scores = None
+    for epoch in range(cfg.epochs):
+        tick = time.perf_counter()
+        shard.epoch, lr = epoch, optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
+        trained_at = time.perf_counter()
+        val_loss, scored, _ = validate(model, val, contract, loss_fn, cfg, device, None)
+        scores, val_metrics = score_validation(scored, cfg)
+        scheduler.step()
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **val_metrics, "lr": lr,
+                   "epoch_time_s": time.perf_counter() - tick, "train_time_s": trained_at - tick}
+        history.append(metrics)
+        with curve.open("a") as file:
+            file.write(json.dumps(metrics) + "\n")
+        print(format_epoch_line(metrics, cfg.epochs) + f"  AUROC {metrics['val_image_auroc']:.3f}", flush=True)
+    return model, scores
+
+
+def _test(model, cfg: TrainConfig, test: list[Sample], rule: DecisionRule, device) -> dict[str, Any]:
+    """The model on fresh frames at ``rule``, next to the all-background map on the same frames."""
+    from pipelines.training.factory import build_loss
+    from pipelines.training.loop import validate
+
+    _, scored, _ = validate(model, test, cfg.input_contract(), build_loss(cfg), cfg, device, None)
+    blank = SplitAccumulator()
+    for sample in test:
+        blank.add(str(sample.id), str(sample.defect_class), np.zeros(sample.mask.shape, np.float32), sample.mask)
+    tested = scored.finish(rule=rule).overall_metrics()
+    baseline = blank.finish(rule=DecisionRule(pixel_threshold=0.5, image_threshold=0.5)).overall_metrics()
+    return {"test": tested, "test_all_background": baseline,
+            "test_beats_background": _beats_background(tested, baseline),
+            "test_rule": {"pixel_threshold": rule.pixel_threshold, "image_threshold": rule.image_threshold}}
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
 
     global _FRAMES
     started = time.perf_counter()
@@ -164,72 +236,25 @@ def train(args: argparse.Namespace) -> int:
 
     with context.Pool(args.workers, initializer=_one_thread) as pool:
         shard = InMemoryShard(pool, len(_FRAMES), cfg)
-        steps = len(_FRAMES) // cfg.batch_size
-        tick = time.perf_counter()
-        step_s = _probe_seconds_per_step(cfg, device)
-        tick = time.perf_counter()
-        batches = sum(1 for _ in zip(range(8), shard.iter_batches(cfg.batch_size)))
-        augment_s = (time.perf_counter() - tick) / max(1, batches)
-        torch.manual_seed(cfg.seed)
-        loss_fn, contract = build_loss(cfg), cfg.input_contract()
-        probe = build_model(cfg).to(device)
-        tick = time.perf_counter()
-        val_loss, scored, _ = validate(probe, val, contract, loss_fn, cfg, device, None)
-        _, untrained = score_validation(scored, cfg)
-        validate_s = time.perf_counter() - tick
-        del probe
-        epoch_s = steps * max(step_s, augment_s) + validate_s
-        left = args.minutes * 60 - (time.perf_counter() - started) - validate_s * args.test_frames / len(val)
-        epochs = max(1, min(args.max_epochs, int(left // (epoch_s * 1.1))))
-        print(f"{device}: {step_s * 1000:.0f} ms per training step of {cfg.batch_size} (augmentation "
-              f"{augment_s * 1000:.0f} ms per batch on {args.workers} processes), validation {validate_s:.1f} s "
-              f"-> {epochs} epochs of ~{epoch_s:.0f} s in the {args.minutes:g}-minute budget", flush=True)
+        epochs, untrained, probes = _plan_epochs(cfg, shard, val, device, args, started)
+        cfg = shard.cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
+        history = [untrained]  # epoch 0 on the plot
+        (out / CURVE).write_text(json.dumps(untrained) + "\n")
+        model, scores = _fit(cfg, shard, val, device, out / CURVE, history)
 
-        cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
-        shard.cfg = cfg
-        torch.manual_seed(cfg.seed)
-        model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
-        curve = out / CURVE
-        history = [{"epoch": -1, "val_loss": val_loss, **untrained, "lr": 0.0}]  # the untrained model
-        curve.write_text(json.dumps(history[0]) + "\n")
-        for epoch in range(epochs):
-            tick = time.perf_counter()
-            shard.epoch, lr = epoch, optimizer.param_groups[0]["lr"]
-            train_loss = train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
-            trained_at = time.perf_counter()
-            val_loss, scored, _ = validate(model, val, contract, loss_fn, cfg, device, None)
-            scores, val_metrics = score_validation(scored, cfg)
-            scheduler.step()
-            metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **val_metrics, "lr": lr,
-                       "epoch_time_s": time.perf_counter() - tick, "train_time_s": trained_at - tick}
-            history.append(metrics)
-            with curve.open("a") as file:
-                file.write(json.dumps(metrics) + "\n")
-            print(format_epoch_line(metrics, epochs) + f"  AUROC {metrics['val_image_auroc']:.3f}", flush=True)
-
-    _, scored, _ = validate(model, test, contract, loss_fn, cfg, device, None)
-    tested = scored.finish(rule=scores.rule)
-    blank = SplitAccumulator()
-    for sample in test:
-        blank.add(str(sample.id), str(sample.defect_class), np.zeros(sample.mask.shape, np.float32), sample.mask)
-    baseline = blank.finish(rule=DecisionRule(pixel_threshold=0.5, image_threshold=0.5))
-    test_metrics, baseline_metrics = tested.overall_metrics(), baseline.overall_metrics()
-    beaten = _beats_background(test_metrics, baseline_metrics)
     summary = {
         "config": cfg.to_dict(), "frames": {"train": len(_FRAMES), "val": len(val), "test": len(test)},
         "difficulty": args.difficulty, "seed": args.seed, "device": _device_name(device),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "seconds_per_step": step_s, "augment_seconds_per_batch": augment_s, "draw_s": drawn_s,
-        "wall_s": time.perf_counter() - started, "epochs": epochs,
-        "test": test_metrics, "test_all_background": baseline_metrics, "test_beats_background": beaten,
-        "test_rule": {"pixel_threshold": scores.rule.pixel_threshold, "image_threshold": scores.rule.image_threshold},
+        "torch": torch.__version__, "python": platform.python_version(), **probes, "draw_s": drawn_s,
+        "epochs": epochs, **_test(model, cfg, test, scores.rule, device), "wall_s": time.perf_counter() - started,
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=1))
+    tested, baseline = summary["test"], summary["test_all_background"]
     print(f"test ({len(test)} fresh frames, the last epoch's validation rule): image AUROC "
-          f"{test_metrics['image_auroc']:.3f} [{test_metrics['image_auroc_low']:.3f}, "
-          f"{test_metrics['image_auroc_high']:.3f}], MAE {test_metrics['mae']:.4f} "
-          f"({test_metrics['mae'] / baseline_metrics['mae']:.3f}x all-background), beats all-background on "
-          f"{len(beaten)}/{len(METRIC_COLUMNS)} metrics; {summary['wall_s'] / 60:.1f} min in all", flush=True)
+          f"{tested['image_auroc']:.3f} [{tested['image_auroc_low']:.3f}, {tested['image_auroc_high']:.3f}], "
+          f"MAE {tested['mae']:.4f} ({tested['mae'] / baseline['mae']:.3f}x all-background), beats all-background "
+          f"on {len(summary['test_beats_background'])}/{len(METRIC_COLUMNS)} metrics; "
+          f"{summary['wall_s'] / 60:.1f} min in all", flush=True)
     draw_curve(history, summary, out / PLOT)
     return 0
 
