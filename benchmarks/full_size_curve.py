@@ -10,8 +10,9 @@ It trains with what ``jaffnet train`` trains with: the packaged config (plus ``-
 model, loss, optimiser and schedule factories, the augmentation, one epoch's training step
 (float16 autocast + GradScaler on a GPU) and the validation scoring (rule calibrated on the
 validation frames, per-class image AUROC). Only Ray's data sharding and the checkpoints are left
-out, so that one script runs on a bare GPU machine. Frames are drawn in memory with ``jaffnet
-synth``'s generator (one RNG per frame index, so a seed gives the same frames on any machine).
+out, so that one script runs on a bare GPU machine. Frames are drawn with ``jaffnet synth``'s
+generator (one RNG per frame index, so a seed gives the same frames on any machine) by a pool of
+spawned processes, the training frames into a memory-mapped scratch file the pool augments from.
 
 Writes to OUT: ``curve.jsonl`` (one line per epoch, flushed as it goes), ``summary.json`` (config,
 device, throughput, the test split's metrics against the all-background map) and
@@ -25,6 +26,7 @@ import json
 import multiprocessing
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,14 +47,18 @@ from pipelines.training.config import TrainConfig, load_config  # noqa: E402
 CURVE, SUMMARY, PLOT = "curve.jsonl", "summary.json", "learning_curve.png"
 EXPERIMENT = "jaffnet-full-size-curve"
 PLOTTED = ("mae", "weighted_f", "s_measure", "mean_e", "max_f")
-_FRAMES: list[Sample] = []  # the training frames, inherited by the augmentation processes (fork)
+_STORE: np.ndarray | None = None  # in a pool process: the training frames, memory-mapped
 
 
-def _one_thread() -> None:
-    """A pool process of many: OpenCV's own thread pool would oversubscribe the cores."""
+def _attach(path: str) -> None:
+    """Pool process start: OpenCV single-threaded (many processes share the cores), the frame store
+    mapped. Processes are spawned, not forked: a forked child of a process with threads (Ray's, a
+    GPU runtime's) can deadlock on a lock one of them held."""
     import cv2
 
+    global _STORE
     cv2.setNumThreads(1)
+    _STORE = np.load(path, mmap_mode="r+")
 
 
 def _draw(args: tuple[int, int, int, str]) -> Sample:
@@ -67,21 +73,28 @@ def draw_frames(count: int, first: int, seed: int, size: int, difficulty: str, p
     return pool.map(_draw, jobs, chunksize=16)
 
 
+def _draw_into_store(args: tuple[int, int, int, str]) -> None:
+    """Training frame ``index`` into the store: RGB in channels 0-2, the mask in channel 3."""
+    sample = _draw(args)
+    _STORE[args[0], ..., :3] = sample.image
+    _STORE[args[0], ..., 3] = sample.mask
+
+
 def _augmented(args: tuple[list[int], int, int, Any, str]) -> dict[str, np.ndarray]:
     indices, epoch, seed, config, input_mode = args
     images, masks = [], []
     for index in indices:
-        frame = _FRAMES[index]
-        image, mask = augment_pair(frame.image, frame.mask, frame.height, sample_rng(seed, epoch, frame.id),
-                                   config, input_mode)
+        frame = np.asarray(_STORE[index])
+        image, mask = augment_pair(frame[..., :3], frame[..., 3], frame.shape[0],
+                                   sample_rng(seed, epoch, sample_id(index)), config, input_mode)
         images.append(to_rgb(image))
         masks.append(mask)
     return {"image": np.stack(images), "mask": np.stack(masks)}
 
 
-class InMemoryShard:
-    """What ``train_one_epoch`` reads from a Ray Train dataset shard (``iter_batches``), over frames
-    held in memory and augmented in a process pool: a fresh shuffle and augmentation draw per epoch."""
+class StoredShard:
+    """What ``train_one_epoch`` reads from a Ray Train dataset shard (``iter_batches``), over the
+    training frames in the store, augmented in the pool: a fresh shuffle and augmentation draw per epoch."""
 
     def __init__(self, pool, count: int, cfg: TrainConfig) -> None:
         self.pool, self.count, self.cfg, self.epoch = pool, count, cfg, 0
@@ -136,7 +149,7 @@ def _beats_background(model: dict[str, float], baseline: dict[str, float]) -> li
             if (model[m] < baseline[m] if m in LOWER_IS_BETTER else model[m] > baseline[m])]
 
 
-def _plan_epochs(cfg: TrainConfig, shard: InMemoryShard, val: list[Sample], device, args: argparse.Namespace,
+def _plan_epochs(cfg: TrainConfig, shard: StoredShard, val: list[Sample], device, args: argparse.Namespace,
                  started: float) -> tuple[int, dict[str, Any], dict[str, float]]:
     """How many epochs fit the budget, from timed probes; also the untrained model's validation
     metrics and the probes' timings."""
@@ -165,7 +178,7 @@ def _plan_epochs(cfg: TrainConfig, shard: InMemoryShard, val: list[Sample], devi
             {"seconds_per_step": step_s, "augment_seconds_per_batch": augment_s, "validate_s": validate_s})
 
 
-def _fit(cfg: TrainConfig, shard: InMemoryShard, val: list[Sample], device, curve: Path,
+def _fit(cfg: TrainConfig, shard: StoredShard, val: list[Sample], device, curve: Path,
          history: list[dict[str, Any]]):
     """Train ``cfg.epochs`` epochs, validating each; every epoch's metrics appended to ``curve`` at once.
     Returns the model and the last epoch's validation scores (its calibrated rule)."""
@@ -214,7 +227,6 @@ def _test(model, cfg: TrainConfig, test: list[Sample], rule: DecisionRule, devic
 def train(args: argparse.Namespace) -> int:
     import torch
 
-    global _FRAMES
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,26 +236,29 @@ def train(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         torch.set_num_threads(max(1, args.threads))
 
-    context = multiprocessing.get_context("fork")  # the pool inherits _FRAMES; made before CUDA starts
-    with context.Pool(args.workers, initializer=_one_thread) as pool:
-        _FRAMES = draw_frames(args.frames, 0, args.seed, args.size, args.difficulty, pool)
-        val = draw_frames(args.val_frames, args.frames, args.seed, args.size, args.difficulty, pool)
-        test = draw_frames(args.test_frames, args.frames + args.val_frames, args.seed, args.size, args.difficulty,
-                           pool)
-    drawn_s = time.perf_counter() - started
-    print(f"drew {len(_FRAMES)} train, {len(val)} val, {len(test)} test frames ({args.size} px, "
-          f"{args.difficulty}) in {drawn_s:.1f} s", flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="jaffnet-curve-") as scratch:
+        store = Path(scratch) / "train_frames.npy"  # on disk, not in memory: any number of frames
+        np.lib.format.open_memmap(store, mode="w+", dtype=np.uint8, shape=(args.frames, args.size, args.size, 4))
+        with spawn.Pool(args.workers, initializer=_attach, initargs=(str(store),)) as pool:
+            pool.map(_draw_into_store, [(i, args.seed, args.size, args.difficulty) for i in range(args.frames)],
+                     chunksize=16)
+            val = draw_frames(args.val_frames, args.frames, args.seed, args.size, args.difficulty, pool)
+            test = draw_frames(args.test_frames, args.frames + args.val_frames, args.seed, args.size,
+                               args.difficulty, pool)
+            drawn_s = time.perf_counter() - started
+            print(f"drew {args.frames} train, {len(val)} val, {len(test)} test frames ({args.size} px, "
+                  f"{args.difficulty}) in {drawn_s:.1f} s", flush=True)
 
-    with context.Pool(args.workers, initializer=_one_thread) as pool:
-        shard = InMemoryShard(pool, len(_FRAMES), cfg)
-        epochs, untrained, probes = _plan_epochs(cfg, shard, val, device, args, started)
-        cfg = shard.cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
-        history = [untrained]  # epoch 0 on the plot
-        (out / CURVE).write_text(json.dumps(untrained) + "\n")
-        model, scores = _fit(cfg, shard, val, device, out / CURVE, history)
+            shard = StoredShard(pool, args.frames, cfg)
+            epochs, untrained, probes = _plan_epochs(cfg, shard, val, device, args, started)
+            cfg = shard.cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
+            history = [untrained]  # epoch 0 on the plot
+            (out / CURVE).write_text(json.dumps(untrained) + "\n")
+            model, scores = _fit(cfg, shard, val, device, out / CURVE, history)
 
     summary = {
-        "config": cfg.to_dict(), "frames": {"train": len(_FRAMES), "val": len(val), "test": len(test)},
+        "config": cfg.to_dict(), "frames": {"train": args.frames, "val": len(val), "test": len(test)},
         "difficulty": args.difficulty, "seed": args.seed, "device": _device_name(device),
         "torch": torch.__version__, "python": platform.python_version(), **probes, "draw_s": drawn_s,
         "epochs": epochs, **_test(model, cfg, test, scores.rule, device), "wall_s": time.perf_counter() - started,

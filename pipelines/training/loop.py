@@ -194,7 +194,7 @@ def _rate(value: float | None) -> str:
 
 
 def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
-                     after_step: Callable[[], None] | None = None) -> float:
+                    after_step: Callable[[], None] | None = None) -> float:
     model.train()
     normalization = cfg.input_contract().normalization  # as validation and serving will feed the model
     total, count = 0.0, 0
@@ -266,9 +266,8 @@ def validate(model, samples: Iterable[Sample], contract, loss_fn, cfg: TrainConf
         for part in _all_gather(scored.calibrator):
             pooled.calibrator.merge(part)
         scored.measure_regions(kept.__getitem__, pooled.pixel_threshold())
-    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    parts = _gather_to_rank0(scored, rank, world)
-    if rank != 0:
+    parts = _gather_to_rank0(scored)
+    if not parts:  # not rank 0
         return total / count, None, []
     merged = parts[0]
     for part in parts[1:]:
@@ -297,11 +296,11 @@ def _sync_buffers_from_rank0(model: torch.nn.Module) -> None:
         dist.broadcast(buffer, src=0)
 
 
-def _gather_to_rank0(value: Any, rank: int, world: int) -> list[Any]:
+def _gather_to_rank0(value: Any) -> list[Any]:
     """Every rank's ``value`` on rank 0 (rank order); [] elsewhere."""
     if not _distributed():
         return [value]
-    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(value, gathered, dst=0)
     return gathered or []
 
