@@ -154,9 +154,18 @@ def test_export_writes_the_file_set_and_gate_report_and_logs_them_to_the_run(reg
     report = json.loads((out / "gate_report.json").read_text())
     assert report["passed"] and report["split"] == "test" and report["count"] > 0
     extra = report["extra"]
-    # The fastest rung passed on the validation split, so it was kept.
-    assert extra["fp32_modules"] == ["encoder.stem"] and [s["passed"] for s in extra["fp32_selection"]] == [True]
-    assert "float32 encoder.stem: gate on val passed" in printed
+    # The fastest rung (the stem in float32) is tried first on the validation split and kept when it
+    # passes. Whether it passes is the CPU's business: this random model's maps sit near its thresholds,
+    # and on an AMD EPYC without AVX-512 its int8 kernels flipped verdicts the Xeon's and Zen 4's did not.
+    # The ladder past a failed stem is tested deterministically below.
+    selection = extra["fp32_selection"]
+    assert selection[0]["accuracy_control"] is False and selection[0]["split"] == "val"
+    if selection[0]["passed"]:
+        assert extra["fp32_modules"] == ["encoder.stem"] and len(selection) == 1
+        assert "float32 encoder.stem: gate on val passed" in printed
+    else:
+        assert "float32 encoder.stem: gate on val failed" in printed and len(selection) > 1
+        assert extra["accuracy_control"] or extra["fp32_modules"] == ["encoder"]  # a later rung, passed on test
     assert extra["calibration_split"] == "train" and 0 < extra["calibration_frames"] <= 8
     assert extra["dataset_source"].startswith("run ") and extra["version"] == "1"
     file_set = out / extra["file_set"]
@@ -304,17 +313,21 @@ def test_fp32_modules_reach_the_quantiser_and_unknown_ones_are_refused(registere
 
 
 def _wrong_when(condition):
-    """``build_predictor`` whose int8 predictors are deliberately wrong when ``condition(manifest)``."""
+    """``build_predictor`` whose int8 predictors are deliberately wrong when ``condition(manifest)``
+    and exactly the float model otherwise: the quantisation is real, but which rungs pass the gate is
+    this test's choice, not the CPU's (int8 kernels round differently on each CPU kind)."""
     import jaffnet.inference
     from jaffnet.inference.int8_files import read_int8_manifest
 
     real_build = jaffnet.inference.build_predictor
 
     def build(model, backend="eager", **options):
-        predict = real_build(model, backend, **options)
-        if backend != "int8" or not condition(read_int8_manifest(options["quantized_path"])["float32"]):
-            return predict
-        return lambda batch: np.clip(predict(batch) + 0.3, 0, 1).astype(np.float32)  # a rung that must be rejected
+        if backend != "int8":
+            return real_build(model, backend, **options)
+        exact = real_build(model, "eager")
+        if not condition(read_int8_manifest(options["quantized_path"])["float32"]):
+            return exact  # a rung that must pass
+        return lambda batch: np.clip(exact(batch) + 0.3, 0, 1).astype(np.float32)  # a rung that must be rejected
 
     return build
 

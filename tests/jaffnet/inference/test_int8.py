@@ -96,8 +96,12 @@ def test_the_file_set_round_trips(model, file_set, int8):
     assert manifest["calibration"]["frames"] == 8 and "min-max" in manifest["calibration"]["method"]
     assert manifest["float32"]["modules"] == ["encoder.stem"] and "Interpolate" in manifest["float32"]["op_types"]
     batch = random_batch(2, SIZE, SIZE)
+    # One thread each: on an AMD EPYC without AVX-512 OpenVINO's multi-threaded int8 kernels gave the
+    # same batch maps one rounding step apart (0.005-0.007) from call to call; one thread repeats exactly.
+    expected = build_predictor(model, "int8", threads=1, quantized_path=str(file_set))(batch)
     for path in (folder, file_set, folder / "model.xml"):  # any of the three names the set
-        np.testing.assert_array_equal(build_predictor(model, "int8", quantized_path=str(path))(batch), int8(batch))
+        np.testing.assert_array_equal(build_predictor(model, "int8", threads=1, quantized_path=str(path))(batch),
+                                      expected)
 
 
 def test_other_weights_are_refused(file_set):
