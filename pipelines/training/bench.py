@@ -40,12 +40,14 @@ def bench_training(config: dict, image_size: int, batch_size: int, iters: int, w
     from jaffnet.inference.bench import synchronizer, time_call
     from jaffnet.losses import HybridLoss
     from jaffnet.model import IN_CHANNELS, JAFFNet
+    from pipelines.training.config import TrainConfig
+    from pipelines.training.factory import build_optimizer
 
     if batch_size < 2:
         raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = JAFFNet(**config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(TrainConfig(optimizer="adamw", lr=1e-4), model)  # as training builds it
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     loss_fn = HybridLoss()
     generator = torch.Generator().manual_seed(0)

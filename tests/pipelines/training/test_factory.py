@@ -52,6 +52,22 @@ def test_warmup_ramps_to_lr_then_the_schedule_runs_over_the_remaining_epochs():
         load_config(None, ["epochs=3", "warmup_epochs=3"])
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_use_torchs_fused_kernels_for_float32_parameters(name):
+    from pipelines.training.factory import build_optimizer
+
+    cfg = TrainConfig(width=0.125, image_size=32, optimizer=name)
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    assert optimizer.defaults["fused"] is True
+    sum(side.mean() for side in model(torch.randn(2, 3, 32, 32), side_outputs=True)).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert optimizer.state_dict()["param_groups"][0]["fused"] is True
+    assert build_optimizer(cfg, build_model(cfg).double()).defaults["fused"] is None  # no fused kernel: foreach
+
+
 def test_lr_scales_with_the_global_batch_only_when_asked():
     base = {"width": 0.125, "image_size": 32, "lr": 1e-3, "batch_size": 8, "num_workers": 4,
             "lr_reference_batch": 8}
