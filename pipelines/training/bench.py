@@ -41,19 +41,19 @@ def bench_training(config: dict, image_size: int, batch_size: int, iters: int, w
     from jaffnet.losses import HybridLoss
     from jaffnet.model import IN_CHANNELS, JAFFNet
     from pipelines.training.config import TrainConfig
-    from pipelines.training.factory import build_optimizer
+    from pipelines.training.factory import TRAINING_MEMORY_FORMAT, build_optimizer
 
     if batch_size < 2:
         raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = JAFFNet(**config).to(device).train()
+    model = JAFFNet(**config).to(device, memory_format=TRAINING_MEMORY_FORMAT).train()  # as training lays it out
     optimizer = build_optimizer(TrainConfig(optimizer="adamw", lr=1e-4), model)  # as training builds it
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     loss_fn = HybridLoss()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
     masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
-    images, masks = images.to(device), masks.to(device)
+    images, masks = images.to(device, memory_format=TRAINING_MEMORY_FORMAT), masks.to(device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,11 @@ from jaffnet.losses import HybridLoss
 from jaffnet.model import JAFFNet
 from pipelines.training.config import TrainConfig
 
+# The layout models and batches train in: oneDNN's convolutions (and cuDNN's under autocast) run faster
+# channels-last; the demo's training step took 0.9x the time on 2 CPU cores (docs/benchmarks/demo.md).
+# Weights are still saved contiguous (jaffnet.io), so inference is unchanged.
+TRAINING_MEMORY_FORMAT = torch.channels_last
+
 
 def build_model(cfg: TrainConfig) -> JAFFNet:
     model = JAFFNet(**cfg.model_arguments())

@@ -33,8 +33,8 @@ from pipelines.data.dataset import Sample, iter_samples, training_arrays
 from pipelines.runtime import quiet_train_report_log
 from pipelines.training.checkpointing import OVERLAY_DIR, TrainingState, restore_checkpoint, save_checkpoint
 from pipelines.training.config import TrainConfig
-from pipelines.training.factory import (build_loss, build_model, build_optimizer, build_scheduler,
-                                        build_weight_average)
+from pipelines.training.factory import (TRAINING_MEMORY_FORMAT, build_loss, build_model, build_optimizer,
+                                        build_scheduler, build_weight_average)
 from pipelines.training.tensors import batch_tensor, probability_maps
 from pipelines.evaluation.scoring import OVERALL, SplitAccumulator, SplitScores, overlay_of
 
@@ -135,9 +135,7 @@ def build_training(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Mod
                                                                    torch.amp.GradScaler, bool]:
     """The model on ``device``, its optimiser, schedule and gradient scaler, and whether steps run
     under float16 autocast (``mixed_precision`` on a GPU)."""
-    # Channels-last: oneDNN's convolutions (and cuDNN's under autocast) run faster in that layout; the
-    # demo's training step took 0.9x the time on 2 CPU cores. Weights are saved contiguous (jaffnet.io).
-    model = build_model(cfg).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg).to(device, memory_format=TRAINING_MEMORY_FORMAT)
     optimizer = build_optimizer(cfg, model)
     use_amp = cfg.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -204,7 +202,7 @@ def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, 
     # often (Ray's training split gives each rank the same number of rows).
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
         images, masks = (batch_tensor(array, device) for array in training_arrays(batch, normalization))
-        images = images.contiguous(memory_format=torch.channels_last)  # as the model's weights
+        images = images.contiguous(memory_format=TRAINING_MEMORY_FORMAT)  # as the model's weights
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=use_amp):
             outputs = model(images, side_outputs=True)
