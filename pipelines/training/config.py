@@ -119,6 +119,8 @@ class TrainConfig(BaseModel):
     calibration_target: Annotated[float, _AT_LEAST_0] = 0.05  # the rate (or, for escape_cost, the cost C)
     # validation, selection, registry
     best_metric: Annotated[str, _one_of(SELECTABLE_METRICS)] = "val_weighted_f"
+    # model inputs per forward pass when validating (null: batch_size); no gradients are kept there
+    val_batch_size: Annotated[int, _AT_LEAST_1] | None = None
     patience: Annotated[int, _rule(lambda value: value >= 1, ">= 1 (or null: no early stopping)")] | None = None
     num_overlays: Annotated[int, _AT_LEAST_0] = 4
     model_name: Annotated[str, _NAME] = "jaffnet"
@@ -185,6 +187,10 @@ class TrainConfig(BaseModel):
         """``JAFFNet(**cfg.model_arguments())``: the model this config trains."""
         return {"encoder_depth": self.encoder_depth, "width": self.width,
                 "dilation_rates": tuple(self.dilation_rates)}
+
+    @property
+    def validation_batch(self) -> int:
+        return self.val_batch_size or self.batch_size
 
     @property
     def global_batch(self) -> int:

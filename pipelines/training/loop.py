@@ -252,7 +252,7 @@ def validate(model, samples: Iterable[Sample], contract, loss_fn, cfg: TrainConf
 
     scored, overlays = SplitAccumulator(per_class=True), []
     kept: dict[str, np.ndarray] = {}  # maps stay on their rank, and only for the area rule
-    for sample, probability in predict_frames(samples, contract, predict, batch_size=cfg.batch_size,
+    for sample, probability in predict_frames(samples, contract, predict, batch_size=cfg.validation_batch,
                                               mask_of=lambda sample: sample.mask):
         scored.add(str(sample.id), str(sample.defect_class), probability, sample.mask)
         if cfg.min_defect_area_px:
