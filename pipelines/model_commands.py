@@ -220,8 +220,9 @@ def bench_model_command(args) -> int:
     import torch
 
     from jaffnet.inference import bench
-    from pipelines.training import bench as training_bench
     from jaffnet.model import JAFFNet
+    from pipelines.training import bench as training_bench
+    from pipelines.training.config import TrainConfig, load_config
 
     started = time.perf_counter()
     if args.threads is not None:
@@ -279,9 +280,11 @@ def bench_model_command(args) -> int:
 
         train_batch = plan["train_batch"] if args.train_batch_size is None else args.train_batch_size
         if train_batch:
-            print(f"\n== training on {device} (one process, forward + HybridLoss + backward + AdamW step)", flush=True)
+            print(f"\n== training on {device} (one process, forward + HybridLoss + backward + Adam step: "
+                  f"train.yaml's recipe)", flush=True)
             try:
-                training = [training_bench.bench_training(model.config, size, train_batch, iters=iters,
+                recipe = TrainConfig(**{**load_config(None).to_dict(), **model.config})  # this model, train.yaml's rest
+                training = [training_bench.bench_training(recipe, size, train_batch, iters=iters,
                                                           warmup=args.warmup, device=device, precision=precision)
                             for size in sizes for precision in plan["train_precisions"]]
             except ValueError as exc:

@@ -77,7 +77,7 @@ def demo_trainer_rate(image_size: int, steps: int = 3) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = bench_training(demo.model_arguments(), image_size, demo.batch_size, steps)
+        result = bench_training(demo, image_size, demo.batch_size, steps)
     finally:
         torch.set_num_threads(threads)
     return result.images_per_s * demo.num_workers

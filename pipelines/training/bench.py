@@ -15,6 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.training.config import TrainConfig
 
 TINY = ["width=0.125", "image_size=32", "batch_size=4", "num_workers=2", "cpus_per_worker=0.5", "torch_threads=1",
         "num_overlays=0", "experiment=bench-train", "model_name=bench-train", "best_metric=val_mae"]
@@ -32,37 +36,30 @@ class TrainingResult:
     images_per_s: float
 
 
-def bench_training(config: dict, image_size: int, batch_size: int, iters: int, warmup: int = 1,
+def bench_training(cfg: TrainConfig, image_size: int, batch_size: int, iters: int, warmup: int = 1,
                    device: str = "cpu", precision: str = "fp32") -> TrainingResult:
-    """Images/s of one process training a fresh model: forward, HybridLoss, backward, AdamW step."""
+    """Images/s of one process training a fresh model of ``cfg``: the model, loss and optimiser
+    the training factory builds, and the loop's own step (forward, loss, backward, clipping, step)."""
     import torch
 
     from jaffnet.inference.bench import synchronizer, time_call
-    from jaffnet.losses import HybridLoss
-    from jaffnet.model import IN_CHANNELS, JAFFNet
-    from pipelines.training.config import TrainConfig
-    from pipelines.training.factory import TRAINING_MEMORY_FORMAT, build_optimizer
+    from jaffnet.model import IN_CHANNELS
+    from pipelines.training.factory import TRAINING_MEMORY_FORMAT, build_loss, build_model, build_optimizer
+    from pipelines.training.loop import train_step
 
     if batch_size < 2:
         raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = JAFFNet(**config).to(device, memory_format=TRAINING_MEMORY_FORMAT).train()  # as training lays it out
-    optimizer = build_optimizer(TrainConfig(optimizer="adamw", lr=1e-4), model)  # as training builds it
+    model = build_model(cfg).to(device, memory_format=TRAINING_MEMORY_FORMAT).train()
+    optimizer, loss_fn = build_optimizer(cfg, model), build_loss(cfg)
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
-    loss_fn = HybridLoss()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
     masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
-    images, masks = images.to(device, memory_format=TRAINING_MEMORY_FORMAT), masks.to(device)
+    images, masks = images.to(device), masks.to(device)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            outputs = model(images)
-        loss = loss_fn(outputs, masks)  # HybridLoss computes in float32
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm, autocast_dtype)
 
     timings = time_call(step, iters, warmup, sync=synchronizer(device))
     wall, cpu = statistics.median(timings.wall), statistics.median(timings.cpu)

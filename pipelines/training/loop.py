@@ -202,17 +202,8 @@ def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, 
     # often (Ray's training split gives each rank the same number of rows).
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
         images, masks = (batch_tensor(array, device) for array in training_arrays(batch, normalization))
-        images = images.contiguous(memory_format=TRAINING_MEMORY_FORMAT)  # as the model's weights
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(images, side_outputs=True)
-        loss = loss_fn(outputs, masks)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip_norm is not None:  # a rare huge gradient (a faint defect's first hit) cannot undo training
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        loss = train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm,
+                          torch.float16 if use_amp else None)
         if after_step is not None:
             after_step()
         total += loss.item() * len(images)
@@ -222,6 +213,24 @@ def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, 
         raise ValueError(f"the train split gave no full batch of {cfg.batch_size} images per worker "
                          f"with {cfg.num_workers} workers; lower batch_size or num_workers")
     return total / count
+
+
+def train_step(model, images: torch.Tensor, masks: torch.Tensor, loss_fn, optimizer, scaler,
+               grad_clip_norm: float | None = None, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One optimisation step on a batch (the loop's and the training benchmark's); returns the loss.
+    ``autocast_dtype``: run the forward pass under autocast in that dtype (None: as the weights)."""
+    images = images.contiguous(memory_format=TRAINING_MEMORY_FORMAT)  # as the model's weights
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        outputs = model(images, side_outputs=True)
+    loss = loss_fn(outputs, masks)  # HybridLoss computes in float32
+    scaler.scale(loss).backward()
+    if grad_clip_norm is not None:  # a rare huge gradient (a faint defect's first hit) cannot undo training
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
 
 
 def owns_sample(sample_id: str, rank: int, world: int) -> bool:

@@ -55,12 +55,12 @@ def test_bench_data_times_the_demo_configs_trainer(monkeypatch):
 
     calls = []
 
-    def fake_bench_training(model, image_size, batch_size, steps):
-        calls.append((model, image_size, batch_size))
+    def fake_bench_training(cfg, image_size, batch_size, steps):
+        calls.append((cfg, image_size, batch_size))
         return SimpleNamespace(images_per_s=10.0)
 
     monkeypatch.setattr(pipelines.training.bench, "bench_training", fake_bench_training)
     demo = load_config(DEMO_CONFIG)
     assert demo_trainer_rate(64) == 10.0 * demo.num_workers
-    (model, image_size, batch_size), = calls
-    assert (model["width"], image_size, batch_size) == (demo.width, 64, demo.batch_size)
+    (cfg, image_size, batch_size), = calls
+    assert (cfg, image_size, batch_size) == (demo, 64, demo.batch_size)  # the demo's model and recipe
