@@ -116,7 +116,7 @@ def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
     import torch
 
     from pipelines.training.factory import build_loss
-    from pipelines.training.loop import build_training
+    from pipelines.training.loop import build_training, train_step
 
     model, optimizer, _, scaler, use_amp = build_training(cfg, device)
     loss_fn = build_loss(cfg)
@@ -127,12 +127,8 @@ def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
         if step == 2:  # after cuDNN's algorithm search
             _synchronise(device)
             started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(images, side_outputs=True)
-        scaler.scale(loss_fn(outputs, masks)).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm,
+                   torch.float16 if use_amp else None)
     _synchronise(device)
     return (time.perf_counter() - started) / (steps - 2)
 
