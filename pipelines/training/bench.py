@@ -44,15 +44,15 @@ def bench_training(cfg: TrainConfig, image_size: int, batch_size: int, iters: in
 
     from jaffnet.inference.bench import synchronizer, time_call
     from jaffnet.model import IN_CHANNELS
-    from pipelines.training.factory import TRAINING_MEMORY_FORMAT, build_loss, build_model, build_optimizer
-    from pipelines.training.loop import train_step
+    from pipelines.training.factory import build_loss
+    from pipelines.training.loop import build_training, train_step
 
     if batch_size < 2:
         raise ValueError("training batches need >= 2 images (the DRF global branch has BatchNorm on a 1x1 map)")
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = build_model(cfg).to(device, memory_format=TRAINING_MEMORY_FORMAT).train()
-    optimizer, loss_fn = build_optimizer(cfg, model), build_loss(cfg)
-    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
+    model, optimizer, _, _, _ = build_training(cfg, torch.device(device))  # as the loop lays it out
+    loss_fn = build_loss(cfg)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")  # this benchmark's precision, not the config's
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, IN_CHANNELS, image_size, image_size, generator=generator)
     masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.9).float()
