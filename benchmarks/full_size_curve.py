@@ -118,7 +118,7 @@ def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
     from pipelines.training.factory import build_loss
     from pipelines.training.loop import build_training, train_step
 
-    model, optimizer, _, scaler, use_amp = build_training(cfg, device)
+    model, optimizer, _, scaler, autocast_dtype = build_training(cfg, device)
     loss_fn = build_loss(cfg)
     images = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
     masks = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size, device=device) > 0.9).float()
@@ -127,8 +127,7 @@ def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
         if step == 2:  # after cuDNN's algorithm search
             _synchronise(device)
             started = time.perf_counter()
-        train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm,
-                   torch.float16 if use_amp else None)
+        train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm, autocast_dtype)
     _synchronise(device)
     return (time.perf_counter() - started) / (steps - 2)
 
@@ -184,13 +183,13 @@ def _fit(cfg: TrainConfig, shard: StoredShard, val: list[Sample], device, curve:
     from pipelines.training.loop import build_training, format_epoch_line, score_validation, train_one_epoch, validate
 
     torch.manual_seed(cfg.seed)
-    model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
+    model, optimizer, scheduler, scaler, autocast_dtype = build_training(cfg, device)
     loss_fn, contract = build_loss(cfg), cfg.input_contract()
     scores = None
     for epoch in range(cfg.epochs):
         tick = time.perf_counter()
         shard.epoch, lr = epoch, optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg, device, use_amp)
+        train_loss = train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg, device, autocast_dtype)
         trained_at = time.perf_counter()
         val_loss, scored, _ = validate(model, val, contract, loss_fn, cfg, device, None)
         scores, val_metrics = score_validation(scored, cfg)

@@ -71,7 +71,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.torch_threads or max(1, math.floor(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
 
-    model, optimizer, scheduler, scaler, use_amp = build_training(cfg, device)
+    model, optimizer, scheduler, scaler, autocast_dtype = build_training(cfg, device)
     average = build_weight_average(cfg, model)  # None without ema_decay
     validated = average.module if average is not None else model
     state = TrainingState()
@@ -81,10 +81,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = restore_checkpoint(directory, model, optimizer, scheduler, scaler, average)
     resumed_at = state.next_epoch
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
-    setup = training_setup(device, world, use_amp)
+    setup = training_setup(device, world, autocast_dtype)
     if rank == 0 and resumed_at == 0:
         _progress.info(f"training on {world} worker(s), {setup['device']}, DDP over {setup['ddp_backend']}, "
-                       f"{'float16 autocast + GradScaler' if use_amp else 'float32'}")
+                       f"{'float16 autocast + GradScaler' if autocast_dtype else 'float32'}")
     loss_fn = build_loss(cfg)
     contract = cfg.input_contract()
     train_shard = ray.train.get_dataset_shard(TRAIN_DATASET)
@@ -95,7 +95,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         set_epoch(clock, epoch)  # before iterating: the epoch's augmentation draw
-        train_loss = train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, use_amp,
+        train_loss = train_one_epoch(ddp_model, train_shard, loss_fn, optimizer, scaler, cfg, device, autocast_dtype,
                                      after_step=None if average is None else lambda: average.update_parameters(model))
         trained_at = time.perf_counter()
         _sync_buffers_from_rank0(validated)
@@ -132,21 +132,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def build_training(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any,
-                                                                   torch.amp.GradScaler, bool]:
-    """The model on ``device``, its optimiser, schedule and gradient scaler, and whether steps run
-    under float16 autocast (``mixed_precision`` on a GPU)."""
+                                                                   torch.amp.GradScaler, torch.dtype | None]:
+    """The model on ``device``, its optimiser, schedule and gradient scaler, and the dtype steps
+    autocast to: float16 for ``mixed_precision`` on a GPU, else None (float32)."""
     model = build_model(cfg).to(device, memory_format=TRAINING_MEMORY_FORMAT)
     optimizer = build_optimizer(cfg, model)
     use_amp = cfg.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    return model, optimizer, build_scheduler(cfg, optimizer), scaler, use_amp
+    return model, optimizer, build_scheduler(cfg, optimizer), scaler, torch.float16 if use_amp else None
 
 
-def training_setup(device: torch.device, world: int, use_amp: bool) -> dict[str, Any]:
+def training_setup(device: torch.device, world: int, autocast_dtype: torch.dtype | None) -> dict[str, Any]:
     """How this run trains, saved with each checkpoint: which device, DDP backend (Ray picks
     NCCL for GPU workers, gloo for CPU ones) and precision produced the weights."""
     return {"device": device.type, "ddp_backend": dist.get_backend() if dist.is_initialized() else "none",
-            "workers": world, "mixed_precision": use_amp}
+            "workers": world, "mixed_precision": autocast_dtype is not None}
 
 
 def score_validation(scored: SplitAccumulator, cfg: TrainConfig,
@@ -193,7 +193,8 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device, use_amp: bool,
+def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, device,
+                    autocast_dtype: torch.dtype | None,
                     after_step: Callable[[], None] | None = None) -> float:
     model.train()
     normalization = cfg.input_contract().normalization  # as validation and serving will feed the model
@@ -202,8 +203,7 @@ def train_one_epoch(model, shard, loss_fn, optimizer, scaler, cfg: TrainConfig, 
     # often (Ray's training split gives each rank the same number of rows).
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
         images, masks = (batch_tensor(array, device) for array in training_arrays(batch, normalization))
-        loss = train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm,
-                          torch.float16 if use_amp else None)
+        loss = train_step(model, images, masks, loss_fn, optimizer, scaler, cfg.grad_clip_norm, autocast_dtype)
         if after_step is not None:
             after_step()
         total += loss.item() * len(images)
