@@ -12,10 +12,16 @@ TOY = ["width=0.125", "image_size=32", "epochs=1", "warmup_epochs=0", "batch_siz
 
 
 def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_path, monkeypatch, capsys):
+    from pipelines.training import demo
+
     monkeypatch.chdir(tmp_path)  # MLflow artifacts go under ./mlruns
+    batches = []
+    real_evaluate = demo.evaluate
+    monkeypatch.setattr(demo, "evaluate", lambda *args, **kwargs: batches.append(kwargs["batch_size"])
+                        or real_evaluate(*args, **kwargs))
     try:
-        result = run_demo(tmp_path / "demo_out", count=40, overrides=TOY, extra_test_frames=20,
-                          tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        result = run_demo(tmp_path / "demo_out", count=40, overrides=[*TOY, "val_batch_size=6"],
+                          extra_test_frames=20, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     finally:
         mlflow.set_tracking_uri(None)
     out = capsys.readouterr().out
@@ -29,3 +35,4 @@ def test_demo_runs_every_stage_and_reports_model_and_baseline(ray_session, tmp_p
     # 40 frames split 70/15/15, and the 20 extra ones to the test split only
     assert manifest["totals"] == {"train": 28, "val": 6, "test": 26}
     assert "test (26 images" in out
+    assert batches == [6]  # the test split runs at validation's batch, not evaluate's default
