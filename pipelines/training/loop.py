@@ -84,7 +84,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     setup = training_setup(device, world, autocast_dtype)
     if rank == 0 and resumed_at == 0:
         _progress.info(f"training on {world} worker(s), {setup['device']}, DDP over {setup['ddp_backend']}, "
-                       f"{'float16 autocast + GradScaler' if autocast_dtype else 'float32'}")
+                       f"{'float16 autocast + GradScaler' if autocast_dtype is not None else 'float32'}")
     loss_fn = build_loss(cfg)
     contract = cfg.input_contract()
     train_shard = ray.train.get_dataset_shard(TRAIN_DATASET)
