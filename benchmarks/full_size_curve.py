@@ -107,10 +107,6 @@ class StoredShard:
         yield from self.pool.imap(_augmented, jobs)
 
 
-def _with(cfg: TrainConfig, **values: Any) -> TrainConfig:
-    return TrainConfig.from_dict({**cfg.to_dict(), **values})
-
-
 def _probe_seconds_per_step(cfg: TrainConfig, device, steps: int = 12) -> float:
     """Seconds per training step of the real model, loss and optimiser on random batches."""
     import torch
@@ -247,7 +243,7 @@ def train(args: argparse.Namespace) -> int:
 
             shard = StoredShard(pool, args.frames, cfg)
             epochs, untrained, probes = _plan_epochs(cfg, shard, val, device, args, started)
-            cfg = shard.cfg = _with(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
+            cfg = shard.cfg = cfg.replaced(epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, epochs - 1)))
             history = [untrained]  # epoch 0 on the plot
             (out / CURVE).write_text(json.dumps(untrained) + "\n")
             model, scores = _fit(cfg, shard, val, device, out / CURVE, history)

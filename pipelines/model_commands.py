@@ -222,7 +222,7 @@ def bench_model_command(args) -> int:
     from jaffnet.inference import bench
     from jaffnet.model import JAFFNet
     from pipelines.training import bench as training_bench
-    from pipelines.training.config import TrainConfig, load_config
+    from pipelines.training.config import load_config
 
     started = time.perf_counter()
     if args.threads is not None:
@@ -283,7 +283,7 @@ def bench_model_command(args) -> int:
             print(f"\n== training on {device} (one process, forward + HybridLoss + backward + Adam step: "
                   f"train.yaml's recipe)", flush=True)
             try:
-                recipe = TrainConfig(**{**load_config(None).to_dict(), **model.config})  # this model, train.yaml's rest
+                recipe = load_config(None).replaced(**model.config)  # this model, train.yaml's rest
                 training = [training_bench.bench_training(recipe, size, train_batch, iters=iters,
                                                           warmup=args.warmup, device=device, precision=precision)
                             for size in sizes for precision in plan["train_precisions"]]

@@ -216,6 +216,10 @@ class TrainConfig(BaseModel):
         return InputContract(image_size=self.image_size, mode=self.input_mode, tile_overlap=self.tile_overlap,
                              normalization=self.normalization, flip_views=self.flip_views)
 
+    def replaced(self, **values: Any) -> TrainConfig:
+        """This config with ``values`` in place of its own, validated like any other."""
+        return TrainConfig.from_dict({**self.to_dict(), **values})
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """From a mapping, e.g. a config stored with an older checkpoint or search (retired keys are dropped)."""

@@ -26,6 +26,15 @@ def test_dump_round_trips(tmp_path):
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_replaced_changes_only_the_given_keys_and_validates_them():
+    cfg = load_config(None, ["width=0.5", "augment.crop_p=0.25"])
+    changed = cfg.replaced(epochs=3, dilation_rates=(1, 3, 5))
+    assert (changed.epochs, changed.dilation_rates) == (3, [1, 3, 5])
+    assert changed.replaced(epochs=cfg.epochs, dilation_rates=cfg.dilation_rates) == cfg and cfg.epochs != 3
+    with pytest.raises(ValueError, match="val_batch_size"):
+        cfg.replaced(val_batch_size=0)
+
+
 @pytest.mark.parametrize("override, key", [
     ("width=-1", "width"),
     ("width=abc", "width"),
