@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,15 +41,52 @@ def quiet_ray_data_console() -> None:
     warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.* is deprecated")
 
 
+# How long a recorded Ray head gets to accept a connection before it counts as gone.
+HEAD_PROBE_TIMEOUT_S = 2.0
+
+
+def recorded_head_not_answering(temp_dir: str | None = None,
+                                timeout_s: float = HEAD_PROBE_TIMEOUT_S) -> tuple[str, str] | None:
+    """``(record file, address)`` when the Ray head that ``ray start --head`` recorded does not
+    accept connections any more; None when no head is recorded or it answers.
+
+    ``ray.init()`` without an address joins the head named in ``<Ray temp dir>/ray_current_cluster``.
+    A head that died without ``ray stop`` leaves that file behind, and Ray 2.60 then waits for its
+    GCS forever, printing "Failed to connect to GCS" every few seconds."""
+    from ray._common.utils import get_ray_address_file
+
+    record = get_ray_address_file(temp_dir)
+    try:
+        address = Path(record).read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None  # not an address we can probe: Ray reports it
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError:
+        return record, address
+
+
 def init_ray(**kwargs: Any) -> None:
     """``ray.init(**kwargs)`` unless Ray is up already, with the quiet-console hook in the
-    job's runtime environment (joins the cluster at ``RAY_ADDRESS`` when set)."""
+    job's runtime environment (joins the cluster at ``RAY_ADDRESS`` when set, else the head
+    ``ray start`` recorded if it answers, else starts a local instance)."""
     import ray
 
     if not ray.is_initialized():
         runtime_env = dict(kwargs.pop("runtime_env", None) or {})
         runtime_env.setdefault("worker_process_setup_hook", QUIET_HOOK)
         if not kwargs.get("address") and not os.environ.get("RAY_ADDRESS"):
+            stale = recorded_head_not_answering(kwargs.get("_temp_dir"))
+            if stale:
+                record, address = stale
+                print(f"note: {record} names a Ray head at {address} that does not answer (stopped without "
+                      "`ray stop`?): starting a local Ray instance instead. `ray stop` clears that record.",
+                      file=sys.stderr)
+                kwargs["address"] = "local"
             # A local single-node instance is never drained, so Ray Train's preemption watcher
             # has nothing to watch, and starting its actor prints a core-worker error (Ray 2.60).
             env_vars = dict(runtime_env.get("env_vars") or {})

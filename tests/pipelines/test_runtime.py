@@ -79,3 +79,46 @@ def test_rays_token_file_is_made_private_to_its_owner(tmp_path, monkeypatch):
     assert runtime.keep_auth_token_private() == token
     assert token.stat().st_mode & 0o777 == 0o600 and token.read_text() == "secret"
     assert runtime.keep_auth_token_private() is None  # already private
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_recorded_head_that_does_not_answer_is_found_and_one_that_answers_is_not(tmp_path):
+    import socket
+
+    assert runtime.recorded_head_not_answering(str(tmp_path)) is None  # nothing recorded
+    record = tmp_path / "ray_current_cluster"
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        record.write_text(f"127.0.0.1:{head.getsockname()[1]}\n")
+        assert runtime.recorded_head_not_answering(str(tmp_path)) is None
+    dead = f"127.0.0.1:{_closed_port()}"
+    record.write_text(dead + "\n")
+    assert runtime.recorded_head_not_answering(str(tmp_path)) == (str(record), dead)
+    record.write_text("not an address")
+    assert runtime.recorded_head_not_answering(str(tmp_path)) is None
+
+
+def test_init_ray_starts_a_local_instance_instead_of_waiting_for_a_dead_head(tmp_path, monkeypatch, capsys):
+    """Ray 2.60's ray.init() would wait forever for the GCS named by a stale record."""
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}")
+    runtime.init_ray(_temp_dir=str(tmp_path))
+    assert calls[0]["address"] == "local"
+    assert "does not answer" in capsys.readouterr().err
+    (tmp_path / "ray_current_cluster").unlink()
+    runtime.init_ray(_temp_dir=str(tmp_path))
+    assert "address" not in calls[1]  # nothing recorded: Ray's own choice, as before
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    runtime.init_ray()
+    assert "address" not in calls[2]  # a job's address is Ray's to use, never probed
