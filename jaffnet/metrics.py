@@ -8,6 +8,7 @@ defect-free frame predicted as clean background scores as clean.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,12 +39,49 @@ IMAGE_COUNTS = ("true_ng", "overkill", "escapes", "true_ok")
 LOWER_IS_BETTER = {"mae", "overkill_rate", "escape_rate", "overkill_at_escape"}
 
 
+@dataclass(frozen=True)
+class ImageSaliency:
+    """One image's saliency results: its per-image scalars and its E- and F-measure curves
+    (256 thresholds each)."""
+
+    scalars: dict[str, float]
+    e_curve: np.ndarray
+    f_curve: np.ndarray
+
+
+def image_saliency(prob: np.ndarray, mask: np.ndarray) -> ImageSaliency:
+    """Score one image: ``prob`` a float map in [0, 1]; ``mask`` a same-size binary (bool or
+    {0,1}/{0,255}) mask. Fresh pysodmetrics objects, so nothing of other images leaks in."""
+    prob = np.asarray(prob, dtype=np.float64)
+    mask = np.asarray(mask)
+    if prob.ndim != 2 or prob.shape != mask.shape:
+        raise ValueError(f"prediction {prob.shape} and mask {mask.shape} must be equal 2-D shapes")
+    if prob.size and (prob.min() < 0 or prob.max() > 1):
+        raise ValueError("prediction must hold probabilities in [0, 1]")
+    gt = mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)
+    # Imported here, not at the top: pysodmetrics pulls in scikit-learn (1.5-2 s a process), and
+    # every process that only reads a training config (a Tune trial's driver, Ray Train's
+    # controller) imports this module for the metric names.
+    import py_sod_metrics as sod
+
+    mae, wfm, sm, em = sod.MAE(), sod.WeightedFmeasure(), sod.Smeasure(), sod.Emeasure()
+    fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
+    for metric in (mae, wfm, sm, em, fm):
+        metric.step(prob, gt, normalize=False)
+    e, f = em.get_results()["em"], fm.get_results()["fm"]
+    scalars = {"mae": mae.get_results()["mae"], "weighted_f": wfm.get_results()["wfm"],
+               "s_measure": sm.get_results()["sm"], "adaptive_e": e["adp"], "adaptive_f": f["adaptive"]}
+    return ImageSaliency({key: float(value) for key, value in scalars.items()},
+                         np.asarray(e["curve"], np.float64), np.asarray(f["dynamic"], np.float64))
+
+
 class SaliencyMetrics:
     """Per-image metrics; ``compute()`` averages them over the images seen.
 
-    Each image is scored by fresh pysodmetrics objects and only its own results are kept
-    (a few scalars and two 256-point curves), so accumulators filled in parallel (one per
-    training rank) ``merge`` into exactly what one accumulator over all images computes.
+    Only each image's own results are kept (:class:`ImageSaliency`: a few scalars and two
+    256-point curves), so accumulators filled in parallel (one per training rank) ``merge``
+    into exactly what one accumulator over all images computes, and one image scored once
+    can be ``add``-ed to several accumulators (overall and its defect class).
     """
 
     def __init__(self) -> None:
@@ -56,30 +94,14 @@ class SaliencyMetrics:
         return len(self._e_curves)
 
     def update(self, prob: np.ndarray, mask: np.ndarray) -> None:
-        """``prob``: float map in [0, 1]; ``mask``: same-size binary (bool or {0,1}/{0,255}) mask."""
-        prob = np.asarray(prob, dtype=np.float64)
-        mask = np.asarray(mask)
-        if prob.ndim != 2 or prob.shape != mask.shape:
-            raise ValueError(f"prediction {prob.shape} and mask {mask.shape} must be equal 2-D shapes")
-        if prob.size and (prob.min() < 0 or prob.max() > 1):
-            raise ValueError("prediction must hold probabilities in [0, 1]")
-        gt = mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)
-        # Imported here, not at the top: pysodmetrics pulls in scikit-learn (1.5-2 s a process), and
-        # every process that only reads a training config (a Tune trial's driver, Ray Train's
-        # controller) imports this module for the metric names.
-        import py_sod_metrics as sod
+        """Score one image (:func:`image_saliency`) and add it."""
+        self.add(image_saliency(prob, mask))
 
-        mae, wfm, sm, em = sod.MAE(), sod.WeightedFmeasure(), sod.Smeasure(), sod.Emeasure()
-        fm = sod.FmeasureV2({"fm": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
-        for metric in (mae, wfm, sm, em, fm):
-            metric.step(prob, gt, normalize=False)
-        e, f = em.get_results()["em"], fm.get_results()["fm"]
-        for key, value in (("mae", mae.get_results()["mae"]), ("weighted_f", wfm.get_results()["wfm"]),
-                           ("s_measure", sm.get_results()["sm"]), ("adaptive_e", e["adp"]),
-                           ("adaptive_f", f["adaptive"])):
-            self._scalars[key].append(float(value))
-        self._e_curves.append(np.asarray(e["curve"], np.float64))
-        self._f_curves.append(np.asarray(f["dynamic"], np.float64))
+    def add(self, image: ImageSaliency) -> None:
+        for key in _PER_IMAGE_SCALARS:
+            self._scalars[key].append(image.scalars[key])
+        self._e_curves.append(image.e_curve)
+        self._f_curves.append(image.f_curve)
 
     def merge(self, other: "SaliencyMetrics") -> "SaliencyMetrics":
         """Add ``other``'s images to this accumulator (returns self)."""

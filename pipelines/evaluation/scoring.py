@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from jaffnet.decision import DecisionRule, find_regions, image_score
-from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics
+from jaffnet.metrics import ImageLevelMetrics, SaliencyMetrics, image_saliency
 from jaffnet.preprocess import to_rgb
 from pipelines.evaluation.calibration import (
     BALANCED,
@@ -156,8 +156,9 @@ class SplitAccumulator:
                              f"{mask.shape[1]}x{mask.shape[0]}: maps must be at the frame's own size")
         if sample_id in self.frames:
             raise ValueError(f"{sample_id} was scored twice")
+        image = image_saliency(prob, mask)  # once, for the overall row and the class's
         for name in self._rows_of(defect_class):
-            self.saliency.setdefault(name, SaliencyMetrics()).update(prob, mask)
+            self.saliency.setdefault(name, SaliencyMetrics()).add(image)
         self.calibrator.update(prob, mask)
         self.frames[sample_id] = FrameRecord(
             defect_class, bool(mask.any()), verdict.image_score if verdict else image_score(prob),

@@ -291,3 +291,19 @@ def test_each_defect_class_is_ranked_against_all_good_frames():
     table = Evaluation.from_scores(score_predictions(probs, samples), None, "m", "test").table()
     assert "AUROC of hole, scratch (no good frames of their own): each class's frames ranked against " \
            "the split's 4 good frames" in table
+
+
+def test_each_frame_is_scored_once_for_the_overall_and_its_class_row(monkeypatch):
+    import pipelines.evaluation.scoring as scoring
+    from jaffnet.metrics import image_saliency
+
+    calls = []
+    monkeypatch.setattr(scoring, "image_saliency", lambda *args: calls.append(1) or image_saliency(*args))
+    samples = [_square_sample("a", "scratch"), _square_sample("b", "patch"), _square_sample("c", "clean")]
+    probs = {s.id: (s.mask / 255 * 0.6 + 0.1).astype(np.float32) for s in samples}
+    scores = score_predictions(probs, samples)
+    assert len(calls) == 3
+    for s in samples:  # each class row holds exactly what a fresh accumulator of its frame computes
+        alone = SaliencyMetrics()
+        alone.update(probs[s.id], s.mask)
+        assert scores.rows[s.defect_class] == pytest.approx(alone.compute())
