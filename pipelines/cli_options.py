@@ -21,6 +21,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (anything else is a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number > 0")
+    return value
+
+
 def moment(text: str) -> float:
     """An argparse ``type``: an ISO 8601 time (UTC when no zone is given) -> unix seconds."""
     from datetime import datetime, timezone

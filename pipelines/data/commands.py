@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli_options import add_log_selection
+from pipelines.cli_options import add_log_selection, positive_float
 from pipelines.data.defects import DIFFICULTIES
 from pipelines.data.layouts import FORMATS
 from pipelines.data.textures import TEXTURES
@@ -47,7 +47,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     ingest.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     ingest.add_argument("--strict", action="store_true",
                         help="fail (exit 1, write nothing) if any file is rejected")
-    ingest.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per decode task")
+    ingest.add_argument("--num-cpus", type=positive_float, default=0.5, help="CPUs per decode task")
     ingest.add_argument("--bit-depth", type=int, choices=range(9, 17), metavar="9..16",
                         help="significant bits of 16-bit images without a PNG sBIT chunk (default: inferred "
                              "from each image's maximum, as the endpoint does)")
@@ -60,7 +60,7 @@ def add_commands(subparsers, bench_subparsers) -> None:
     bench.add_argument("--size", type=int, default=256, help="training image size")
     bench.add_argument("--batch-size", type=int, default=64, help="rows per Ray Data block and task")
     bench.add_argument("--epochs", type=int, default=3, help="Ray Data epochs (the first starts its workers)")
-    bench.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per Ray Data task")
+    bench.add_argument("--num-cpus", type=positive_float, default=0.5, help="CPUs per Ray Data task")
     bench.set_defaults(func=run_bench)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -37,6 +38,10 @@ MANIFEST_VERSION = 1
 # Several files even for small datasets: each file is a read task, so readers (and the
 # augmentation after them) run in parallel instead of in one task per dataset.
 ROWS_PER_FILE = 64
+# Decode tasks: at most this many, and no more than run at once (one wave). Each task costs a fixed
+# ~0.1-0.2 s, so on a small machine a few larger tasks finish sooner: 1664 demo frames on 2 CPUs took
+# 12.3-14.1 s as 64 tasks, 9.6-11.8 s as 16, 7.4-9.6 s as 4 (docs/benchmarks/demo.md). A cluster still gets 64.
+MAX_DECODE_TASKS = 64
 
 
 class IngestError(RuntimeError):
@@ -148,6 +153,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
 
     src = Path(src).resolve()
     check_fractions(val_fraction, test_fraction)
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or not num_cpus > 0:
+        raise ValueError(f"num_cpus (CPUs per decode task) must be a number > 0, got {num_cpus!r}")
     out = prepare_output(out, overwrite, sources=(src,))
     start = time.perf_counter()
     found = discover(source_format, src)
@@ -159,7 +166,7 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     tmp = temporary_sibling(out)
     try:
         if records:
-            blocks = max(1, min(len(records) // batch_size, 64))
+            blocks = max(1, min(len(records) // batch_size, decode_tasks(num_cpus)))
             decoded = (
                 ray.data.from_items(records, override_num_blocks=blocks)
                 .map_batches(decode_and_validate, fn_kwargs={"source_format": source_format, "bit_depth": bit_depth},
@@ -183,6 +190,16 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
     finally:
         discard(tmp)
     return IngestResult(out, manifest)
+
+
+def decode_tasks(num_cpus: float) -> int:
+    """How many decode tasks of ``num_cpus`` each an ingestion splits its files into: as many as
+    the running Ray instance's CPUs run at once (this machine's when none runs yet: Ray Data then
+    starts a local one), at most ``MAX_DECODE_TASKS``."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1
+    return max(1, min(MAX_DECODE_TASKS, int(cpus / num_cpus)))
 
 
 # --- what every source format shares: the output, the checks, the splits, the manifest --------------

@@ -64,3 +64,15 @@ def test_bench_data_times_the_demo_configs_trainer(monkeypatch):
     assert demo_trainer_rate(64) == 10.0 * demo.num_workers
     (cfg, image_size, batch_size), = calls
     assert (cfg, image_size, batch_size) == (demo, 64, demo.batch_size)  # the demo's model and recipe
+
+
+def test_cpus_per_task_must_be_a_positive_number(tmp_path, capsys):
+    import pytest
+
+    for command in (["ingest", "--format", "folder", str(tmp_path), "--out", str(tmp_path / "ds")],
+                    ["bench", "data", "--count", "8"]):
+        for bad in ("0", "-1", "nan", "abc"):
+            with pytest.raises(SystemExit) as exit_:
+                main(command + [f"--num-cpus={bad}"])
+            assert exit_.value.code == 2 and "--num-cpus" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

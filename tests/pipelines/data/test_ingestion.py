@@ -133,3 +133,17 @@ def test_manifest_is_plain_json(ray_session, sd900_source, tmp_path):
     ingest(sd900_source, tmp_path / "ds", "sd900")
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert {"counts", "totals", "rejected", "arguments", "content_hash"} <= set(manifest)
+
+
+def test_decode_tasks_are_one_wave_of_the_instances_cpus_capped(monkeypatch, tmp_path):
+    import ray
+
+    from pipelines.data import ingestion
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    for cpus, num_cpus, tasks in ((2, 0.5, 4), (2, 1, 2), (2, 4, 1), (64, 0.5, ingestion.MAX_DECODE_TASKS)):
+        monkeypatch.setattr(ray, "cluster_resources", lambda cpus=cpus: {"CPU": cpus})
+        assert ingestion.decode_tasks(num_cpus) == tasks
+    for bad in (0, -1, True, "1"):
+        with pytest.raises(ValueError, match="num_cpus"):
+            ingestion.ingest(tmp_path, tmp_path / "out", "folder", num_cpus=bad)
