@@ -153,8 +153,8 @@ def ingest(src: str | Path, out: str | Path, source_format: str, *, seed: int = 
 
     src = Path(src).resolve()
     check_fractions(val_fraction, test_fraction)
-    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or not num_cpus > 0:
-        raise ValueError(f"num_cpus (CPUs per decode task) must be a number > 0, got {num_cpus!r}")
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or not 0 < num_cpus < float("inf"):
+        raise ValueError(f"num_cpus (CPUs per decode task) must be a finite number > 0, got {num_cpus!r}")
     out = prepare_output(out, overwrite, sources=(src,))
     start = time.perf_counter()
     found = discover(source_format, src)

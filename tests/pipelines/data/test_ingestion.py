@@ -144,6 +144,6 @@ def test_decode_tasks_are_one_wave_of_the_instances_cpus_capped(monkeypatch, tmp
     for cpus, num_cpus, tasks in ((2, 0.5, 4), (2, 1, 2), (2, 4, 1), (64, 0.5, ingestion.MAX_DECODE_TASKS)):
         monkeypatch.setattr(ray, "cluster_resources", lambda cpus=cpus: {"CPU": cpus})
         assert ingestion.decode_tasks(num_cpus) == tasks
-    for bad in (0, -1, True, "1"):
+    for bad in (0, -1, float("inf"), float("nan"), True, "1"):
         with pytest.raises(ValueError, match="num_cpus"):
             ingestion.ingest(tmp_path, tmp_path / "out", "folder", num_cpus=bad)
